@@ -1,0 +1,19 @@
+"""App keys: every REST call names its app by the secret key in its body."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from bfstream.errors import Unauthorized
+from bfstream.store.sqlite import App, Store
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store
+
+
+def authenticate(request: Request, api_key: str) -> App:
+    app = store_of(request).app_by_key(api_key) if api_key else None
+    if app is None:
+        raise Unauthorized("Invalid or missing apiKey")
+    return app

@@ -1,0 +1,69 @@
+"""The only place that turns errors into HTTP answers.
+
+Every failure answers ``{"success": false, "error": {"message", "code", "type", "details"}}``;
+nothing a caller receives is a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from bfstream.errors import BfstreamError
+
+log = logging.getLogger("bfstream.api")
+
+_HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_body(message: str, code: int | str, type_: str, details: Any = None) -> dict[str, Any]:
+    return {"success": False, "error": {"message": message, "code": code, "type": type_, "details": details}}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "(body)"
+
+
+def validation_details(errors: list[Any]) -> list[dict[str, str]]:
+    """Field paths and reasons only: pydantic's ``input`` is left out, as it could hold a provider key."""
+    return [{"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")} for e in errors]
+
+
+async def _on_bfstream_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BfstreamError)
+    return JSONResponse(error_body(exc.message, exc.code, exc.type, exc.details), status_code=exc.status)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse(error_body("The request body is not valid JSON", 400, "invalid_json"), status_code=400)
+    body = error_body("The request body is invalid", 400, "validation_error", validation_details(errors))
+    return JSONResponse(body, status_code=400)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(str(exc.detail), exc.status_code, type_), status_code=exc.status_code)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(error_body("Internal server error", 500, "internal_error"), status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(BfstreamError, _on_bfstream_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,138 @@
+"""``bfstream serve`` and ``bfstream apps ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bfstream.config import Settings, load_settings
+from bfstream.store.sqlite import App, Store
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(args.config, data_dir=args.data_dir, **overrides)
+
+
+def _app_json(app: App, api_key: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"appId": app.id, "name": app.name}
+    if api_key is not None:
+        out["apiKey"] = api_key
+    return out
+
+
+def _print_new_key(app: App, key: str, as_json: bool, verb: str) -> None:
+    if as_json:
+        print(json.dumps(_app_json(app, key)))
+    else:
+        print(f"{verb} app {app.name!r}\n  appId:  {app.id}\n  apiKey: {key}\nKeep the apiKey: it is shown only once.")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bfstream.api.app import create_app
+
+    settings = _settings(args, host=args.host, port=args.port)
+    store = Store(settings.database_path)
+    try:
+        if settings.create_first_app and not store.list_apps():
+            app, key = store.create_app("default")
+            _print_new_key(app, key, False, "Created your first")
+            print(f"Browsers connect to ws://{settings.host}:{settings.port}/message/ws?app={app.id}", flush=True)
+    finally:
+        store.close()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def _with_store(args: argparse.Namespace) -> Store:
+    return Store(_settings(args).database_path)
+
+
+def _apps_create(args: argparse.Namespace) -> int:
+    store = _with_store(args)
+    app, key = store.create_app(args.name)
+    _print_new_key(app, key, args.json, "Created")
+    return 0
+
+
+def _apps_list(args: argparse.Namespace) -> int:
+    apps = _with_store(args).list_apps()
+    if args.json:
+        print(json.dumps([{**_app_json(a), "createdAt": a.created_at} for a in apps]))
+    else:
+        for a in apps:
+            print(f"{a.id}  {a.name}  created {time.strftime('%Y-%m-%d %H:%M', time.localtime(a.created_at))}")
+    return 0
+
+
+def _find(store: Store, ref: str) -> App:
+    app = store.find_app(ref)
+    if app is None:
+        raise SystemExit(f"bfstream: no app with id or name {ref!r}")
+    return app
+
+
+def _apps_rotate(args: argparse.Namespace) -> int:
+    store = _with_store(args)
+    app = _find(store, args.app)
+    _print_new_key(app, store.rotate_key(app.id), args.json, "New key for")
+    return 0
+
+
+def _apps_delete(args: argparse.Namespace) -> int:
+    store = _with_store(args)
+    app = _find(store, args.app)
+    store.delete_app(app.id)
+    print(f"Deleted app {app.name!r} ({app.id})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, help="where the SQLite file lives (default .bfstream)")
+    common.add_argument("--config", type=Path, help="a TOML settings file")
+
+    parser = argparse.ArgumentParser(prog="bfstream", description="Stream LLM output into live web pages.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[common], help="run the service")
+    serve.add_argument("--host", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default 8000")
+    serve.set_defaults(run=_serve)
+
+    apps = commands.add_parser("apps", help="manage apps and their API keys").add_subparsers(
+        dest="apps_command", required=True
+    )
+    create = apps.add_parser("create", parents=[common], help="create an app and print its key once")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(run=_apps_create)
+    listing = apps.add_parser("list", parents=[common], help="list apps")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_apps_list)
+    rotate = apps.add_parser("rotate-key", parents=[common], help="replace an app's key; the old one stops working")
+    rotate.add_argument("app", help="app id or name")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(run=_apps_rotate)
+    delete = apps.add_parser("delete", parents=[common], help="delete an app")
+    delete.add_argument("app", help="app id or name")
+    delete.set_defaults(run=_apps_delete)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FileNotFoundError as exc:
+        print(f"bfstream: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

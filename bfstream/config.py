@@ -1,0 +1,117 @@
+"""Settings: defaults, then a TOML file, then ``BFSTREAM_*`` environment variables, then CLI flags.
+
+Nested keys use ``__`` in the environment: ``BFSTREAM_SERVICES__ECHO__DELAY_MS=5``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Timeouts(BaseModel):
+    """Seconds. ``first_byte`` runs from sending the request to the first body byte of a stream;
+    ``idle`` is the longest silence allowed between two reads after that; ``request`` bounds a
+    whole non-streaming call, whose headers only arrive once the model has finished."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connect: float = Field(10.0, gt=0)
+    first_byte: float = Field(60.0, gt=0)
+    idle: float = Field(60.0, gt=0)
+    request: float = Field(600.0, gt=0)
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["openai", "echo"] = "openai"
+    enabled: bool = True
+    base_url: str | None = None
+    # OpenAI sends the usage chunk only when asked; some compatible servers reject the field.
+    stream_options: bool = True
+    # echo only: pause before each word, in milliseconds.
+    delay_ms: float = Field(20.0, ge=0)
+    timeouts: Timeouts = Timeouts()
+
+
+_DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
+    "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"},
+    "echo": {"kind": "echo"},
+}
+
+# The official OpenAI SDKs read this variable; honouring it lets users point bfstream at a proxy
+# or a compatible server the same way they already do.
+_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BFSTREAM_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path(".bfstream")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Create an app on first start so a fresh install can be tried at once.
+    create_first_app: bool = True
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    # Frames waiting for one WebSocket; a client that falls this far behind is disconnected.
+    send_queue: int = Field(1024, gt=0)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _merge_default_services(cls, value: Any) -> Any:
+        """A ``[services.openai]`` table changes only the keys it names, and built-ins never vanish."""
+        given = dict(value or {})
+        merged: dict[str, Any] = {}
+        for name, default in _DEFAULT_SERVICES.items():
+            override = given.pop(name, {})
+            if isinstance(override, BaseModel):
+                override = override.model_dump(exclude_unset=True)
+            merged[name] = {**default, **override} if isinstance(override, dict) else override
+        for name, conf in given.items():
+            merged[name.lower()] = conf
+        for name, env in _BASE_URL_ENV.items():
+            if os.environ.get(env) and isinstance(merged.get(name), dict):
+                merged[name] = {**merged[name], "base_url": os.environ[env]}
+        return merged
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "bfstream.sqlite3"
+
+    def enabled_services(self) -> dict[str, ServiceConfig]:
+        return {name: conf for name, conf in sorted(self.services.items()) if conf.enabled}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``config_file`` (or ``BFSTREAM_CONFIG``) names the TOML file, if any."""
+    path = config_file or (Path(os.environ["BFSTREAM_CONFIG"]) if os.environ.get("BFSTREAM_CONFIG") else None)
+    cls: type[Settings] = Settings
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        # The TOML source reads its path from the class's config, so bind it on a throwaway subclass.
+        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+    return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,79 @@
+"""The one error tree of bfstream.
+
+Every failure a caller can see is one of these, so that ``api/errors.py`` can map it to the
+documented JSON shape without knowing where it came from::
+
+    BfstreamError                      status  type
+     ├── ClientError                   400     bad_request
+     │    ├── ValidationFailed         400     validation_error   (details: field paths)
+     │    ├── UnknownService           400     unknown_service
+     │    ├── Unauthorized             401     unauthorized
+     │    ├── NotFound                 404     not_found
+     │    └── PayloadTooLarge          413     payload_too_large
+     ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
+     │    └── ProviderTimeout          504     provider_timeout
+     └── BrokerError                   503     broker_error
+
+Foreign exceptions (httpx, sqlite, redis) are translated where they are raised, at the adapter
+edge; nothing above that edge catches library exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BfstreamError(Exception):
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(self, message: str, *, code: int | str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = self.status if code is None else code
+        self.details = details
+
+
+class ClientError(BfstreamError):
+    status = 400
+    type = "bad_request"
+
+
+class ValidationFailed(ClientError):
+    type = "validation_error"
+
+
+class UnknownService(ClientError):
+    type = "unknown_service"
+
+
+class Unauthorized(ClientError):
+    status = 401
+    type = "unauthorized"
+
+
+class NotFound(ClientError):
+    status = 404
+    type = "not_found"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    type = "payload_too_large"
+
+
+class ProviderError(BfstreamError):
+    """The LLM provider refused, failed or broke off; ``code`` is its HTTP status when it sent one."""
+
+    status = 502
+    type = "provider_error"
+
+
+class ProviderTimeout(ProviderError):
+    status = 504
+    type = "provider_timeout"
+
+
+class BrokerError(BfstreamError):
+    status = 503
+    type = "broker_error"

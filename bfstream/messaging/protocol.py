@@ -1,0 +1,48 @@
+"""The WebSocket wire format: JSON text frames, one object each, told apart by ``op``.
+
+Server to client: ``hello``, ``joined``, ``left``, ``pong``, ``message``, ``error``.
+Client to server: ``join``, ``leave``, ``ping``. A request may carry an ``id``; its reply echoes it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PRIVATE_PREFIX = "tab|"
+MAX_CHANNEL_LENGTH = 200
+
+# Close codes, the one table of them.
+CLOSE_BAD_REQUEST = 4400  # the connection URL lacks what it needs (?app=)
+CLOSE_UNKNOWN_APP = 4404
+CLOSE_SLOW_CONSUMER = 4408  # the client read too slowly and its send queue filled up
+CLOSE_GOING_AWAY = 1001  # server shutting down
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def channel_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a channel name, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "channel must be a non-empty string"
+    if len(name) > MAX_CHANNEL_LENGTH:
+        return f"channel names are at most {MAX_CHANNEL_LENGTH} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "channel names cannot contain control characters"
+    return None
+
+
+def message_frame(channel: str, message_json: str) -> str:
+    """Built by concatenation: the message is encoded once per publish, not once per listener."""
+    return '{"op":"message","channel":' + dumps(channel) + ',"message":' + message_json + "}"
+
+
+def error_frame(message: str, code: int, request_id: Any = None) -> str:
+    return dumps({"op": "error", "error": {"message": message, "code": code}, "id": request_id})
+
+
+def reply_frame(op: str, request_id: Any = None, **fields: Any) -> str:
+    """A reply always carries ``id`` (null when the request had none), so clients can match it blindly."""
+    return dumps({"op": op, **fields, "id": request_id})

@@ -1,0 +1,9 @@
+"""Provider adapters, one module per wire format, each with ``stream_chat`` and ``complete``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from bfstream.providers import echo, openai
+
+ADAPTERS: dict[str, ModuleType] = {"openai": openai, "echo": echo}

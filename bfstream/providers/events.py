@@ -1,0 +1,58 @@
+"""What every provider adapter yields, whatever its wire format.
+
+An adapter is an async generator: ``Started`` first (the provider accepted the request), then any
+number of ``Delta`` and ``ToolCalls``, then ``Finished`` exactly once. Failures are raised as
+``ProviderError``, before ``Started`` (the request was refused) or after it (the stream broke);
+adapters never swallow them into events, so the runner has one place that turns them into the
+``error`` + ``end`` pair the channels see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A provider payload with the caller's provider key taken out of it.
+
+    The key travels beside the payload so that nothing which logs, stores or echoes the payload
+    can carry it along."""
+
+    payload: dict[str, Any]
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str | None
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalls:
+    """Complete calls only: emitted once their argument fragments have all arrived."""
+
+    calls: list[ToolCall]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: str | None
+    usage: dict[str, Any] | None = None
+
+
+ProviderEvent = Started | Delta | ToolCalls | Finished

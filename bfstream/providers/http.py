@@ -1,0 +1,140 @@
+"""The HTTP edge every adapter shares: send, check the status, read with time-outs, and turn
+httpx's exceptions into ``ProviderError`` so nothing above this module sees a library error.
+
+Provider error texts are scrubbed of the caller's key here too: OpenAI, for one, quotes a masked
+copy of a rejected key in its 401 message, and that text goes on to HTTP responses and channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from bfstream.config import Timeouts
+from bfstream.errors import ProviderError, ProviderTimeout
+from bfstream.providers.sse import ServerSentEvent, SSEDecoder
+
+_MASKED_KEY = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-]*\*+[A-Za-z0-9_\-*]*", re.IGNORECASE)
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove a provider key, whole or masked, from text bound for a caller or a channel."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _MASKED_KEY.sub("***", text)
+
+
+def error_message(body: Any) -> str | None:
+    """The human message of a provider error object; OpenAI, Anthropic and Gemini all nest it under ``error``."""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(inner, str):
+            return inner
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return None
+
+
+async def _refusal(response: httpx.Response, api_key: str | None, timeouts: Timeouts) -> ProviderError:
+    try:
+        async with asyncio.timeout(timeouts.idle):
+            raw = b""
+            async for piece in response.aiter_bytes():
+                raw += piece
+                if len(raw) > _MAX_ERROR_BODY:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        raw = b""
+    text = raw[:_MAX_ERROR_BODY].decode("utf-8", "replace")
+    try:
+        detail = error_message(json.loads(text)) or text
+    except ValueError:
+        detail = text
+    detail = scrub(detail.strip() or response.reason_phrase or "no error message", api_key)
+    status = response.status_code
+    return ProviderError(f"The provider refused the request (HTTP {status})", code=status, details=detail)
+
+
+def translate(exc: Exception, stage: str) -> ProviderError:
+    """One place that names what went wrong with the connection, in words a caller can act on."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return ProviderTimeout(f"The provider timed out ({stage})", details=type(exc).__name__)
+    if isinstance(exc, httpx.ConnectError):
+        return ProviderError("Could not connect to the provider", details=str(exc) or type(exc).__name__)
+    return ProviderError(f"The provider connection failed ({stage})", details=str(exc) or type(exc).__name__)
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts, api_key: str | None
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Send ``request``; on a 2xx answer yield its body as chunks, read under the time-outs.
+
+    Raises ``ProviderError`` before yielding when the provider refuses or cannot be reached. The
+    response is always closed on exit, which is what makes the provider stop generating."""
+    loop = asyncio.get_running_loop()
+    first_deadline = loop.time() + timeouts.first_byte
+    try:
+        async with asyncio.timeout_at(first_deadline):
+            response = await client.send(request, stream=True)
+    except (TimeoutError, httpx.HTTPError) as exc:
+        raise translate(exc, "waiting for response headers") from None
+    try:
+        if not response.is_success:
+            raise await _refusal(response, api_key, timeouts)
+        yield _read_chunks(response, first_deadline, timeouts.idle)
+    finally:
+        await response.aclose()
+
+
+async def _read_chunks(response: httpx.Response, first_deadline: float, idle: float) -> AsyncIterator[bytes]:
+    chunks = response.aiter_bytes()
+    loop = asyncio.get_running_loop()
+    deadline = first_deadline
+    stage = "waiting for the first byte"
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks, None)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise translate(exc, stage) from None
+        if chunk is None:
+            return
+        yield chunk
+        deadline = loop.time() + idle
+        stage = "silent between chunks"
+
+
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+    decoder = SSEDecoder()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event
+    for event in decoder.close():
+        yield event
+
+
+async def post_json(client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts, api_key: str | None) -> Any:
+    """A non-streaming call: the whole answer, bounded by ``timeouts.request``."""
+    whole = timeouts.model_copy(update={"first_byte": timeouts.request, "idle": timeouts.request})
+    try:
+        async with asyncio.timeout(timeouts.request), open_stream(client, request, whole, api_key) as chunks:
+            body = b"".join([chunk async for chunk in chunks])
+    except TimeoutError as exc:
+        raise translate(exc, "waiting for the complete answer") from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ProviderError(
+            "The provider sent an answer that is not JSON",
+            details=scrub(body[:500].decode("utf-8", "replace"), api_key),
+        ) from None

@@ -1,0 +1,149 @@
+"""OpenAI Chat Completions (and every server that speaks it).
+
+Wire format: ``data: <chat.completion.chunk JSON>`` events ending with ``data: [DONE]``. Text is in
+``choices[0].delta.content``; tool calls arrive as ``delta.tool_calls`` fragments keyed by
+``index`` (id and name in the first, the arguments JSON spread over the rest); old models use
+``delta.function_call`` instead. With ``stream_options.include_usage`` a last chunk carries
+``usage`` and an empty ``choices``. An error after the headers comes as ``data: {"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from bfstream.config import ServiceConfig
+from bfstream.errors import ProviderError
+from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
+from bfstream.providers.http import error_message, iter_sse, open_stream, post_json, scrub
+
+
+def build_body(payload: dict[str, Any], *, stream: bool, include_usage: bool) -> dict[str, Any]:
+    """The payload as the caller gave it, minus what OpenAI rejects.
+
+    Empty ``functions``/``tools`` arrays are dropped: OpenAI answers 400 to them, and the
+    contract's own example sends ``"functions": []``."""
+    body = {k: v for k, v in payload.items() if not (k in ("functions", "tools") and v == [])}
+    body["stream"] = stream
+    if stream and include_usage:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    elif not stream:
+        body.pop("stream_options", None)
+    return body
+
+
+def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceConfig, stream: bool) -> httpx.Request:
+    headers = {"Accept": "text/event-stream" if stream else "application/json"}
+    if request.api_key:
+        headers["Authorization"] = f"Bearer {request.api_key}"
+    body = build_body(request.payload, stream=stream, include_usage=service.stream_options)
+    url = (service.base_url or "").rstrip("/") + "/chat/completions"
+    timeout = httpx.Timeout(None, connect=service.timeouts.connect)
+    return client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
+
+
+class _ToolCallBuffer:
+    """Reassembles tool calls from their fragments, in index order."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add_tool_calls(self, fragments: list[Any]) -> None:
+        for fragment in fragments:
+            if not isinstance(fragment, dict):
+                continue
+            index = fragment.get("index")
+            if not isinstance(index, int):
+                # Some compatible servers send whole calls without an index: one call per fragment.
+                index = len(self._calls)
+            self._add(index, fragment.get("id"), fragment.get("function"))
+
+    def add_function_call(self, fragment: Any) -> None:
+        self._add(0, None, fragment)
+
+    def _add(self, index: int, call_id: Any, function: Any) -> None:
+        call = self._calls.setdefault(index, {"id": None, "name": "", "arguments": []})
+        if isinstance(call_id, str) and call_id:
+            call["id"] = call_id
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str) and not call["name"]:
+                call["name"] = function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["arguments"].append(function["arguments"])
+
+    def take(self) -> ToolCalls | None:
+        if not self._calls:
+            return None
+        calls = [
+            ToolCall(id=c["id"], name=c["name"], arguments="".join(c["arguments"]))
+            for _, c in sorted(self._calls.items())
+        ]
+        self._calls.clear()
+        return ToolCalls(calls)
+
+
+async def stream_chat(
+    request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
+) -> AsyncIterator[ProviderEvent]:
+    http_request = _request(client, request, service, stream=True)
+    async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
+        yield Started(model=request.model)
+        tools = _ToolCallBuffer()
+        finish_reason: str | None = None
+        usage: dict[str, Any] | None = None
+        async for event in iter_sse(chunks):
+            if event.data == "[DONE]":
+                if pending := tools.take():
+                    yield pending
+                yield Finished(finish_reason, usage)
+                return
+            try:
+                chunk = json.loads(event.data)
+            except ValueError:
+                continue  # not ours to judge: a stray non-JSON line from a proxy
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk or event.event == "error":
+                raise _stream_error(chunk, request.api_key)
+            if isinstance(chunk.get("usage"), dict):
+                usage = chunk["usage"]
+            choices = chunk.get("choices")
+            if not choices or not isinstance(choices[0], dict):
+                continue
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or delta.get("refusal")
+            if isinstance(text, str) and text:
+                yield Delta(text)
+            if isinstance(delta.get("tool_calls"), list):
+                tools.add_tool_calls(delta["tool_calls"])
+            if delta.get("function_call") is not None:
+                tools.add_function_call(delta["function_call"])
+            if choice.get("finish_reason"):
+                finish_reason = choice["finish_reason"]
+                if pending := tools.take():
+                    yield pending
+    raise ProviderError("The provider closed the stream before it was complete", details="no [DONE] marker")
+
+
+def _stream_error(chunk: dict[str, Any], api_key: str | None) -> ProviderError:
+    inner = chunk.get("error")
+    code = None
+    if isinstance(inner, dict):
+        code = inner.get("code") or inner.get("type")
+    message = scrub(error_message(chunk) or "The provider reported an error mid-stream", api_key)
+    return ProviderError(
+        message,
+        code=code if isinstance(code, str | int) else 502,
+        details=json.loads(scrub(json.dumps(inner), api_key)),
+    )
+
+
+async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> Any:
+    """The chat.completion object exactly as OpenAI sent it."""
+    http_request = _request(client, request, service, stream=False)
+    return await post_json(client, http_request, service.timeouts, request.api_key)
