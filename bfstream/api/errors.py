@@ -18,7 +18,8 @@ from bfstream.errors import BfstreamError
 
 log = logging.getLogger("bfstream.api")
 
-_HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+# FastAPI raises a bare 400 only when a body cannot be decoded at all (e.g. invalid UTF-8).
+_HTTP_TYPES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def error_body(message: str, code: int | str, type_: str, details: Any = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                await self._drain(receive, message)
                 await self._too_large(send)
                 return
             chunks.append(chunk)
@@ -47,6 +48,14 @@ class BodyLimit:
             return pending.pop() if pending else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Receive, message: Message) -> None:
+        """Read (and drop) a bit more of an oversized body, so a client that writes it all before reading
+        the answer sees the 413 instead of a broken pipe. Bounded, so a bottomless body cannot hold us."""
+        budget = 8 * self.max_bytes
+        while message.get("more_body", False) and budget > 0:
+            message = await receive()
+            budget -= len(message.get("body", b""))
 
     async def _too_large(self, send: Send) -> None:
         body = json.dumps(
