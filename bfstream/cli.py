@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"Browsers connect to ws://{settings.host}:{settings.port}/message/ws?app={app.id}", flush=True)
     finally:
         store.close()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the previous handler;
+    # make that handler a clean exit, since SIGTERM is how supervisors ask a service to stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
 

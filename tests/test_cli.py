@@ -1,0 +1,114 @@
+"""The command line, run as users run it: the installed ``bfstream`` script in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+BFSTREAM = [sys.executable, "-m", "bfstream.cli"]
+
+
+def run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BFSTREAM, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_apps_create_list_rotate_delete(tmp_path: Path) -> None:
+    created = run("apps", "create", "shop", "--json", data_dir=tmp_path)
+    assert created.returncode == 0, created.stderr
+    app = json.loads(created.stdout)  # exactly one JSON object on stdout
+    assert set(app) == {"appId", "apiKey", "name"} and app["name"] == "shop"
+    assert re.fullmatch(r"BFAPI_[A-Za-z0-9_-]{43}", app["apiKey"])  # 256 random bits
+
+    listed = json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)
+    assert [(a["appId"], a["name"]) for a in listed] == [(app["appId"], "shop")]
+    assert "apiKey" not in listed[0]
+
+    rotated = json.loads(run("apps", "rotate-key", "shop", "--json", data_dir=tmp_path).stdout)
+    assert rotated["appId"] == app["appId"] and rotated["apiKey"] != app["apiKey"]
+
+    db = sqlite3.connect(tmp_path / "bfstream.sqlite3")
+    stored = " ".join(str(v) for row in db.execute("SELECT * FROM apps") for v in row)
+    db.close()
+    assert app["apiKey"] not in stored and rotated["apiKey"] not in stored  # only hashes are kept
+
+    deleted = run("apps", "delete", app["appId"], data_dir=tmp_path)
+    assert deleted.returncode == 0
+    assert json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout) == []
+    missing = run("apps", "delete", "shop", data_dir=tmp_path)
+    assert missing.returncode != 0 and "no app" in missing.stderr
+
+
+def test_config_file_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "bfstream.toml"
+    config.write_text('data_dir = "from-toml"\n[services.echo]\ndelay_ms = 5\n')
+    from bfstream.config import load_settings
+
+    settings = load_settings(config)
+    assert settings.data_dir == Path("from-toml")
+    assert settings.services["echo"].delay_ms == 5 and settings.services["echo"].kind == "echo"
+    assert settings.services["openai"].kind == "openai"  # built-ins stay when the file names another
+    missing = subprocess.run(
+        [*BFSTREAM, "apps", "list", "--config", str(tmp_path / "nope.toml")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "config file not found" in missing.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.anyio
+async def test_serve_creates_a_first_app_and_streams_echo(tmp_path: Path) -> None:
+    """The README's first run: start, take the printed key, stream with echo, watch it on a WebSocket."""
+    port = free_port()
+    env = {**os.environ, "BFSTREAM_SERVICES__ECHO__DELAY_MS": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        *BFSTREAM, "serve", "--port", str(port), "--data-dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    try:
+        printed = ""
+        async with asyncio.timeout(20):
+            while "Uvicorn running on" not in printed:
+                line = await proc.stdout.readline()
+                assert line, printed
+                printed += line.decode()
+        app_id = re.search(r"appId:\s+(\S+)", printed).group(1)
+        api_key = re.search(r"apiKey:\s+(\S+)", printed).group(1)
+        async with connect(f"ws://127.0.0.1:{port}/message/ws?app={app_id}") as ws, httpx.AsyncClient() as http:
+            assert json.loads(await ws.recv())["op"] == "hello"
+            await ws.send(json.dumps({"op": "join", "channel": "anonymous"}))
+            assert json.loads(await ws.recv())["op"] == "joined"
+            body = {
+                "apiKey": api_key,
+                "channels": ["anonymous"],
+                "actionName": "assistantReceiveResultsStream",
+                "service": "echo",
+                "payload": {"stream": True, "model": "echo", "messages": [{"role": "user", "content": "hello there"}]},
+            }
+            assert (await http.post(f"http://127.0.0.1:{port}/stream/create", json=body)).status_code == 200
+            text = None
+            async with asyncio.timeout(10):
+                while text is None:
+                    options = json.loads(await ws.recv())["message"]["actions"][0]["options"]
+                    text = options["text"] if options["type"] == "end" else None
+            assert text == "hello there"
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert proc.returncode == 0
