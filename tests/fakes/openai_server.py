@@ -135,7 +135,7 @@ class FakeOpenAI:
     def enqueue(self, *replies: StreamReply | JsonReply) -> None:
         self._replies.extend(replies)
 
-    async def wait_closed(self, timeout: float = 5.0) -> float:  # noqa: ASYNC109 - part of the fake's API
+    async def wait_closed(self, timeout: float = 5.0) -> float:
         """perf_counter() at which the client closed the most recent connection (raises TimeoutError)."""
         async with asyncio.timeout(timeout):
             await self._accepted.wait()

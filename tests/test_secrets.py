@@ -1,0 +1,50 @@
+"""The provider key passes through memory only: never in a log line, a response or a channel message."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.conftest import PROVIDER_KEY, Server, seed_body
+from tests.fakes.openai_server import StreamReply, invalid_key_reply, stream_error, text_stream
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_provider_key_appears_nowhere(
+    server: Server, fake_openai, caplog: pytest.LogCaptureFixture, tmp_path
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = await server.ws(channels=("anonymous",))
+    responses = []
+    # A good stream, a refusal quoting the (masked) key, a stream that breaks, a non-stream call, a bad body.
+    fake_openai.enqueue(StreamReply([text_stream(["fine"])]))
+    responses.append(await server.post("/stream/create", seed_body(server)))
+    await client.stream_events()
+    fake_openai.enqueue(invalid_key_reply(PROVIDER_KEY))
+    responses.append(await server.post("/stream/create", seed_body(server)))
+    fake_openai.enqueue(
+        StreamReply([text_stream(["half"], done=False, usage=None), stream_error(f"bad key {PROVIDER_KEY}")])
+    )
+    responses.append(await server.post("/stream/create", seed_body(server)))
+    await client.stream_events()
+    fake_openai.enqueue(invalid_key_reply(PROVIDER_KEY))
+    responses.append(await server.post("/stream/create", seed_body(server, stream=False)))
+    responses.append(await server.post("/stream/create", seed_body(server, messages=PROVIDER_KEY)))
+    await client.messages_so_far()
+
+    assert [r.status_code for r in responses] == [200, 502, 200, 502, 400]
+    assert len(fake_openai.requests) == 4  # the key did reach the provider, where it belongs
+    masked = PROVIDER_KEY[:8]  # OpenAI's 401 text keeps the first characters and the last four
+    captured = {
+        "logs": caplog.text,
+        "responses": "".join(r.text for r in responses),
+        "channel": "".join(str(f) for f in client.frames),
+        "database": b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()).decode("latin-1"),
+    }
+    for where, text in captured.items():
+        assert PROVIDER_KEY not in text, where
+        assert masked not in text, where
+    assert "Incorrect API key provided" in captured["responses"]  # the error itself does get through
+    assert "bad key ***" in captured["channel"] and "bad key ***" in captured["logs"]
