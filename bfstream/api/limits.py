@@ -22,7 +22,7 @@ class BodyLimit:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and not declared.isdigit():
             await self._too_large(send)
             return
         chunks: list[bytes] = []
@@ -33,7 +33,7 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > self.max_bytes or (declared is not None and int(declared) > self.max_bytes):
                 await self._drain(receive, message)
                 await self._too_large(send)
                 return

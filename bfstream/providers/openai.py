@@ -104,11 +104,11 @@ async def stream_chat(
             try:
                 chunk = json.loads(event.data)
             except ValueError:
-                continue  # not ours to judge: a stray non-JSON line from a proxy
+                chunk = None
+            if event.event == "error" or (isinstance(chunk, dict) and "error" in chunk):
+                raise _stream_error(chunk if isinstance(chunk, dict) else {"error": event.data}, request.api_key)
             if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk or event.event == "error":
-                raise _stream_error(chunk, request.api_key)
+                continue  # a stray non-JSON line from a proxy is not ours to judge
             if isinstance(chunk.get("usage"), dict):
                 usage = chunk["usage"]
             choices = chunk.get("choices")

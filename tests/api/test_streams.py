@@ -247,3 +247,23 @@ async def test_unreachable_provider_is_502(start_server, monkeypatch: pytest.Mon
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["type"] == "provider_error" and error["message"] == "Could not connect to the provider"
+
+
+async def test_error_event_with_plain_text_data(server: Server, fake_openai: FakeOpenAI) -> None:
+    """Some compatible servers signal failure with an SSE ``event: error`` whose data is plain text."""
+    fake_openai.enqueue(StreamReply([sse(chunk({"content": "So"})), b"event: error\ndata: upstream overloaded\n\n"]))
+    client = await server.ws(channels=("anonymous",))
+    await server.post("/stream/create", seed_body(server))
+    events = await client.stream_events()
+    assert [e["type"] for e in events] == ["threadInfo", "delta", "error", "end"]
+    assert events[2]["error"]["message"] == "upstream overloaded"
+
+
+async def test_stream_options_can_be_turned_off(start_server, fake_openai: FakeOpenAI) -> None:
+    server = await start_server(services={"openai": {"stream_options": False}})
+    fake_openai.enqueue(StreamReply([text_stream(["ok"], usage=None)]))
+    client = await server.ws(channels=("anonymous",))
+    await server.post("/stream/create", seed_body(server))
+    events = await client.stream_events()
+    assert events[-1]["text"] == "ok" and events[-1]["usage"] is None
+    assert "stream_options" not in fake_openai.requests[0].json()
