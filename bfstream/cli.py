@@ -35,7 +35,7 @@ def _print_new_key(app: App, key: str, as_json: bool, verb: str) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bfstream.api.app import create_app
+    from bfstream.api.app import server_config
 
     settings = _settings(args, host=args.host, port=args.port)
     store = Store(settings.database_path)
@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the previous handler;
     # make that handler a clean exit, since SIGTERM is how supervisors ask a service to stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.Server(server_config(settings)).run()
     return 0
 
 

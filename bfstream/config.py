@@ -44,6 +44,26 @@ class ServiceConfig(BaseModel):
     timeouts: Timeouts = Timeouts()
 
 
+class MessagingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Each channel keeps its last history_size messages for history_ttl seconds, for recovery.
+    history_size: int = Field(1000, ge=0)
+    history_ttl: float = Field(600.0, gt=0)
+    # Frames waiting for one connection; a client that falls this far behind is disconnected.
+    send_queue: int = Field(1024, gt=0)
+    max_channels: int = Field(100, gt=0)
+    max_message_bytes: int = Field(64 * 1024, gt=0)
+    # Browser publishes per connection: a token bucket refilling `publish_rate` per second.
+    publish_rate: float = Field(10.0, gt=0)
+    publish_burst: int = Field(20, gt=0)
+    # WebSocket pings go out after this much silence; no pong within the same time drops the connection.
+    ping_interval: float = Field(20.0, gt=0)
+    sse_keepalive: float = Field(15.0, gt=0)
+    token_ttl: int = Field(3600, gt=0)
+    max_token_ttl: int = Field(7 * 24 * 3600, gt=0)
+
+
 _DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
     "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"},
     "echo": {"kind": "echo"},
@@ -64,8 +84,10 @@ class Settings(BaseSettings):
     # Create an app on first start so a fresh install can be tried at once.
     create_first_app: bool = True
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
-    # Frames waiting for one WebSocket; a client that falls this far behind is disconnected.
-    send_queue: int = Field(1024, gt=0)
+    messaging: MessagingSettings = MessagingSettings()
+    # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
+    # is made on first start and kept in the data directory.
+    token_secret: str | None = Field(None, min_length=16)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 
     @field_validator("services", mode="before")

@@ -8,8 +8,10 @@ documented JSON shape without knowing where it came from::
      │    ├── ValidationFailed         400     validation_error   (details: field paths)
      │    ├── UnknownService           400     unknown_service
      │    ├── Unauthorized             401     unauthorized
+     │    ├── Forbidden                403     forbidden
      │    ├── NotFound                 404     not_found
-     │    └── PayloadTooLarge          413     payload_too_large
+     │    ├── PayloadTooLarge          413     payload_too_large
+     │    └── TooManyRequests          429     rate_limited
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
      │    └── ProviderTimeout          504     provider_timeout
      └── BrokerError                   503     broker_error
@@ -52,6 +54,11 @@ class Unauthorized(ClientError):
     type = "unauthorized"
 
 
+class Forbidden(ClientError):
+    status = 403
+    type = "forbidden"
+
+
 class NotFound(ClientError):
     status = 404
     type = "not_found"
@@ -60,6 +67,11 @@ class NotFound(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     type = "payload_too_large"
+
+
+class TooManyRequests(ClientError):
+    status = 429
+    type = "rate_limited"
 
 
 class ProviderError(BfstreamError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,12 @@ import httpx
 import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
-from bfstream.api.app import create_app
+from bfstream.api.app import server_config
 from bfstream.config import load_settings
 from bfstream.store.sqlite import Store
 from tests.fakes.openai_server import FakeOpenAI
@@ -85,6 +90,8 @@ class Server:
     other_app_id: str
     other_api_key: str
     http: httpx.AsyncClient
+    data_dir: Path
+    stop: Callable[[], Awaitable[None]]
 
     @property
     def ws_url(self) -> str:
@@ -97,8 +104,125 @@ class Server:
             await client.join(channel)
         return client
 
+    async def ws_user(self, token: str) -> WSClient:
+        conn = await connect(f"{self.ws_url}?app={self.app_id}&token={token}")
+        return WSClient(conn, json.loads(await asyncio.wait_for(conn.recv(), 5)))
+
     async def post(self, path: str, body: Any) -> httpx.Response:
         return await self.http.post(self.url + path, json=body)
+
+    async def send(self, channel: str, message: dict[str, Any], api_key: str | None = None) -> None:
+        body = {"apiKey": api_key or self.api_key, "channels": [channel], "message": message}
+        response = await self.post("/message/sendmessage", body)
+        assert response.status_code == 201, response.text
+
+    async def token(self, user_id: str, email: str | None = None, **extra: Any) -> str:
+        response = await self.post(
+            "/message/token", {"apiKey": self.api_key, "userId": user_id, "email": email, **extra}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["token"]
+
+
+class StalledClient:
+    """A WebSocket client that stops reading, as a phone in a tunnel does: raw socket, the websockets
+    library's sans-I/O protocol for the framing, and no flow control of its own that could hide the stall."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: ClientProtocol) -> None:
+        self.reader, self.writer, self.protocol = reader, writer, protocol
+        self.texts: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(cls, url: str) -> StalledClient:
+        uri = parse_uri(url)
+        reader, writer = await asyncio.open_connection(uri.host, uri.port)
+        protocol = ClientProtocol(uri)
+        protocol.send_request(protocol.connect())
+        client = cls(reader, writer, protocol)
+        client._flush()
+        while not protocol.handshake_exc and protocol.state is not State.OPEN:
+            await client._read_some()
+        return client
+
+    def _flush(self) -> None:
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+
+    async def _read_some(self) -> bool:
+        data = await self.reader.read(65536)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        for event in self.protocol.events_received():
+            if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self.texts.append(json.loads(event.data))
+        self._flush()  # pongs and the closing handshake
+        return bool(data)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(frame).encode())
+        self._flush()
+        await self.writer.drain()
+
+    def stall(self) -> None:
+        self.writer.transport.pause_reading()
+
+    async def read_to_close(self, timeout: float = 20) -> int | None:
+        """Resume reading, take everything buffered, return the close code the server sent (None: none)."""
+        self.writer.transport.resume_reading()
+        async with asyncio.timeout(timeout):
+            while await self._read_some():
+                pass
+        return self.protocol.close_rcvd.code if self.protocol.close_rcvd else None
+
+
+@dataclass
+class SSEEvent:
+    id: str | None
+    event: str
+    data: Any
+
+
+class SSEClient:
+    """An EventSource stand-in: a real streaming HTTP request, parsed here independently of bfstream's own
+    parser, remembering the last event id as a browser does."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.last_event_id: str | None = None
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 5.0) -> SSEEvent:
+        event_id, name, data = None, "message", []
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await anext(self._lines)
+                if line == "":
+                    if data:
+                        if event_id is not None:
+                            self.last_event_id = event_id
+                        return SSEEvent(event_id, name, json.loads("\n".join(data)))
+                    continue
+                if line.startswith(":"):
+                    continue
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "id":
+                    event_id = value
+                elif field == "event":
+                    name = value
+                elif field == "data":
+                    data.append(value)
+
+
+@asynccontextmanager
+async def sse_connect(
+    server: Server, channels: list[str], last_event_id: str | None = None, **params: str
+) -> AsyncIterator[SSEClient]:
+    query = {"app": server.app_id, "channel": channels, **params}
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    async with server.http.stream("GET", server.url + "/message/sse", params=query, headers=headers) as response:
+        yield SSEClient(response)
 
 
 ServerFactory = Callable[..., Awaitable[Server]]
@@ -114,20 +238,25 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
 async def start_server(
     tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[ServerFactory]:
-    """Start servers with settings overrides; all are shut down at the end of the test."""
+    """Start servers with settings overrides; all are shut down at the end of the test.
+
+    ``data_dir`` restarts on an existing data directory, with the same apps and keys."""
     # The documented way to point the OpenAI adapter elsewhere, as users of the official SDK do.
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []
+    apps: dict[Path, tuple[str, str, str, str]] = {}
 
-    async def start(**overrides: Any) -> Server:
+    async def start(data_dir: Path | None = None, **overrides: Any) -> Server:
         overrides.setdefault("services", {"echo": {"delay_ms": 1}})
-        settings = load_settings(data_dir=tmp_path / f"data{len(running)}", **overrides)
-        store = Store(settings.database_path)
-        app, key = store.create_app("test")
-        other, other_key = store.create_app("other")
-        store.close()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-        server = uvicorn.Server(config)
+        data_dir = data_dir or tmp_path / f"data{len(running)}"
+        settings = load_settings(data_dir=data_dir, **overrides)
+        if data_dir not in apps:
+            store = Store(settings.database_path)
+            app, key = store.create_app("test")
+            other, other_key = store.create_app("other")
+            store.close()
+            apps[data_dir] = (app.id, key, other.id, other_key)
+        server = uvicorn.Server(server_config(settings, host="127.0.0.1", port=0, log_level="warning"))
         task = asyncio.create_task(server.serve())
         async with asyncio.timeout(10):
             while not server.started:
@@ -137,7 +266,12 @@ async def start_server(
         port = server.servers[0].sockets[0].getsockname()[1]
         http = httpx.AsyncClient(timeout=10)
         running.append((server, task, http))
-        return Server(f"http://127.0.0.1:{port}", app.id, key, other.id, other_key, http)
+
+        async def stop() -> None:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+
+        return Server(f"http://127.0.0.1:{port}", *apps[data_dir], http, data_dir, stop)
 
     yield start
     for server, task, http in running:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from bfstream import __version__
@@ -14,6 +19,8 @@ from bfstream.api.limits import BodyLimit
 from bfstream.config import Settings
 from bfstream.messaging.brokers.memory import MemoryBroker
 from bfstream.messaging.hub import Hub
+from bfstream.messaging.presence import Presence
+from bfstream.messaging.session import Context
 from bfstream.store.sqlite import Store
 from bfstream.streams.registry import StreamRegistry
 
@@ -24,11 +31,15 @@ def create_app(settings: Settings) -> FastAPI:
         state = app.state
         state.settings = settings
         state.store = Store(settings.database_path)
+        secret = settings.token_secret
+        state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else state.store.signing_key()
         # One pooled client for every provider call; each call sets its own time-outs.
         state.http = httpx.AsyncClient(
             timeout=None, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         )
-        state.hub = Hub(MemoryBroker())
+        limits = settings.messaging
+        state.hub = Hub(MemoryBroker(limits.history_size, limits.history_ttl))
+        state.messaging = Context(state.hub, state.store, Presence(), limits)
         state.streams = StreamRegistry()
         await state.hub.start()
         try:
@@ -56,3 +67,32 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+class _HideTokens(logging.Filter):
+    """Access log lines show URLs, and browsers pass their connection token in the query string."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The one uvicorn configuration, shared by ``bfstream serve`` and the tests."""
+    logging.getLogger("uvicorn.access").addFilter(_HideTokens())
+    ping = settings.messaging.ping_interval
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # A connection that stays silent through a ping and its timeout is dropped: dead peers go
+        # within two intervals.
+        "ws_ping_interval": ping,
+        "ws_ping_timeout": ping,
+        "ws_max_size": settings.max_body_bytes,
+        **overrides,
+    }
+    return uvicorn.Config(create_app(settings), **options)

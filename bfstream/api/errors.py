@@ -38,9 +38,13 @@ def validation_details(errors: list[Any]) -> list[dict[str, str]]:
     return [{"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")} for e in errors]
 
 
+def error_response(exc: BfstreamError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, exc.code, exc.type, exc.details), status_code=exc.status)
+
+
 async def _on_bfstream_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BfstreamError)
-    return JSONResponse(error_body(exc.message, exc.code, exc.type, exc.details), status_code=exc.status)
+    return error_response(exc)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

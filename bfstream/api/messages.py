@@ -1,16 +1,19 @@
-"""``POST /message/sendmessage``: a back end publishes one BetterForms message to channels."""
+"""The back end's side of messaging (BetterForms' REST API): send messages, issue connection
+tokens, add and remove users, list channels and users. All authenticate with the app key."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.errors import ValidationFailed
+from bfstream.messaging import tokens
 from bfstream.messaging.hub import scoped
-from bfstream.messaging.protocol import channel_problem, dumps
+from bfstream.messaging.protocol import PRIVATE_PREFIX, channel_problem, dumps
+from bfstream.messaging.tokens import User
 
 router = APIRouter()
 
@@ -54,3 +57,157 @@ async def send_message(body: SendMessage, request: Request) -> MessageSent:
     for channel in dict.fromkeys(body.channels):
         await hub.publish(scoped(app.id, channel), message_json)
     return MessageSent(message=body.message, channels=body.channels)
+
+
+# --- Authenticated users: tokens and channel membership ---------------------------------------
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apiKey: str
+    userId: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    email: str | None = None
+    ttl: int | None = Field(None, gt=0, description="Seconds the token stays valid (default 3600).")
+
+
+class TokenIssued(BaseModel):
+    token: str
+    expiresAt: int = Field(description="Unix time, seconds.")
+
+
+@router.post("/message/token", response_model=TokenIssued)
+async def issue_token(body: TokenRequest, request: Request) -> TokenIssued:
+    """A signed, expiring token that lets a browser connect as this user (the app key stays on the server)."""
+    app = authenticate(request, body.apiKey)
+    state = request.app.state
+    limits = state.settings.messaging
+    ttl = body.ttl or limits.token_ttl
+    if ttl > limits.max_token_ttl:
+        raise ValidationFailed(
+            "ttl is too long", details=[{"field": "ttl", "message": f"at most {limits.max_token_ttl} seconds"}]
+        )
+    token, expires_at = tokens.issue(state.signing_key, app.id, User(body.userId, body.email), ttl)
+    return TokenIssued(token=token, expiresAt=expires_at)
+
+
+class ChannelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1)]
+    mode: Literal["ignore", "listen", "receive"] = "ignore"
+
+
+class UserChannels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    channels: list[ChannelRef]
+
+
+class ChangeUsers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apiKey: str
+    users: Annotated[list[UserChannels], Field(min_length=1)]
+
+
+class UsersChanged(BaseModel):
+    users: list[str]
+
+
+def _check_user_channels(body: ChangeUsers) -> None:
+    problems = [
+        {"field": f"users.{i}.channels.{j}.name", "message": why}
+        for i, user in enumerate(body.users)
+        for j, channel in enumerate(user.channels)
+        if (why := channel_problem(channel.name)) is not None
+        or (why := "tab| channels are per connection" if channel.name.startswith(PRIVATE_PREFIX) else None)
+    ]
+    if problems:
+        raise ValidationFailed("The request body is invalid", details=problems)
+
+
+@router.post("/message/adduser", status_code=201, response_model=UsersChanged)
+async def add_users(body: ChangeUsers, request: Request) -> UsersChanged:
+    """Add users to channels (making those channels authenticated); open connections join at once."""
+    app = authenticate(request, body.apiKey)
+    _check_user_channels(body)
+    state = request.app.state
+    for user in body.users:
+        state.store.add_user_channels(app.id, user.id, [(c.name, c.mode) for c in user.channels])
+        for session in state.messaging.presence.sessions_of(app.id, user.id):
+            for channel in user.channels:
+                await session.join(channel.name, None)
+    return UsersChanged(users=[u.id for u in body.users])
+
+
+@router.post("/message/removeuser", status_code=201, response_model=UsersChanged)
+async def remove_users(body: ChangeUsers, request: Request) -> UsersChanged:
+    """Remove users from channels; their open connections stop receiving those channels at once."""
+    app = authenticate(request, body.apiKey)
+    _check_user_channels(body)
+    state = request.app.state
+    for user in body.users:
+        names = [c.name for c in user.channels]
+        state.store.remove_user_channels(app.id, user.id, names)
+        for session in state.messaging.presence.sessions_of(app.id, user.id):
+            for name in names:
+                if name in session.channels:
+                    await session.leave(name)
+    return UsersChanged(users=[u.id for u in body.users])
+
+
+# --- Listing ----------------------------------------------------------------------------------
+
+
+class AppOnly(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apiKey: str
+
+
+class ActiveChannels(BaseModel):
+    authenticated: list[str]
+    anonymous: list[str]
+
+
+@router.post("/message/channels", status_code=201, response_model=ActiveChannels)
+async def active_channels(body: AppOnly, request: Request) -> ActiveChannels:
+    """Channels with at least one connection on this server, split by kind (private tab channels left out)."""
+    app = authenticate(request, body.apiKey)
+    state = request.app.state
+    authenticated = state.store.authenticated_channels(app.id)
+    active = sorted(name for name, _ in state.hub.listeners(app.id) if not name.startswith(PRIVATE_PREFIX))
+    return ActiveChannels(
+        authenticated=[n for n in active if n in authenticated], anonymous=[n for n in active if n not in authenticated]
+    )
+
+
+class UsersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apiKey: str
+    channel: str | None = None
+
+
+@router.post("/message/users", status_code=201)
+async def connected_users(body: UsersQuery, request: Request) -> dict[str, Any]:
+    """Per channel: the users (``{id, email}``) of authenticated channels, the connection count of
+    anonymous ones, and a signed-in connection's user under its ``tab|`` channel."""
+    app = authenticate(request, body.apiKey)
+    state = request.app.state
+    authenticated = state.store.authenticated_channels(app.id)
+    out: dict[str, Any] = {}
+    for name, listeners in state.hub.listeners(app.id):
+        if body.channel is not None and name != body.channel:
+            continue
+        users = {s.user.id: {"id": s.user.id, "email": s.user.email} for s in listeners if s.user is not None}
+        if name.startswith(PRIVATE_PREFIX):
+            if users:
+                out[name] = next(iter(users.values()))
+        elif name in authenticated:
+            out[name] = list(users.values())
+        else:
+            out[name] = len(listeners)
+    return out

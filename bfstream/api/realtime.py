@@ -1,13 +1,40 @@
-"""``GET /message/ws?app=<appId>``: the browser side of messaging."""
+"""The browser side of messaging: ``GET /message/ws`` and ``GET /message/sse``.
+
+Both take ``?app=<appId>`` and, for a signed-in user, ``&token=<connection token>``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, WebSocket
+from typing import Annotated
 
-from bfstream.messaging import protocol
-from bfstream.messaging.transports.websocket import WebSocketSession
+from fastapi import APIRouter, Header, Query, Request, WebSocket
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from bfstream.api.errors import error_response
+from bfstream.errors import BfstreamError, NotFound, ValidationFailed
+from bfstream.messaging import protocol, tokens
+from bfstream.messaging.session import Context, check_access
+from bfstream.messaging.tokens import User
+from bfstream.messaging.transports.sse import EventStream, decode_positions
+from bfstream.messaging.transports.websocket import WebSocketConnection
+from bfstream.store.sqlite import App
 
 router = APIRouter()
+
+
+def identify(connection: HTTPConnection) -> tuple[App, User | None]:
+    """The app a connection belongs to, and its user when it brings a token."""
+    app_id = connection.query_params.get("app")
+    if not app_id:
+        raise ValidationFailed("The app query parameter is required", details=[{"field": "app", "message": "required"}])
+    store = connection.app.state.store
+    app = store.app_by_id(app_id)
+    if app is None:
+        raise NotFound(f"Unknown app {app_id[:80]!r}")
+    token = connection.query_params.get("token")
+    user = tokens.verify(connection.app.state.signing_key, token, app.id) if token else None
+    return app, user
 
 
 @router.websocket("/message/ws")
@@ -15,12 +42,40 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     # Accept before refusing: a close before the handshake reaches the browser as a bare HTTP 403,
     # with no code saying why.
     await websocket.accept()
-    app_id = websocket.query_params.get("app")
-    if not app_id:
-        await websocket.close(protocol.CLOSE_BAD_REQUEST, "the app query parameter is required")
+    try:
+        app, user = identify(websocket)
+    except BfstreamError as exc:
+        await websocket.close(protocol.close_code(exc.status), exc.message[:120])
         return
-    state = websocket.app.state
-    if state.store.app_by_id(app_id) is None:
-        await websocket.close(protocol.CLOSE_UNKNOWN_APP, "unknown app")
-        return
-    await WebSocketSession(websocket, state.hub, app_id, state.settings.send_queue).serve()
+    context: Context = websocket.app.state.messaging
+    await WebSocketConnection(websocket, context, app, user).serve()
+
+
+@router.get(
+    "/message/sse",
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "An endless Server-Sent Events stream."}},
+)
+async def sse_endpoint(
+    request: Request,
+    app: Annotated[str, Query(description="The app id.")],
+    channel: Annotated[list[str], Query(description="Channels to join; repeat for several.")] = [],  # noqa: B006
+    token: Annotated[str | None, Query(description="A connection token from POST /message/token.")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    lastEventId: Annotated[str | None, Query(description="Resume point, when a header cannot be set.")] = None,
+) -> Response:
+    """Stream the connection's messages as Server-Sent Events, resuming from ``Last-Event-ID``."""
+    try:
+        found_app, user = identify(request)
+        context: Context = request.app.state.messaging
+        channels = list(dict.fromkeys(channel))
+        if len(channels) > context.limits.max_channels:
+            raise ValidationFailed(f"At most {context.limits.max_channels} channels per connection")
+        for name in channels:
+            problem = protocol.channel_problem(name)
+            if problem is not None:
+                raise ValidationFailed(problem, details=[{"field": "channel", "message": problem}])
+            check_access(context.store, found_app, user, name)
+    except BfstreamError as exc:
+        return error_response(exc)
+    return EventStream(context, found_app, user, channels, decode_positions(last_event_id or lastEventId))

@@ -1,30 +1,38 @@
-"""Local fan-out: which connections of this process listen to which channel.
+"""Local fan-out: which sessions of this process listen to which channel.
 
 Every message goes through the broker, even in one process, so there is one delivery path: the
 hub subscribes the broker to a channel when its first local listener joins, reads what the broker
-delivers from one task, encodes each frame once and hands it to every local listener's queue.
+delivers from one task, encodes each frame once and hands it to every local listener.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from typing import Protocol
 
-from bfstream.messaging.broker import Broker
+from bfstream.messaging.broker import Broker, History, Publication
 from bfstream.messaging.protocol import message_frame
+from bfstream.messaging.tokens import User
 
 log = logging.getLogger("bfstream.hub")
 
 
 class Listener(Protocol):
-    def push(self, frame: str) -> None:
-        """Queue a frame without waiting; a listener that cannot keep up drops itself."""
+    user: User | None  # who listens, for the presence listings
+
+    def deliver(self, publication: Publication, frame: str) -> None:
+        """Take a frame without waiting; a listener that cannot keep up drops itself."""
 
 
 def scoped(app_id: str, channel: str) -> str:
     """Channels belong to their app: app A's ``room1`` and app B's ``room1`` are different channels."""
     return f"{app_id}/{channel}"
+
+
+def unscoped(channel: str) -> str:
+    return channel.partition("/")[2]
 
 
 class Hub:
@@ -60,18 +68,28 @@ class Hub:
             del self._listeners[channel]
             await self._broker.unsubscribe(channel)
 
-    async def publish(self, channel: str, message_json: str) -> None:
-        await self._broker.publish(channel, message_json)
+    async def publish(self, channel: str, message_json: str) -> Publication:
+        return await self._broker.publish(channel, message_json)
+
+    async def history(self, channel: str, since: int | None) -> History:
+        return await self._broker.history(channel, since)
+
+    def listeners(self, app_id: str) -> Iterator[tuple[str, set[Listener]]]:
+        """This process's listeners of each of the app's channels (names unscoped)."""
+        prefix = app_id + "/"
+        for channel, listeners in self._listeners.items():
+            if channel.startswith(prefix):
+                yield channel[len(prefix) :], listeners
 
     async def _deliver_forever(self) -> None:
         while True:
-            channel, message_json = await self._broker.next_published()
-            listeners = self._listeners.get(channel)
+            publication = await self._broker.next_published()
+            listeners = self._listeners.get(publication.channel)
             if not listeners:
                 continue
-            frame = message_frame(channel.partition("/")[2], message_json)
+            frame = message_frame(unscoped(publication.channel), publication)
             for listener in tuple(listeners):
                 try:
-                    listener.push(frame)
+                    listener.deliver(publication, frame)
                 except Exception:  # one broken listener must not stop delivery to the rest
                     log.exception("dropping a frame for a failing listener")

@@ -1,7 +1,8 @@
 """The WebSocket wire format: JSON text frames, one object each, told apart by ``op``.
 
-Server to client: ``hello``, ``joined``, ``left``, ``pong``, ``message``, ``error``.
-Client to server: ``join``, ``leave``, ``ping``. A request may carry an ``id``; its reply echoes it.
+Server to client: ``hello``, ``joined``, ``left``, ``published``, ``pong``, ``message``, ``error``.
+Client to server: ``join``, ``leave``, ``publish``, ``ping``. A request may carry an ``id``; its
+reply echoes it. The full description is ``docs/messaging.md``.
 """
 
 from __future__ import annotations
@@ -9,14 +10,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bfstream.messaging.broker import Publication
+
 PRIVATE_PREFIX = "tab|"
 MAX_CHANNEL_LENGTH = 200
 
-# Close codes, the one table of them.
-CLOSE_BAD_REQUEST = 4400  # the connection URL lacks what it needs (?app=)
-CLOSE_UNKNOWN_APP = 4404
+# Close codes, the one table of them. A refused connection closes with 4000 + the HTTP status
+# the same refusal would get over REST: 4400 (no ?app=), 4401 (bad or expired token),
+# 4403 (token of another app), 4404 (unknown app).
 CLOSE_SLOW_CONSUMER = 4408  # the client read too slowly and its send queue filled up
-CLOSE_GOING_AWAY = 1001  # server shutting down
+
+
+def close_code(status: int) -> int:
+    return 4000 + status
 
 
 def dumps(obj: Any) -> str:
@@ -34,9 +40,14 @@ def channel_problem(name: Any) -> str | None:
     return None
 
 
-def message_frame(channel: str, message_json: str) -> str:
+def message_frame(channel: str, publication: Publication) -> str:
     """Built by concatenation: the message is encoded once per publish, not once per listener."""
-    return '{"op":"message","channel":' + dumps(channel) + ',"message":' + message_json + "}"
+    return (
+        '{"op":"message","channel":' + dumps(channel)
+        + ',"offset":' + str(publication.offset)
+        + ',"epoch":' + dumps(publication.epoch)
+        + ',"message":' + publication.data + "}"
+    )  # fmt: skip
 
 
 def error_frame(message: str, code: int, request_id: Any = None) -> str:

@@ -23,9 +23,13 @@ async def test_hello_puts_each_connection_in_its_private_channel(server: Server)
 
 async def test_join_leave_ping_replies_echo_the_id(server: Server) -> None:
     client = await server.ws()
-    assert await client.request({"op": "join", "channel": "room1", "id": 1}) == {
+    joined = await client.request({"op": "join", "channel": "room1", "id": 1})
+    assert joined == {
         "op": "joined",
         "channel": "room1",
+        "recovered": False,
+        "offset": 0,
+        "epoch": joined["epoch"],
         "id": 1,
     }
     assert await client.request({"op": "ping", "id": "p"}) == {"op": "pong", "id": "p"}
@@ -35,7 +39,8 @@ async def test_join_leave_ping_replies_echo_the_id(server: Server) -> None:
         "id": 2,
     }
     await client.send({"op": "join", "channel": "room2"})
-    assert await client.recv() == {"op": "joined", "channel": "room2", "id": None}
+    reply = await client.recv()
+    assert reply["op"] == "joined" and reply["channel"] == "room2" and reply["id"] is None
 
 
 @pytest.mark.parametrize(
@@ -91,7 +96,8 @@ async def test_sendmessage_reaches_its_channels_only(server: Server) -> None:
     assert response.status_code == 201
     assert response.json() == {"message": message, "channels": ["channel1", "channel2"]}
 
-    assert await in_one.recv() == {"op": "message", "channel": "channel1", "message": message}
+    frame = await in_one.recv()
+    assert frame == {"op": "message", "channel": "channel1", "offset": 1, "epoch": frame["epoch"], "message": message}
     got = [await in_both.recv(), await in_both.recv()]
     assert sorted(f["channel"] for f in got) == ["channel1", "channel2"]
     assert all(f["message"] == message for f in got)
@@ -104,7 +110,8 @@ async def test_sendmessage_to_a_private_tab_channel(server: Server) -> None:
     private = tab.hello["channels"][0]
     body = {"apiKey": server.api_key, "channels": [private], "message": {"actions": [{"action": "refresh"}]}}
     assert (await server.post("/message/sendmessage", body)).status_code == 201
-    assert await tab.recv() == {"op": "message", "channel": private, "message": {"actions": [{"action": "refresh"}]}}
+    frame = await tab.recv()
+    assert frame["channel"] == private and frame["message"] == {"actions": [{"action": "refresh"}]}
 
 
 async def test_left_channel_gets_nothing_more(server: Server) -> None:

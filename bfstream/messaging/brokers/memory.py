@@ -1,19 +1,45 @@
-"""The embedded broker: one process, no network, the default."""
+"""The embedded broker: one process, no network, the default.
+
+History lives in process memory, so a restart loses it; every channel then starts over with a
+new epoch and clients resuming from before the restart are told they could not recover.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from bfstream.messaging.broker import History, Publication
+
+
+@dataclass(slots=True)
+class _Channel:
+    epoch: str = field(default_factory=lambda: secrets.token_urlsafe(6))
+    offset: int = 0
+    retained: deque[tuple[float, Publication]] = field(default_factory=deque)
 
 
 class MemoryBroker:
-    def __init__(self) -> None:
+    def __init__(self, history_size: int = 1000, history_ttl: float = 600.0) -> None:
+        self._history_size = history_size
+        self._history_ttl = history_ttl
+        self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
-        self._published: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._published: asyncio.Queue[Publication] = asyncio.Queue()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
-        pass
+        self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def disconnect(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         self._subscribed.clear()
 
     async def subscribe(self, channel: str) -> None:
@@ -22,9 +48,46 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
-    async def publish(self, channel: str, message: str) -> None:
+    async def publish(self, channel: str, data: str) -> Publication:
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        state.offset += 1
+        publication = Publication(channel, state.offset, state.epoch, data)
+        if self._history_size:
+            state.retained.append((time.monotonic(), publication))
+            if len(state.retained) > self._history_size:
+                state.retained.popleft()
         if channel in self._subscribed:
-            self._published.put_nowait((channel, message))
+            self._published.put_nowait(publication)
+        return publication
 
-    async def next_published(self) -> tuple[str, str]:
+    async def next_published(self) -> Publication:
         return await self._published.get()
+
+    async def history(self, channel: str, since: int | None) -> History:
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        self._expire(state, time.monotonic())
+        if since is None:
+            return History([], state.offset, state.epoch, True)
+        since = max(since, 0)
+        publications = [p for _, p in state.retained if p.offset > since]
+        oldest = publications[0].offset if publications else state.offset + 1
+        return History(publications, state.offset, state.epoch, oldest <= since + 1)
+
+    def _expire(self, state: _Channel, now: float) -> None:
+        cutoff = now - self._history_ttl
+        while state.retained and state.retained[0][0] < cutoff:
+            state.retained.popleft()
+
+    async def _sweep_forever(self) -> None:
+        """Forget channels whose history has all expired and that nobody listens to, so memory stays bounded."""
+        while True:
+            await asyncio.sleep(max(self._history_ttl / 10, 1.0))
+            now = time.monotonic()
+            for name, state in list(self._channels.items()):
+                self._expire(state, now)
+                if not state.retained and name not in self._subscribed:
+                    del self._channels[name]

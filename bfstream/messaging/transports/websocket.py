@@ -1,67 +1,96 @@
-"""One browser connection over WebSocket: its channels, its send queue, its request loop.
+"""The WebSocket transport: reads the client's requests, writes the session's frames.
 
-Frames to the client go through a bounded queue drained by one writer task, so a slow reader
-never blocks the hub; when the queue is full the connection is closed with ``CLOSE_SLOW_CONSUMER``
-rather than letting server memory grow.
+One writer task drains the session's queue; the request loop runs beside it. Either ending, or
+the session falling too far behind, ends the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import secrets
+import time
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from bfstream.errors import BfstreamError, ClientError, Forbidden, PayloadTooLarge, TooManyRequests
 from bfstream.messaging import protocol
-from bfstream.messaging.hub import Hub, scoped
+from bfstream.messaging.hub import scoped
+from bfstream.messaging.session import Context, Session, Since
+from bfstream.messaging.tokens import User
+from bfstream.store.sqlite import App
+
+_SLOW_CLOSE_WAIT = 10.0  # seconds
 
 
-class WebSocketSession:
-    def __init__(self, websocket: WebSocket, hub: Hub, app_id: str, queue_size: int) -> None:
-        self.id = secrets.token_urlsafe(12)
+class _TokenBucket:
+    """Allows ``burst`` requests at once, refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate, self._burst = rate, float(burst)
+        self._tokens, self._at = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+def _since(value: Any) -> Since | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("offset"), int) or value["offset"] < 0:
+        raise ClientError('"since" must be {"offset": integer >= 0, "epoch": string}')
+    epoch = value.get("epoch")
+    if epoch is not None and not isinstance(epoch, str):
+        raise ClientError('"since.epoch" must be a string')
+    return Since(value["offset"], epoch)
+
+
+class WebSocketConnection:
+    def __init__(self, websocket: WebSocket, context: Context, app: App, user: User | None) -> None:
         self._ws = websocket
-        self._hub = hub
-        self._app_id = app_id
-        self._private = protocol.PRIVATE_PREFIX + self.id
-        self._channels: set[str] = set()
-        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._context = context
         self._writer: asyncio.Task[None] | None = None
-        self._too_slow = False
+        self.session = Session(context, app, user, self._too_slow)
+        limits = context.limits
+        self._publishes = _TokenBucket(limits.publish_rate, limits.publish_burst)
 
-    def push(self, frame: str) -> None:
-        if self._too_slow:
-            return
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            self._too_slow = True
-            if self._writer is not None:
-                self._writer.cancel()
+    def _too_slow(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def serve(self) -> None:
         """Run until the client goes away, or is dropped for reading too slowly."""
+        session = self.session
         self._writer = asyncio.create_task(self._write_forever())
-        await self._join(self._private)
-        self.push(protocol.dumps({"op": "hello", "connectionId": self.id, "channels": [self._private]}))
-        # Read only once hello is queued, so it is always the first frame the client sees.
-        reader = asyncio.create_task(self._read_forever())
+        reader: asyncio.Task[None] | None = None
         try:
+            await session.open()
+            # Read only once hello is queued, so it is always the first frame the client sees.
+            reader = asyncio.create_task(self._read_forever())
             await asyncio.wait({self._writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if self._too_slow and self._ws.client_state == WebSocketState.CONNECTED:
-                await self._ws.close(protocol.CLOSE_SLOW_CONSUMER, "send queue full: reading too slowly")
         finally:
-            for task in (self._writer, reader):
+            tasks = [t for t in (self._writer, reader) if t is not None]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(self._writer, reader, return_exceptions=True)
-            for channel in tuple(self._channels):
-                await self._hub.leave(self, scoped(self._app_id, channel))
-            self._channels.clear()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close()
+        if session.too_slow and self._ws.client_state == WebSocketState.CONNECTED:
+            # The session is gone already, so nothing more piles up. The close frame can only follow
+            # what the socket still buffers: wait a while for the client to catch up and read it.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_SLOW_CLOSE_WAIT):
+                    await self._ws.close(protocol.CLOSE_SLOW_CONSUMER, "send queue full: reading too slowly")
 
     async def _write_forever(self) -> None:
         while True:
-            frame = await self._queue.get()
+            _, frame, _ = await self.session.next_outgoing()
             await self._ws.send_text(frame)
 
     async def _read_forever(self) -> None:
@@ -70,46 +99,59 @@ class WebSocketSession:
             if event["type"] == "websocket.disconnect":
                 return
             text = event.get("text")
-            if text is None:
-                self.push(protocol.error_frame("frames must be JSON text", 400))
-                continue
-            await self._handle(text)
+            request: Any = None
+            try:
+                if text is None:
+                    raise ClientError("Frames must be JSON text")
+                try:
+                    request = json.loads(text)
+                except ValueError:
+                    raise ClientError("Frame is not valid JSON") from None
+                if not isinstance(request, dict):
+                    raise ClientError("Frame must be a JSON object")
+                await self._handle(request)
+            except BfstreamError as exc:
+                request_id = request.get("id") if isinstance(request, dict) else None
+                self.session.push("error", protocol.error_frame(exc.message, exc.status, request_id))
 
-    async def _handle(self, text: str) -> None:
-        try:
-            request = json.loads(text)
-        except ValueError:
-            self.push(protocol.error_frame("frame is not valid JSON", 400))
-            return
-        if not isinstance(request, dict):
-            self.push(protocol.error_frame("frame must be a JSON object", 400))
-            return
-        request_id: Any = request.get("id")
-        op = request.get("op")
+    async def _handle(self, request: dict[str, Any]) -> None:
+        op, request_id, session = request.get("op"), request.get("id"), self.session
         if op == "ping":
-            self.push(protocol.reply_frame("pong", request_id))
-        elif op in ("join", "leave"):
-            channel = request.get("channel")
-            problem = protocol.channel_problem(channel)
-            if problem is not None:
-                self.push(protocol.error_frame(problem, 400, request_id))
-            elif channel.startswith(protocol.PRIVATE_PREFIX):
-                self.push(protocol.error_frame("tab| channels are private to their connection", 403, request_id))
-            elif op == "join":
-                await self._join(channel)
-                self.push(protocol.reply_frame("joined", request_id, channel=channel))
-            else:
-                await self._leave(channel)
-                self.push(protocol.reply_frame("left", request_id, channel=channel))
+            session.push("pong", protocol.reply_frame("pong", request_id))
+            return
+        if op not in ("join", "leave", "publish"):
+            raise ClientError(f"Unknown op {str(op)[:40]!r}; expected join, leave, publish or ping")
+        channel = request.get("channel")
+        problem = protocol.channel_problem(channel)
+        if problem is not None:
+            raise ClientError(problem)
+        if op == "join":
+            await session.join(channel, _since(request.get("since")), request_id)
+        elif op == "leave":
+            await session.leave(channel, request_id)
         else:
-            self.push(protocol.error_frame(f"unknown op {op!r}; expected join, leave or ping", 400, request_id))
+            await self._publish(channel, request.get("message"), request_id)
 
-    async def _join(self, channel: str) -> None:
-        if channel not in self._channels:
-            self._channels.add(channel)
-            await self._hub.join(self, scoped(self._app_id, channel))
-
-    async def _leave(self, channel: str) -> None:
-        if channel in self._channels:
-            self._channels.discard(channel)
-            await self._hub.leave(self, scoped(self._app_id, channel))
+    async def _publish(self, channel: str, message: Any, request_id: Any) -> None:
+        """A browser's message to a channel it is in (BetterForms messageSend / messageSendAnonChannel)."""
+        session, limits = self.session, self._context.limits
+        if not session.app.browser_publish:
+            raise Forbidden("This app does not allow publishing from browsers")
+        if channel not in session.channels:
+            raise Forbidden(f"Join {channel!r} before publishing to it")
+        if not isinstance(message, dict) or not isinstance(message.get("actions", []), list):
+            raise ClientError('"message" must be an object like {"actions": [...], "model": {...}}')
+        data = protocol.dumps(message)
+        if len(data.encode()) > limits.max_message_bytes:
+            raise PayloadTooLarge(f"Messages are at most {limits.max_message_bytes} bytes")
+        if not self._publishes.take():
+            raise TooManyRequests(
+                f"At most {limits.publish_rate:g} publishes per second (bursts of {limits.publish_burst})"
+            )
+        publication = await self._context.hub.publish(scoped(session.app.id, channel), data)
+        session.push(
+            "published",
+            protocol.reply_frame(
+                "published", request_id, channel=channel, offset=publication.offset, epoch=publication.epoch
+            ),
+        )

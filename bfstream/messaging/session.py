@@ -1,0 +1,172 @@
+"""One browser connection, whatever its transport: its channels, its position in each, its queue.
+
+Frames for the client go through a bounded queue that the transport drains, so a slow reader
+never blocks the hub or a stream; when the queue is full the session marks itself ``too_slow``
+and the transport closes it (the client recovers what it missed from history on reconnect).
+
+Joining with a position (``since``) replays what the client missed and then continues live with
+no gap and no duplicate: live messages that arrive while history is being read are held back,
+then released after the replay, and every message older than the channel's last delivered
+offset is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bfstream.config import MessagingSettings
+from bfstream.errors import ClientError, Forbidden
+from bfstream.messaging import protocol
+from bfstream.messaging.broker import Publication
+from bfstream.messaging.hub import Hub, scoped, unscoped
+from bfstream.messaging.presence import Presence
+from bfstream.messaging.tokens import User
+from bfstream.store.sqlite import App, Store
+
+# What the queue holds: (op, frame, position). The position tells the SSE transport what a
+# resume needs; the WebSocket transport only sends the frame.
+Outgoing = tuple[str, str, Publication | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    offset: int
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every session of the server shares."""
+
+    hub: Hub
+    store: Store
+    presence: Presence
+    limits: MessagingSettings
+
+
+def check_access(store: Store, app: App, user: User | None, channel: str, private_channel: str = "") -> None:
+    """Anonymous channels are open to every connection of the app; a channel to which users were
+    added is for those users only; a ``tab|`` channel is for its own connection only."""
+    if channel.startswith(protocol.PRIVATE_PREFIX) and channel != private_channel:
+        raise Forbidden("tab| channels are private to their connection")
+    members = store.channel_members(app.id, channel)
+    if members is not None and (user is None or user.id not in members):
+        raise Forbidden(f"Channel {channel!r} is for its added users only")
+
+
+class Session:
+    def __init__(self, context: Context, app: App, user: User | None, on_too_slow: Callable[[], None]) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.app = app
+        self.user = user
+        self.private_channel = protocol.PRIVATE_PREFIX + self.id
+        self.too_slow = False
+        self._context = context
+        self._on_too_slow = on_too_slow
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(context.limits.send_queue)
+        self._positions: dict[str, tuple[int, str]] = {}  # channel -> last (offset, epoch) queued
+        self._held: dict[str, list[tuple[Publication, str]]] = {}  # channels being recovered
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._positions)
+
+    async def open(self, resume: dict[str, Since] | None = None) -> None:
+        """Join the private channel, greet the client, then join a user's channels (resuming those in ``resume``)."""
+        self._context.presence.add(self)
+        await self._subscribe(self.private_channel, None, None, announce=False)
+        added = self._context.store.user_channels(self.app.id, self.user.id) if self.user else []
+        hello: dict[str, Any] = {
+            "op": "hello",
+            "connectionId": self.id,
+            "channels": [self.private_channel, *(name for name, _ in added)],
+        }
+        if self.user is not None:
+            hello["user"] = {
+                "id": self.user.id,
+                "email": self.user.email,
+                "channels": [{"name": name, "mode": mode} for name, mode in added],
+            }
+        self.push("hello", protocol.dumps(hello))
+        for channel, _mode in added:
+            await self._subscribe(channel, (resume or {}).get(channel), None)
+
+    async def close(self) -> None:
+        self._context.presence.remove(self)
+        for channel in list(self._positions):
+            await self._context.hub.leave(self, scoped(self.app.id, channel))
+        self._positions.clear()
+
+    def push(self, op: str, frame: str, position: Publication | None = None) -> None:
+        if self.too_slow:
+            return
+        try:
+            self._queue.put_nowait((op, frame, position))
+        except asyncio.QueueFull:
+            self.too_slow = True
+            self._on_too_slow()
+
+    async def next_outgoing(self) -> Outgoing:
+        return await self._queue.get()
+
+    def deliver(self, publication: Publication, frame: str) -> None:
+        channel = unscoped(publication.channel)
+        held = self._held.get(channel)
+        if held is not None:
+            held.append((publication, frame))
+            return
+        last = self._positions.get(channel)
+        if last is None or (publication.epoch == last[1] and publication.offset <= last[0]):
+            return  # left already, or a duplicate of what a replay sent
+        self._positions[channel] = (publication.offset, publication.epoch)
+        self.push("message", frame, publication)
+
+    async def join(self, channel: str, since: Since | None, request_id: Any = None) -> None:
+        """Queue a ``joined`` reply, then whatever ``since`` asks to replay; raise ClientError if not allowed."""
+        if channel not in self._positions:
+            if len(self._positions) > self._context.limits.max_channels:  # the private channel is extra
+                raise ClientError(f"A connection may join at most {self._context.limits.max_channels} channels")
+            check_access(self._context.store, self.app, self.user, channel, self.private_channel)
+        await self._subscribe(channel, since, request_id)
+
+    async def leave(self, channel: str, request_id: Any = None) -> None:
+        if channel == self.private_channel:
+            raise ClientError("A connection cannot leave its private channel")
+        if self._positions.pop(channel, None) is not None:
+            await self._context.hub.leave(self, scoped(self.app.id, channel))
+        self.push("left", protocol.reply_frame("left", request_id, channel=channel), Publication(channel, 0, "", ""))
+
+    async def _subscribe(self, channel: str, since: Since | None, request_id: Any, announce: bool = True) -> None:
+        hub, key = self._context.hub, scoped(self.app.id, channel)
+        held: list[tuple[Publication, str]] = []
+        self._held[channel] = held
+        try:
+            await hub.join(self, key)
+            history = await hub.history(key, since.offset if since else None)
+            resumable = since is not None and since.epoch in (None, history.epoch)
+            reply = protocol.reply_frame(
+                "joined",
+                request_id,
+                channel=channel,
+                recovered=resumable and history.complete,
+                offset=history.offset,
+                epoch=history.epoch,
+            )
+            if announce:
+                self.push("joined", reply, Publication(channel, history.offset, history.epoch, ""))
+            offset = min(since.offset, history.offset) if since is not None and resumable else history.offset
+            for publication in history.publications if resumable else []:
+                if publication.offset > offset:
+                    self.push("message", protocol.message_frame(channel, publication), publication)
+                    offset = publication.offset
+            for publication, frame in held:
+                if publication.epoch != history.epoch or publication.offset > offset:
+                    self.push("message", frame, publication)
+                    offset = publication.offset
+            self._positions[channel] = (offset, history.epoch)
+        finally:
+            del self._held[channel]

@@ -1,0 +1,120 @@
+"""The Server-Sent Events transport: the same frames as the WebSocket, one event each.
+
+Every ``message``, ``joined`` and ``left`` event carries an ``id`` that encodes the connection's
+position in each of its channels (base64url of ``{"channel": [offset, epoch], ...}``). A browser
+``EventSource`` sends the last one back as ``Last-Event-ID`` when it reconnects, and the new
+connection resumes every channel from there. Comment lines keep idle proxies from closing the
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from bfstream.messaging.hub import unscoped
+from bfstream.messaging.session import Context, Session, Since
+from bfstream.messaging.tokens import User
+from bfstream.store.sqlite import App
+
+_KEEPALIVE = b": keep-alive\n\n"
+
+
+def encode_positions(positions: dict[str, tuple[int, str]]) -> str:
+    raw = json.dumps({name: list(pos) for name, pos in positions.items()}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+
+
+def decode_positions(event_id: str | None) -> dict[str, Since]:
+    """Positions from a ``Last-Event-ID``; anything unreadable counts as none (a fresh start)."""
+    if not event_id:
+        return {}
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        name: Since(pos[0], pos[1])
+        for name, pos in raw.items()
+        if isinstance(pos, list) and len(pos) == 2 and isinstance(pos[0], int) and isinstance(pos[1], str)
+    }
+
+
+class EventStream(Response):
+    """A response that lives as long as the browser's connection."""
+
+    def __init__(
+        self, context: Context, app: App, user: User | None, channels: list[str], resume: dict[str, Since]
+    ) -> None:
+        super().__init__(media_type="text/event-stream")
+        self._context = context
+        self._app = app
+        self._user = user
+        self._channels = channels
+        self._resume = resume
+        self._stop = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = Session(self._context, self._app, self._user, self._stop.set)
+        headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await session.open(self._resume)
+            for channel in self._channels:
+                await session.join(channel, self._resume.get(channel))
+            tasks = [
+                asyncio.create_task(self._write_forever(session, send)),
+                asyncio.create_task(self._until_disconnect(receive)),
+                asyncio.create_task(self._stop.wait()),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):  # a client too slow to take even this gets its connection cut
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write_forever(self, session: Session, send: Send) -> None:
+        positions: dict[str, tuple[int, str]] = {}
+        keepalive = self._context.limits.sse_keepalive
+        while True:
+            try:
+                async with asyncio.timeout(keepalive):
+                    op, frame, position = await session.next_outgoing()
+            except TimeoutError:
+                await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
+                continue
+            lines = []
+            if position is not None:
+                channel = unscoped(position.channel) if op == "message" else position.channel
+                if channel != session.private_channel:
+                    if op == "left":
+                        positions.pop(channel, None)
+                    else:
+                        positions[channel] = (position.offset, position.epoch)
+                    lines.append(f"id: {encode_positions(positions)}\n")
+            if op != "message":
+                lines.append(f"event: {op}\n")
+            lines.append(f"data: {frame}\n\n")
+            await send({"type": "http.response.body", "body": "".join(lines).encode(), "more_body": True})
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
