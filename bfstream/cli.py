@@ -67,7 +67,9 @@ def _apps_create(args: argparse.Namespace) -> int:
 def _apps_list(args: argparse.Namespace) -> int:
     apps = _with_store(args).list_apps()
     if args.json:
-        print(json.dumps([{**_app_json(a), "createdAt": a.created_at} for a in apps]))
+        print(
+            json.dumps([{**_app_json(a), "createdAt": a.created_at, "browserPublish": a.browser_publish} for a in apps])
+        )
     else:
         for a in apps:
             print(f"{a.id}  {a.name}  created {time.strftime('%Y-%m-%d %H:%M', time.localtime(a.created_at))}")
@@ -85,6 +87,16 @@ def _apps_rotate(args: argparse.Namespace) -> int:
     store = _with_store(args)
     app = _find(store, args.app)
     _print_new_key(app, store.rotate_key(app.id), args.json, "New key for")
+    return 0
+
+
+def _apps_update(args: argparse.Namespace) -> int:
+    store = _with_store(args)
+    app = _find(store, args.app)
+    if args.browser_publish is not None:
+        store.set_browser_publish(app.id, args.browser_publish == "on")
+    app = _find(store, app.id)
+    print(json.dumps({**_app_json(app), "browserPublish": app.browser_publish}))
     return 0
 
 
@@ -123,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("app", help="app id or name")
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(run=_apps_rotate)
+    update = apps.add_parser("update", parents=[common], help="change an app's settings")
+    update.add_argument("app", help="app id or name")
+    update.add_argument(
+        "--browser-publish", choices=["on", "off"], help="may browsers publish to the channels they are in"
+    )
+    update.set_defaults(run=_apps_update)
     delete = apps.add_parser("delete", parents=[common], help="delete an app")
     delete.add_argument("app", help="app id or name")
     delete.set_defaults(run=_apps_delete)

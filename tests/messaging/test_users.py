@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 
 import pytest
 from websockets.asyncio.client import connect
@@ -171,11 +172,11 @@ async def test_browser_publish(start_server) -> None:
 
 
 async def test_browser_publish_can_be_turned_off_per_app(server: Server) -> None:
-    from bfstream.store.sqlite import Store
-
-    store = Store(server.data_dir / "bfstream.sqlite3")
-    store.set_browser_publish(server.app_id, False)
-    store.close()
-    client = await server.ws(channels=("chat",))
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bfstream.cli", "apps", "update", server.app_id, "--browser-publish", "off",
+        "--data-dir", str(server.data_dir), stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await cli.wait() == 0
+    client = await server.ws(channels=("chat",))  # the setting is read when a connection opens
     reply = await client.request({"op": "publish", "channel": "chat", "message": MESSAGE, "id": 1})
     assert reply["error"]["code"] == 403
