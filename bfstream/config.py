@@ -32,16 +32,37 @@ class Timeouts(BaseModel):
 
 
 class ServiceConfig(BaseModel):
+    """One LLM service. ``kind`` picks the wire format; any number of services may share one
+    (e.g. ``[services.ollama] kind = "openai"``). A base URL only ever comes from here."""
+
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai", "echo"] = "openai"
+    kind: Literal["openai", "anthropic", "gemini", "echo"] = "openai"
     enabled: bool = True
     base_url: str | None = None
+    # Used when a request brings no key of its own (local servers, a shared team key).
+    api_key: str | None = Field(None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict)
     # OpenAI sends the usage chunk only when asked; some compatible servers reject the field.
     stream_options: bool = True
+    # Anthropic requires max_tokens; this is sent when the payload has none.
+    max_tokens: int = Field(4096, gt=0)
+    # Merge deltas that arrive within this many milliseconds into one event (0: off).
+    coalesce_ms: float = Field(0.0, ge=0)
+    # Connect errors, 429 and 5xx before any output are retried this many times.
+    retries: int = Field(2, ge=0)
     # echo only: pause before each word, in milliseconds.
     delay_ms: float = Field(20.0, ge=0)
     timeouts: Timeouts = Timeouts()
+
+
+class StreamSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_per_app: int = Field(50, gt=0)  # running streams per app; more get 429
+    max_duration: float = Field(600.0, gt=0)  # seconds before a stream is ended with an error
+    drain_seconds: float = Field(20.0, ge=0)  # on SIGTERM, how long running streams may finish
+    retry_max_wait: float = Field(30.0, ge=0)  # longest Retry-After honoured between attempts
 
 
 class MessagingSettings(BaseModel):
@@ -66,12 +87,14 @@ class MessagingSettings(BaseModel):
 
 _DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
     "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"},
+    "anthropic": {"kind": "anthropic", "base_url": "https://api.anthropic.com"},
+    "gemini": {"kind": "gemini", "base_url": "https://generativelanguage.googleapis.com"},
     "echo": {"kind": "echo"},
 }
 
-# The official OpenAI SDKs read this variable; honouring it lets users point bfstream at a proxy
-# or a compatible server the same way they already do.
-_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL"}
+# The variables the providers' own SDKs read; honouring them lets users point bfstream at a proxy
+# or a compatible server the same way they already do. They win over the config file.
+_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL", "gemini": "GEMINI_BASE_URL"}
 
 
 class Settings(BaseSettings):
@@ -85,6 +108,7 @@ class Settings(BaseSettings):
     create_first_app: bool = True
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     messaging: MessagingSettings = MessagingSettings()
+    streams: StreamSettings = StreamSettings()
     # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
     # is made on first start and kept in the data directory.
     token_secret: str | None = Field(None, min_length=16)

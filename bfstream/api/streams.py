@@ -78,7 +78,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
         raise UnknownService(f"Unknown service {name!r}; available: {', '.join(services)}", details=list(services))
     adapter = ADAPTERS[service.kind]
     payload = body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"})
-    chat = ChatRequest(payload=payload, model=body.payload.model, api_key=body.payload.apiKey)
+    chat = ChatRequest(payload=payload, model=body.payload.model, api_key=body.payload.apiKey or service.api_key)
     if not body.payload.stream:
         return JSONResponse(await adapter.complete(chat, state.http, service))
     _check_streaming_fields(body)

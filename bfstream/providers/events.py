@@ -1,10 +1,18 @@
 """What every provider adapter yields, whatever its wire format.
 
-An adapter is an async generator: ``Started`` first (the provider accepted the request), then any
-number of ``Delta`` and ``ToolCalls``, then ``Finished`` exactly once. Failures are raised as
-``ProviderError``, before ``Started`` (the request was refused) or after it (the stream broke);
-adapters never swallow them into events, so the runner has one place that turns them into the
-``error`` + ``end`` pair the channels see.
+An adapter module has two functions:
+
+- ``stream_chat(request, client, service)``, an async generator: ``Started`` first (the provider
+  accepted the request), then any number of ``Delta`` and ``ToolCalls``, then ``Finished``
+  exactly once. Failures are raised as ``ProviderError``, before ``Started`` (the request was
+  refused) or after it (the stream broke, or ended without the provider's end marker); adapters
+  never swallow them into events, so the runner has one place that turns them into the
+  ``error`` + ``end`` pair the channels see.
+- ``complete(request, client, service)``: the whole answer as an OpenAI ``chat.completion`` object.
+
+Whatever the provider, ``Finished.reason`` uses OpenAI's words (``stop``, ``length``,
+``tool_calls``, ``content_filter``) and ``Finished.usage`` is ``{prompt_tokens,
+completion_tokens, total_tokens}`` or None.
 """
 
 from __future__ import annotations

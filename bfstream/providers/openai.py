@@ -37,7 +37,7 @@ def build_body(payload: dict[str, Any], *, stream: bool, include_usage: bool) ->
 
 
 def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceConfig, stream: bool) -> httpx.Request:
-    headers = {"Accept": "text/event-stream" if stream else "application/json"}
+    headers = {"Accept": "text/event-stream" if stream else "application/json", **service.headers}
     if request.api_key:
         headers["Authorization"] = f"Bearer {request.api_key}"
     body = build_body(request.payload, stream=stream, include_usage=service.stream_options)

@@ -56,4 +56,4 @@ async def test_echo_can_be_disabled(start_server) -> None:
     server = await start_server(services={"echo": {"enabled": False}})
     response = await server.post("/stream/create", echo_body(server))
     assert response.status_code == 400
-    assert response.json()["error"]["details"] == ["openai"]
+    assert response.json()["error"]["details"] == ["anthropic", "gemini", "openai"]
