@@ -33,9 +33,7 @@ def _print_new_key(app: App, key: str, as_json: bool, verb: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from bfstream.api.app import server_config
+    from bfstream.api.app import DrainingServer, server_config
 
     settings = _settings(args, host=args.host, port=args.port)
     store = Store(settings.database_path)
@@ -49,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the previous handler;
     # make that handler a clean exit, since SIGTERM is how supervisors ask a service to stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.Server(server_config(settings)).run()
+    DrainingServer(server_config(settings)).run()
     return 0
 
 
@@ -95,8 +93,10 @@ def _apps_update(args: argparse.Namespace) -> int:
     app = _find(store, args.app)
     if args.browser_publish is not None:
         store.set_browser_publish(app.id, args.browser_publish == "on")
+    if args.retain_text is not None:
+        store.set_retain_text(app.id, args.retain_text == "on")
     app = _find(store, app.id)
-    print(json.dumps({**_app_json(app), "browserPublish": app.browser_publish}))
+    print(json.dumps({**_app_json(app), "browserPublish": app.browser_publish, "retainText": app.retain_text}))
     return 0
 
 
@@ -105,6 +105,20 @@ def _apps_delete(args: argparse.Namespace) -> int:
     app = _find(store, args.app)
     store.delete_app(app.id)
     print(f"Deleted app {app.name!r} ({app.id})")
+    return 0
+
+
+def _streams_list(args: argparse.Namespace) -> int:
+    store = _with_store(args)
+    app_id = _find(store, args.app).id if args.app else None
+    records = store.recent_streams(args.limit, app_id)
+    if args.json:
+        print(json.dumps([{**r.to_json(), "appId": r.app_id} for r in records]))
+        return 0
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        took = f"{r.ended_at - r.created_at:6.1f}s" if r.ended_at else "      -"
+        print(f"{when}  {r.id}  {r.status:<11} {took}  {r.service}/{r.model}  {r.finish_reason or '-'}")
     return 0
 
 
@@ -140,10 +154,20 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument(
         "--browser-publish", choices=["on", "off"], help="may browsers publish to the channels they are in"
     )
+    update.add_argument("--retain-text", choices=["on", "off"], help="keep each answer's text in stream records")
     update.set_defaults(run=_apps_update)
     delete = apps.add_parser("delete", parents=[common], help="delete an app")
     delete.add_argument("app", help="app id or name")
     delete.set_defaults(run=_apps_delete)
+
+    streams = commands.add_parser("streams", help="look at stream records").add_subparsers(
+        dest="streams_command", required=True
+    )
+    recent = streams.add_parser("list", parents=[common], help="the most recent streams, newest first")
+    recent.add_argument("--app", help="only this app (id or name)")
+    recent.add_argument("--limit", type=int, default=20)
+    recent.add_argument("--json", action="store_true")
+    recent.set_defaults(run=_streams_list)
     return parser
 
 

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
     # is made on first start and kept in the data directory.
     token_secret: str | None = Field(None, min_length=16)
+    # Origins whose pages may call the API from the browser (the stop endpoint, SSE). Empty: none.
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 
     @field_validator("services", mode="before")

@@ -75,10 +75,15 @@ class TooManyRequests(ClientError):
 
 
 class ProviderError(BfstreamError):
-    """The LLM provider refused, failed or broke off; ``code`` is its HTTP status when it sent one."""
+    """The LLM provider refused, failed or broke off; ``code`` is its HTTP status when it sent one.
+
+    ``retryable`` marks failures that produced no output and may pass on a second try (connection
+    refused, 429, 5xx); ``retry_after`` is the wait the provider asked for, in seconds."""
 
     status = 502
     type = "provider_error"
+    retryable = False
+    retry_after: float | None = None
 
 
 class ProviderTimeout(ProviderError):

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from bfstream.api.app import server_config
+from bfstream.api.app import DrainingServer, server_config
 from bfstream.config import load_settings
 from bfstream.store.sqlite import Store
 from tests.fakes.openai_server import FakeOpenAI
@@ -256,7 +260,7 @@ async def start_server(
             other, other_key = store.create_app("other")
             store.close()
             apps[data_dir] = (app.id, key, other.id, other_key)
-        server = uvicorn.Server(server_config(settings, host="127.0.0.1", port=0, log_level="warning"))
+        server = DrainingServer(server_config(settings, host="127.0.0.1", port=0, log_level="warning"))
         task = asyncio.create_task(server.serve())
         async with asyncio.timeout(10):
             while not server.started:
@@ -307,3 +311,41 @@ def seed_body(server: Server, **payload: Any) -> dict[str, Any]:
             **payload,
         },
     }
+
+
+class ServeProcess:
+    """``bfstream serve`` as users run it: a separate process on a free port, for tests of signals."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, output: str) -> None:
+        self.proc, self.port, self.output = proc, port, output
+        self.url = f"http://127.0.0.1:{port}"
+        found = re.search(r"appId:\s+(\S+)\s+apiKey:\s+(\S+)", output)
+        self.app_id, self.api_key = found.groups() if found else (None, None)
+
+    @classmethod
+    async def start(cls, data_dir: Path, **env: str) -> ServeProcess:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bfstream.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
+        )  # fmt: skip
+        printed = ""
+        async with asyncio.timeout(20):
+            while "Uvicorn running on" not in printed:
+                line = await proc.stdout.readline()  # type: ignore[union-attr]
+                assert line, printed
+                printed += line.decode()
+        return cls(proc, port, printed)
+
+    async def ws(self, app_id: str, channel: str) -> WSClient:
+        conn = await connect(f"ws://127.0.0.1:{self.port}/message/ws?app={app_id}")
+        client = WSClient(conn, json.loads(await asyncio.wait_for(conn.recv(), 5)))
+        await client.join(channel)
+        return client
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        return await asyncio.wait_for(self.proc.wait(), 30)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from bfstream import __version__
 from bfstream.api import errors, messages, realtime, streams
@@ -24,6 +27,8 @@ from bfstream.messaging.session import Context
 from bfstream.store.sqlite import Store
 from bfstream.streams.registry import StreamRegistry
 
+log = logging.getLogger("bfstream")
+
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
@@ -31,6 +36,9 @@ def create_app(settings: Settings) -> FastAPI:
         state = app.state
         state.settings = settings
         state.store = Store(settings.database_path)
+        interrupted = state.store.mark_interrupted()
+        if interrupted:
+            log.warning("%d stream(s) were cut short by the last shutdown or crash; marked interrupted", interrupted)
         secret = settings.token_secret
         state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else state.store.signing_key()
         # One pooled client for every provider call; each call sets its own time-outs.
@@ -40,12 +48,12 @@ def create_app(settings: Settings) -> FastAPI:
         limits = settings.messaging
         state.hub = Hub(MemoryBroker(limits.history_size, limits.history_ttl))
         state.messaging = Context(state.hub, state.store, Presence(), limits)
-        state.streams = StreamRegistry()
+        state.streams = StreamRegistry(settings.streams)
         await state.hub.start()
         try:
             yield
         finally:
-            await state.streams.close()
+            await state.streams.drain(0)
             await state.hub.stop()
             await state.http.aclose()
             state.store.close()
@@ -66,6 +74,11 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        # Browsers call /stream/stop and /message/sse directly; nothing here relies on cookies.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
     return app
 
 
@@ -78,6 +91,31 @@ class _HideTokens(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
         return True
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but on SIGTERM/SIGINT running streams get ``streams.drain_seconds`` to finish first.
+
+    uvicorn closes every WebSocket as soon as it starts shutting down, so the drain has to happen
+    before that for the browsers to see their streams end."""
+
+    _draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        app = self.config.app
+        streams = getattr(getattr(app, "state", None), "streams", None)
+        if self._draining or streams is None or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        seconds = app.state.settings.streams.drain_seconds
+        log.info("draining: no new streams; %d running get up to %.0f s", len(streams), seconds)
+
+        async def drain_then_exit() -> None:
+            await streams.drain(seconds)
+            super(DrainingServer, self).handle_exit(sig, frame)
+
+        self._drain_task = asyncio.get_running_loop().create_task(drain_then_exit())
 
 
 def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:

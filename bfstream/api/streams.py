@@ -1,20 +1,25 @@
-"""``POST /stream/create``: the BetterForms Streaming API."""
+"""``POST /stream/create``, ``/stream/stop`` and ``/stream/status``: the BetterForms Streaming API."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
-from bfstream.errors import UnknownService, ValidationFailed
+from bfstream.errors import NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
-from bfstream.providers.events import ChatRequest, Started
-from bfstream.streams.runner import StreamTarget, relay
+from bfstream.providers.events import ChatRequest, ProviderEvent, Started
+from bfstream.store.sqlite import StreamRecord
+from bfstream.streams.registry import RunningStream
+from bfstream.streams.retry import with_retries
+from bfstream.streams.runner import relay
 
 router = APIRouter()
 
@@ -39,8 +44,13 @@ class CreateStream(BaseModel):
         default_factory=list, description="Channels that receive the stream events. Required when streaming."
     )
     actionName: str | None = Field(None, description="Named action each event runs. Required when streaming.")
-    service: str | None = Field(None, description="openAI, echo, ... (case-insensitive). Default: openai.")
+    service: str | None = Field(
+        None, description="openAI, anthropic, gemini, echo or a configured name. Default openai."
+    )
     payload: StreamPayload
+    coalesceMs: float | None = Field(
+        None, ge=0, le=10_000, description="Merge deltas arriving within this many ms into one event (default: off)."
+    )
 
 
 class StreamCreated(BaseModel):
@@ -62,6 +72,11 @@ def _check_streaming_fields(body: CreateStream) -> None:
         raise ValidationFailed("The request body is invalid", details=problems)
 
 
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 @router.post(
     "/stream/create",
     response_model=StreamCreated,
@@ -71,25 +86,98 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     """Start a provider stream and relay it to the channels, or (``stream: false``) return the answer."""
     app = authenticate(request, body.apiKey)
     state = request.app.state
+    settings = state.settings
     name = (body.service or body.payload.provider or "openai").lower()
-    services = state.settings.enabled_services()
+    services = settings.enabled_services()
     service = services.get(name)
     if service is None:
         raise UnknownService(f"Unknown service {name!r}; available: {', '.join(services)}", details=list(services))
     adapter = ADAPTERS[service.kind]
     payload = body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"})
     chat = ChatRequest(payload=payload, model=body.payload.model, api_key=body.payload.apiKey or service.api_key)
+    max_wait = settings.streams.retry_max_wait
+
     if not body.payload.stream:
-        return JSONResponse(await adapter.complete(chat, state.http, service))
+        # The caller may hang up while the model writes; then the provider call is cancelled at once,
+        # so it stops generating (and billing) instead of finishing for nobody.
+        answer = asyncio.create_task(
+            with_retries(lambda: adapter.complete(chat, state.http, service), service.retries, max_wait)
+        )
+        hangup = asyncio.create_task(_until_disconnected(request))
+        await asyncio.wait({answer, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        hangup.cancel()
+        if not answer.done():
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
+            return Response(status_code=499)  # nobody is listening any more
+        return JSONResponse(answer.result())
+
     _check_streaming_fields(body)
-    events = adapter.stream_chat(chat, state.http, service)
-    try:
-        started = await anext(events)
-    except BaseException:
-        await events.aclose()
-        raise
-    assert isinstance(started, Started)
-    stream_id = secrets.token_hex(16)
-    target = StreamTarget(stream_id, app.id, body.channels, body.actionName or "", name, started.model)
-    state.streams.start(stream_id, relay(state.hub, target, events))
-    return StreamCreated(streamId=stream_id)
+    state.streams.admit(app.id)
+
+    async def open_stream() -> tuple[Started, AsyncGenerator[ProviderEvent, None]]:
+        events = adapter.stream_chat(chat, state.http, service)
+        try:
+            started = await anext(events)
+        except BaseException:
+            await events.aclose()
+            raise
+        assert isinstance(started, Started)
+        return started, events
+
+    started, events = await with_retries(open_stream, service.retries, max_wait)
+    record = StreamRecord(
+        secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or ""
+    )
+    state.store.record_stream_start(record)
+    stream = RunningStream(record)
+    coalesce_ms = body.coalesceMs if body.coalesceMs is not None else service.coalesce_ms
+    work = relay(
+        state.hub, state.store, stream, events,
+        retain_text=app.retain_text, coalesce_ms=coalesce_ms, max_duration=settings.streams.max_duration,
+    )  # fmt: skip
+    state.streams.start(stream, work)
+    return StreamCreated(streamId=record.id)
+
+
+class StopStream(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    streamId: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class StopResult(BaseModel):
+    status: Literal["stopped", "not_found"]
+    streamId: str
+
+
+@router.post("/stream/stop", response_model=StopResult)
+@router.post("/llm/query/stop", response_model=StopResult, include_in_schema=False)
+async def stop_stream(body: StopStream, request: Request) -> StopResult:
+    """Stop a running stream: the provider connection closes at once and the channels get ``end`` with
+    ``finish_reason: "stopped"``. The random stream id is the capability, so a browser may call this."""
+    stopped = await request.app.state.streams.stop(body.streamId)
+    return StopResult(status="stopped" if stopped else "not_found", streamId=body.streamId)
+
+
+class StreamStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apiKey: str
+    streamId: str
+
+
+@router.post("/stream/status")
+async def stream_status(body: StreamStatus, request: Request) -> dict[str, Any]:
+    """The stream's record; while it runs, with the text so far."""
+    app = authenticate(request, body.apiKey)
+    state = request.app.state
+    running = state.streams.get(body.streamId)
+    if running is not None and running.record.app_id == app.id:
+        live = running.record.to_json()
+        live["text"] = "".join(running.text) if app.retain_text else None
+        return live
+    record = state.store.stream_record(app.id, body.streamId)
+    if record is None:
+        raise NotFound(f"No stream {body.streamId[:80]!r} for this app")
+    return record.to_json()

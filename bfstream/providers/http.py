@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -61,7 +63,24 @@ async def _refusal(response: httpx.Response, api_key: str | None, timeouts: Time
         detail = text
     detail = scrub(detail.strip() or response.reason_phrase or "no error message", api_key)
     status = response.status_code
-    return ProviderError(f"The provider refused the request (HTTP {status})", code=status, details=detail)
+    error = ProviderError(f"The provider refused the request (HTTP {status})", code=status, details=detail)
+    error.retryable = status == 429 or status >= 500
+    error.retry_after = _seconds(response.headers.get("retry-after"))
+    return error
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not retry_after:
+        return None
+    try:
+        return max(float(retry_after), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(retry_after).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
 
 
 def translate(exc: Exception, stage: str) -> ProviderError:
@@ -69,7 +88,9 @@ def translate(exc: Exception, stage: str) -> ProviderError:
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return ProviderTimeout(f"The provider timed out ({stage})", details=type(exc).__name__)
     if isinstance(exc, httpx.ConnectError):
-        return ProviderError("Could not connect to the provider", details=str(exc) or type(exc).__name__)
+        error = ProviderError("Could not connect to the provider", details=str(exc) or type(exc).__name__)
+        error.retryable = True
+        return error
     return ProviderError(f"The provider connection failed ({stage})", details=str(exc) or type(exc).__name__)
 
 

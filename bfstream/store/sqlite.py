@@ -1,4 +1,4 @@
-"""Apps and their keys, in one SQLite file.
+"""Apps and their keys, users' channels and stream records, in one SQLite file.
 
 An app key is shown once, when it is made; only its SHA-256 is stored. The keys carry 256 random
 bits, so a fast hash is enough (no password stretching needed) and lets us look a key up by its
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 KEY_PREFIX = "BFAPI_"
 
@@ -23,7 +25,8 @@ CREATE TABLE IF NOT EXISTS apps (
     name            TEXT NOT NULL,
     key_hash        TEXT NOT NULL UNIQUE,
     created_at      REAL NOT NULL,
-    browser_publish INTEGER NOT NULL DEFAULT 1
+    browser_publish INTEGER NOT NULL DEFAULT 1,
+    retain_text     INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS user_channels (
     app_id  TEXT NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
@@ -39,12 +42,28 @@ CREATE TABLE IF NOT EXISTS authenticated_channels (
     channel TEXT NOT NULL,
     PRIMARY KEY (app_id, channel)
 );
+CREATE TABLE IF NOT EXISTS streams (
+    id            TEXT PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
+    service       TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    channels      TEXT NOT NULL,
+    action_name   TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    ended_at      REAL,
+    finish_reason TEXT,
+    usage         TEXT,
+    error         TEXT,
+    text          TEXT
+);
+CREATE INDEX IF NOT EXISTS streams_by_app ON streams (app_id, created_at);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
-_APP_COLUMNS = "id, name, created_at, browser_publish"
+_APP_COLUMNS = "id, name, created_at, browser_publish, retain_text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +72,12 @@ class App:
     name: str
     created_at: float
     browser_publish: bool = True
+    retain_text: bool = True  # keep the answer's text in stream records
 
 
 def _app(row: tuple[object, ...]) -> App:
-    app_id, name, created_at, browser_publish = row
-    return App(str(app_id), str(name), float(created_at), bool(browser_publish))  # type: ignore[arg-type]
+    app_id, name, created_at, browser_publish, retain_text = row
+    return App(str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text))  # type: ignore[arg-type]
 
 
 def _hash_key(api_key: str) -> str:
@@ -79,8 +99,9 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(apps)")}
-        if "browser_publish" not in columns:  # a database made before the column existed
-            self._db.execute("ALTER TABLE apps ADD COLUMN browser_publish INTEGER NOT NULL DEFAULT 1")
+        for column in ("browser_publish", "retain_text"):  # databases made before the column existed
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE apps ADD COLUMN {column} INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         self._db.close()
@@ -113,9 +134,9 @@ class Store:
     def app_by_key(self, api_key: str) -> App | None:
         wanted = _hash_key(api_key)
         row = self._db.execute(f"SELECT {_APP_COLUMNS}, key_hash FROM apps WHERE key_hash = ?", (wanted,)).fetchone()
-        if row is None or not hmac.compare_digest(row[4], wanted):
+        if row is None or not hmac.compare_digest(row[5], wanted):
             return None
-        return _app(row[:4])
+        return _app(row[:5])
 
     def rotate_key(self, app_id: str) -> str:
         key = _new_key()
@@ -127,6 +148,9 @@ class Store:
 
     def set_browser_publish(self, app_id: str, allowed: bool) -> None:
         self._db.execute("UPDATE apps SET browser_publish = ? WHERE id = ?", (int(allowed), app_id))
+
+    def set_retain_text(self, app_id: str, retain: bool) -> None:
+        self._db.execute("UPDATE apps SET retain_text = ? WHERE id = ?", (int(retain), app_id))
 
     def signing_key(self) -> bytes:
         """The secret that signs connection tokens, made on first use and kept with the apps."""
@@ -175,3 +199,93 @@ class Store:
     def authenticated_channels(self, app_id: str) -> set[str]:
         rows = self._db.execute("SELECT channel FROM authenticated_channels WHERE app_id = ?", (app_id,))
         return {str(channel) for (channel,) in rows}
+
+    # Stream records: written when a stream starts and when it ends, never per chunk.
+
+    def record_stream_start(self, record: StreamRecord) -> None:
+        self._db.execute(
+            "INSERT INTO streams (id, app_id, service, model, channels, action_name, status, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+            (record.id, record.app_id, record.service, record.model, json.dumps(record.channels),
+             record.action_name, record.created_at),
+        )  # fmt: skip
+
+    def record_stream_end(self, record: StreamRecord) -> None:
+        self._db.execute(
+            "UPDATE streams SET status = ?, ended_at = ?, finish_reason = ?, usage = ?, error = ?, text = ?"
+            " WHERE id = ?",
+            (record.status, record.ended_at, record.finish_reason, _json_or_null(record.usage),
+             _json_or_null(record.error), record.text, record.id),
+        )  # fmt: skip
+
+    def stream_record(self, app_id: str, stream_id: str) -> StreamRecord | None:
+        row = self._db.execute(
+            f"SELECT {_STREAM_COLUMNS} FROM streams WHERE id = ? AND app_id = ?", (stream_id, app_id)
+        )
+        found = row.fetchone()
+        return _stream(found) if found else None
+
+    def recent_streams(self, limit: int = 20, app_id: str | None = None) -> list[StreamRecord]:
+        where, args = ("WHERE app_id = ?", (app_id, limit)) if app_id else ("", (limit,))
+        rows = self._db.execute(
+            f"SELECT {_STREAM_COLUMNS} FROM streams {where} ORDER BY created_at DESC LIMIT ?", args
+        ).fetchall()
+        return [_stream(row) for row in rows]
+
+    def mark_interrupted(self) -> int:
+        """At start-up: a stream still 'running' was cut short by a crash of the process that ran it."""
+        return self._db.execute(
+            "UPDATE streams SET status = 'interrupted', ended_at = ? WHERE status = 'running'", (time.time(),)
+        ).rowcount
+
+
+_STREAM_COLUMNS = (
+    "id, app_id, service, model, channels, action_name, status, created_at, ended_at, finish_reason, usage, error, text"
+)
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """What happened to one stream. The prompt and the provider key are never part of it."""
+
+    id: str
+    app_id: str
+    service: str
+    model: str
+    channels: list[str]
+    action_name: str
+    status: str = "running"  # running | completed | stopped | failed | interrupted
+    created_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    text: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "streamId": self.id,
+            "service": self.service,
+            "model": self.model,
+            "channels": self.channels,
+            "actionName": self.action_name,
+            "status": self.status,
+            "createdAt": self.created_at,
+            "endedAt": self.ended_at,
+            "finishReason": self.finish_reason,
+            "usage": self.usage,
+            "error": self.error,
+            "text": self.text,
+        }
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _stream(row: tuple[Any, ...]) -> StreamRecord:
+    (stream_id, app_id, service, model, channels, action, status, created, ended, reason, usage, error, text) = row
+    return StreamRecord(
+        stream_id, app_id, service, model, json.loads(channels), action, status, created, ended, reason,
+        json.loads(usage) if usage else None, json.loads(error) if error else None, text,
+    )  # fmt: skip

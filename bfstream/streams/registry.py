@@ -1,27 +1,78 @@
-"""The streams running in this process, so shutdown can end them and nothing is garbage-collected mid-flight."""
+"""The streams running in this process: admission (per-app limit, draining), stop, and shutdown.
+
+A stream's task is cancelled to stop it, which closes the provider connection at once (the
+provider then stops generating, and billing); the runner tells a stop from a shutdown by the
+``stop_requested`` flag.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
+
+from bfstream.config import StreamSettings
+from bfstream.errors import BfstreamError, TooManyRequests
+from bfstream.store.sqlite import StreamRecord
+
+
+class ShuttingDown(BfstreamError):
+    status = 503
+    type = "shutting_down"
+
+
+@dataclass(eq=False)
+class RunningStream:
+    record: StreamRecord
+    text: list[str] = field(default_factory=list)  # the answer so far, for live status
+    stop_requested: bool = False
+    task: asyncio.Task[None] | None = None
 
 
 class StreamRegistry:
-    def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+    def __init__(self, settings: StreamSettings) -> None:
+        self._settings = settings
+        self._running: dict[str, RunningStream] = {}
+        self.accepting = True
 
-    def start(self, stream_id: str, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name=f"stream-{stream_id}")
-        self._tasks[stream_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(stream_id, None))
+    def admit(self, app_id: str) -> None:
+        """Raise unless this app may start one more stream now."""
+        if not self.accepting:
+            raise ShuttingDown("The server is shutting down; retry on another instance or in a moment")
+        running = sum(1 for s in self._running.values() if s.record.app_id == app_id)
+        if running >= self._settings.max_per_app:
+            raise TooManyRequests(f"At most {self._settings.max_per_app} streams may run at once per app")
+
+    def start(self, stream: RunningStream, work: Coroutine[Any, Any, None]) -> None:
+        stream_id = stream.record.id
+        stream.task = asyncio.create_task(work, name=f"stream-{stream_id}")
+        self._running[stream_id] = stream
+        stream.task.add_done_callback(lambda _: self._running.pop(stream_id, None))
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._running)
 
-    async def close(self) -> None:
-        """Cancel what still runs; each stream then tells its channels ``error`` and ``end``."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
+    def get(self, stream_id: str) -> RunningStream | None:
+        return self._running.get(stream_id)
+
+    async def stop(self, stream_id: str) -> bool:
+        """Stop a running stream; returns once its ``end`` went out (or after a second at most)."""
+        stream = self._running.get(stream_id)
+        if stream is None or stream.task is None:
+            return False
+        stream.stop_requested = True
+        stream.task.cancel()
+        await asyncio.wait({stream.task}, timeout=1.0)
+        return True
+
+    async def drain(self, seconds: float) -> None:
+        """Take no new streams, give running ones ``seconds`` to finish, then end the rest."""
+        self.accepting = False
+        tasks = [s.task for s in self._running.values() if s.task is not None]
+        if tasks and seconds > 0:
+            await asyncio.wait(tasks, timeout=seconds)
+        remaining = [s.task for s in self._running.values() if s.task is not None]
+        for task in remaining:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*remaining, return_exceptions=True)

@@ -1,11 +1,13 @@
 """One stream's life after the provider accepted it: relay every event to the channels, in order,
-and always finish with exactly one ``end``.
+always finish with exactly one ``end``, and record how it went.
 
 Each event becomes a BetterForms message that runs the caller's named action::
 
     {"actions": [{"action": "namedAction", "name": <actionName>, "options": EVENT}]}
 
-EVENT carries ``type``, ``streamId`` and ``seq`` (0, 1, 2, ... in publish order).
+EVENT carries ``type``, ``streamId`` and ``seq`` (0, 1, 2, ... in publish order). ``end`` says
+why the stream ended in OpenAI's words: ``stop``, ``length``, ``tool_calls``, ``content_filter``,
+or ``stopped`` (POST /stream/stop) and ``error`` (an ``error`` event came first).
 """
 
 from __future__ import annotations
@@ -13,92 +15,144 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from bfstream.errors import BfstreamError
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import dumps
-from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCalls
+from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
+from bfstream.store.sqlite import Store
+from bfstream.streams.coalesce import coalesce
+from bfstream.streams.registry import RunningStream
 
 log = logging.getLogger("bfstream.streams")
 
-
-@dataclass(frozen=True, slots=True)
-class StreamTarget:
-    stream_id: str
-    app_id: str
-    channels: list[str]
-    action_name: str
-    service: str
-    model: str
+# Compatible servers and legacy models use other words for the same ends.
+_FINISH_REASONS = {"function_call": "tool_calls", "end_turn": "stop", "eos": "stop", "max_tokens": "length"}
 
 
-def _user_message(arguments: str) -> str | None:
+def normalize_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    total = usage.get("total_tokens") or prompt + completion
+    return {"prompt_tokens": int(prompt), "completion_tokens": int(completion), "total_tokens": int(total)}
+
+
+def _function(call: ToolCall) -> dict[str, Any]:
     """The contract lets a tool's arguments carry a line for the user while the tool runs."""
     try:
-        parsed = json.loads(arguments)
+        parsed = json.loads(call.arguments)
     except ValueError:
-        return None
-    value = parsed.get("userMessage") if isinstance(parsed, dict) else None
-    return value if isinstance(value, str) else None
+        parsed = None
+    user_message = parsed.get("userMessage") if isinstance(parsed, dict) else None
+    return {
+        "id": call.id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "userMessage": user_message if isinstance(user_message, str) else None,
+    }
 
 
 class _Publisher:
-    def __init__(self, hub: Hub, target: StreamTarget) -> None:
+    def __init__(self, hub: Hub, stream: RunningStream, action_name: str) -> None:
+        record = stream.record
         self._hub = hub
-        self._target = target
-        self._channels = [scoped(target.app_id, c) for c in dict.fromkeys(target.channels)]
+        self._stream_id = record.id
+        self._action_name = action_name
+        self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
         self._seq = 0
 
     async def emit(self, type_: str, **fields: Any) -> None:
-        event = {"type": type_, "streamId": self._target.stream_id, "seq": self._seq, **fields}
+        event = {"type": type_, "streamId": self._stream_id, "seq": self._seq, **fields}
         self._seq += 1
-        action = {"action": "namedAction", "name": self._target.action_name, "options": event}
+        action = {"action": "namedAction", "name": self._action_name, "options": event}
         message = dumps({"actions": [action]})
         for channel in self._channels:
             await self._hub.publish(channel, message)
 
 
-async def relay(hub: Hub, target: StreamTarget, events: AsyncIterator[ProviderEvent]) -> None:
+async def relay(
+    hub: Hub,
+    store: Store,
+    stream: RunningStream,
+    events: AsyncGenerator[ProviderEvent, None],
+    *,
+    retain_text: bool,
+    coalesce_ms: float,
+    max_duration: float,
+) -> None:
     """Drain ``events`` (whose ``Started`` was already consumed) into the channels."""
-    out = _Publisher(hub, target)
-    text: list[str] = []
+    record = stream.record
+    out = _Publisher(hub, stream, record.action_name)
     finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    error: dict[str, Any] | None = None
+    source: AsyncIterator[ProviderEvent] = coalesce(events, coalesce_ms / 1000) if coalesce_ms > 0 else events
     try:
-        await out.emit(
-            "threadInfo",
-            content={"streamId": target.stream_id, "service": target.service, "model": target.model},
-        )
-        async for event in events:
-            if isinstance(event, Delta):
-                text.append(event.text)
-                await out.emit("delta", content=event.text)
-            elif isinstance(event, ToolCalls):
-                functions = [
-                    {"id": c.id, "name": c.name, "arguments": c.arguments, "userMessage": _user_message(c.arguments)}
-                    for c in event.calls
-                ]
-                await out.emit("function_call", content={"functions": functions})
-            elif isinstance(event, Finished):
-                finish_reason, usage = event.reason, event.usage
+        async with asyncio.timeout(max_duration):
+            await out.emit(
+                "threadInfo", content={"streamId": record.id, "service": record.service, "model": record.model}
+            )
+            async for event in source:
+                if isinstance(event, Delta):
+                    stream.text.append(event.text)
+                    await out.emit("delta", content=event.text)
+                elif isinstance(event, ToolCalls):
+                    functions = [_function(call) for call in event.calls]
+                    await out.emit("function_call", content={"functions": functions})
+                elif isinstance(event, Finished):
+                    finish_reason = _FINISH_REASONS.get(event.reason or "", event.reason) or "stop"
+                    usage = normalize_usage(event.usage)
     except BfstreamError as exc:
-        finish_reason = "error"
-        log.warning("stream %s failed: %s", target.stream_id, exc.message)
-        await out.emit("error", error={"message": exc.message, "code": exc.code, "details": exc.details})
+        error = {"message": exc.message, "code": exc.code, "details": exc.details}
+        log.warning("stream %s failed: %s", record.id, exc.message)
+    except TimeoutError:
+        error = {"message": f"The stream ran longer than {max_duration:g} s", "code": 504, "details": None}
     except asyncio.CancelledError:
-        finish_reason = "error"
-        await out.emit("error", error={"message": "The server is shutting down", "code": 503, "details": None})
-        raise
+        if not stream.stop_requested:  # server shutdown: tell the channels, then let the task end
+            error = {"message": "The server is shutting down", "code": 503, "details": None}
+            await _finish(store, out, stream, "interrupted", "error", usage, error, retain_text, source)
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own stop, handled here
+        await _finish(store, out, stream, "stopped", "stopped", usage, None, retain_text, source)
+        return
     except Exception:
-        finish_reason = "error"
-        log.exception("stream %s failed unexpectedly", target.stream_id)
-        await out.emit("error", error={"message": "Internal error while streaming", "code": 500, "details": None})
-    finally:
-        try:
-            await events.aclose()  # closes the provider connection if it is still open
-        except Exception:
-            log.exception("closing the provider stream of %s failed", target.stream_id)
-        await out.emit("end", finish_reason=finish_reason, usage=usage, text="".join(text))
+        log.exception("stream %s failed unexpectedly", record.id)
+        error = {"message": "Internal error while streaming", "code": 500, "details": None}
+    if error is not None:
+        await _finish(store, out, stream, "failed", "error", usage, error, retain_text, source)
+    else:
+        await _finish(store, out, stream, "completed", finish_reason or "stop", usage, None, retain_text, source)
+
+
+async def _finish(
+    store: Store,
+    out: _Publisher,
+    stream: RunningStream,
+    status: str,
+    finish_reason: str,
+    usage: dict[str, int] | None,
+    error: dict[str, Any] | None,
+    retain_text: bool,
+    source: AsyncIterator[ProviderEvent],
+) -> None:
+    """Close the provider stream, send ``error`` (if any) and ``end``, and record the outcome."""
+    closer = getattr(source, "aclose", None)
+    try:
+        if closer is not None:
+            await closer()  # closes the provider connection if it is still open
+    except Exception:
+        log.exception("closing the provider stream of %s failed", stream.record.id)
+    text = "".join(stream.text)
+    if error is not None:
+        await out.emit("error", error=error)
+    await out.emit("end", finish_reason=finish_reason, usage=usage, text=text)
+    record = stream.record
+    record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
+    record.ended_at = time.time()
+    record.text = text if retain_text else None
+    store.record_stream_end(record)
