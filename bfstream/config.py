@@ -81,6 +81,9 @@ class MessagingSettings(BaseModel):
     # WebSocket pings go out after this much silence; no pong within the same time drops the connection.
     ping_interval: float = Field(20.0, gt=0)
     sse_keepalive: float = Field(15.0, gt=0)
+    # permessage-deflate compresses every frame once per connection: a third of the server's CPU at
+    # 1,000 listeners (bench/fanout.py) for frames of a few dozen bytes. Off unless bandwidth matters more.
+    compression: bool = False
     token_ttl: int = Field(3600, gt=0)
     max_token_ttl: int = Field(7 * 24 * 3600, gt=0)
 

@@ -131,6 +131,7 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "ws_ping_interval": ping,
         "ws_ping_timeout": ping,
         "ws_max_size": settings.max_body_bytes,
+        "ws_per_message_deflate": settings.messaging.compression,
         **overrides,
     }
     return uvicorn.Config(create_app(settings), **options)
