@@ -102,20 +102,26 @@ class DrainingServer(uvicorn.Server):
     _draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app = self.config.app
-        streams = getattr(getattr(app, "state", None), "streams", None)
+        state = getattr(self.config.app, "state", None)
+        streams = getattr(state, "streams", None)
         if self._draining or streams is None or not self.started:
-            super().handle_exit(sig, frame)
+            self._exit_now(sig, frame)
             return
         self._draining = True
-        seconds = app.state.settings.streams.drain_seconds
+        seconds = state.settings.streams.drain_seconds
         log.info("draining: no new streams; %d running get up to %.0f s", len(streams), seconds)
 
         async def drain_then_exit() -> None:
             await streams.drain(seconds)
-            super(DrainingServer, self).handle_exit(sig, frame)
+            self._exit_now(sig, frame)
 
         self._drain_task = asyncio.get_running_loop().create_task(drain_then_exit())
+
+    def _exit_now(self, sig: int, frame: FrameType | None) -> None:
+        messaging = getattr(getattr(self.config.app, "state", None), "messaging", None)
+        if messaging is not None:
+            messaging.closing.set()  # uvicorn waits for open responses; SSE streams must end themselves
+        super().handle_exit(sig, frame)
 
 
 def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -132,6 +138,8 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "ws_ping_timeout": ping,
         "ws_max_size": settings.max_body_bytes,
         "ws_per_message_deflate": settings.messaging.compression,
+        # A backstop: requests still open this long after shutdown began are cut.
+        "timeout_graceful_shutdown": 5,
         **overrides,
     }
     return uvicorn.Config(create_app(settings), **options)

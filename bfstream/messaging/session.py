@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bfstream.config import MessagingSettings
@@ -46,6 +46,8 @@ class Context:
     store: Store
     presence: Presence
     limits: MessagingSettings
+    # Set when the server shuts down: long-lived responses (SSE) end so the process can exit.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def check_access(store: Store, app: App, user: User | None, channel: str, private_channel: str = "") -> None:

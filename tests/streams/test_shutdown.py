@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -94,3 +95,19 @@ async def test_streams_past_the_drain_time_end_with_error(tmp_path: Path) -> Non
             assert (await http.post(restarted.url + "/stream/status", json=body)).json()["status"] == "interrupted"
     finally:
         await restarted.stop()
+
+
+async def test_sigterm_ends_open_event_streams(tmp_path: Path) -> None:
+    server = await ServeProcess.start(tmp_path)
+    async with httpx.AsyncClient(timeout=10) as http:
+        params = {"app": server.app_id, "channel": "news"}
+        async with http.stream("GET", server.url + "/message/sse", params=params) as sse:
+            lines = sse.aiter_lines()
+            assert await anext(lines) == "event: hello"
+            server.proc.send_signal(signal.SIGTERM)
+            asked = time.monotonic()
+            rest = [line async for line in lines]  # ends once the server closes the stream
+    assert any(line.startswith("event: joined") for line in rest)
+    assert await asyncio.wait_for(server.proc.wait(), 10) == 0
+    # Well before uvicorn's 5 s backstop would cut the open response.
+    assert time.monotonic() - asked < 2

@@ -79,6 +79,7 @@ class EventStream(Response):
                 asyncio.create_task(self._write_forever(session, send)),
                 asyncio.create_task(self._until_disconnect(receive)),
                 asyncio.create_task(self._stop.wait()),
+                asyncio.create_task(self._context.closing.wait()),
             ]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
