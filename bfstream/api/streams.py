@@ -32,7 +32,7 @@ class StreamPayload(BaseModel):
     apiKey: str | None = Field(None, description="The provider's API key. Used for this call only, never stored.")
     provider: str | None = Field(None, description="Alias of the top-level `service`.")
     stream: bool = Field(True, description="false: the provider's answer comes back in this HTTP response.")
-    model: str
+    model: str | None = Field(None, description="Required by every service but echo.")
     messages: Annotated[list[dict[str, Any]], Field(min_length=1)]
 
 
@@ -93,8 +93,13 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     if service is None:
         raise UnknownService(f"Unknown service {name!r}; available: {', '.join(services)}", details=list(services))
     adapter = ADAPTERS[service.kind]
+    model = body.payload.model or ("echo" if service.kind == "echo" else None)
+    if model is None:
+        raise ValidationFailed(
+            "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
+        )
     payload = body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"})
-    chat = ChatRequest(payload=payload, model=body.payload.model, api_key=body.payload.apiKey or service.api_key)
+    chat = ChatRequest(payload=payload, model=model, api_key=body.payload.apiKey or service.api_key)
     max_wait = settings.streams.retry_max_wait
 
     if not body.payload.stream:

@@ -57,3 +57,11 @@ async def test_echo_can_be_disabled(start_server) -> None:
     response = await server.post("/stream/create", echo_body(server))
     assert response.status_code == 400
     assert response.json()["error"]["details"] == ["anthropic", "gemini", "openai"]
+
+
+async def test_echo_needs_no_model(server: Server) -> None:
+    body = echo_body(server)
+    del body["payload"]["model"]
+    client = await server.ws(channels=("anonymous",))
+    assert (await server.post("/stream/create", body)).status_code == 200
+    assert (await client.stream_events())[0]["content"]["model"] == "echo"
