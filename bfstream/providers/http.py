@@ -58,15 +58,28 @@ async def _refusal(response: httpx.Response, api_key: str | None, timeouts: Time
         raw = b""
     text = raw[:_MAX_ERROR_BODY].decode("utf-8", "replace")
     try:
-        detail = error_message(json.loads(text)) or text
+        body = json.loads(text)
     except ValueError:
-        detail = text
-    detail = scrub(detail.strip() or response.reason_phrase or "no error message", api_key)
+        body = None
+    detail = scrub((error_message(body) or text).strip() or response.reason_phrase or "no error message", api_key)
     status = response.status_code
     error = ProviderError(f"The provider refused the request (HTTP {status})", code=status, details=detail)
     error.retryable = status == 429 or status >= 500
-    error.retry_after = _seconds(response.headers.get("retry-after"))
+    error.retry_after = _seconds(response.headers.get("retry-after")) or _google_retry_delay(body)
     return error
+
+
+def _google_retry_delay(body: Any) -> float | None:
+    """Google APIs say how long to wait in the error body (``RetryInfo.retryDelay``, e.g. "37s"), not in a header."""
+    inner = body.get("error") if isinstance(body, dict) else None
+    for detail in inner.get("details", []) if isinstance(inner, dict) else []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return max(float(delay[:-1]), 0.0)
+            except ValueError:
+                return None
+    return None
 
 
 def _seconds(retry_after: str | None) -> float | None:
