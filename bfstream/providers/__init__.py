@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bfstream.providers import echo, openai
+from bfstream.providers import anthropic, echo, gemini, openai
 
-ADAPTERS: dict[str, ModuleType] = {"openai": openai, "echo": echo}
+ADAPTERS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "echo": echo}
