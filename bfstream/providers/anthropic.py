@@ -44,7 +44,6 @@ unknown roles.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -52,9 +51,10 @@ from typing import Any
 import httpx
 
 from bfstream.config import ServiceConfig
-from bfstream.errors import ProviderError, ValidationFailed
+from bfstream.errors import ProviderError
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json, scrub
+from bfstream.providers.translation import Problems, data_uri, tool_arguments
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -117,7 +117,6 @@ _FINISH_REASONS = {
 }
 
 _IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
-_DATA_URI = re.compile(r"data:(?P<type>[^;,]+)(?P<params>(?:;[^;,]*)*);base64,(?P<data>.*)", re.DOTALL)
 _ANTHROPIC_TOOL_CHOICES = {"auto", "any", "tool", "none"}
 
 
@@ -145,20 +144,6 @@ def usage_of(usage: Any) -> dict[str, int] | None:
 # ---- request translation ------------------------------------------------------------------------------
 
 
-class _Problems:
-    """Collects every untranslatable field, so the caller learns all of them from one 400."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
-
-    def add(self, field: str, message: str) -> None:
-        self.items.append({"field": field, "message": message})
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise ValidationFailed("The payload cannot be translated for Anthropic", details=self.items)
-
-
 def _text_block(text: str, part: dict[str, Any] | None = None) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "text", "text": text}
     if part is not None and "cache_control" in part:
@@ -166,25 +151,25 @@ def _text_block(text: str, part: dict[str, Any] | None = None) -> dict[str, Any]
     return block
 
 
-def _image_block(url: Any, where: str, problems: _Problems) -> dict[str, Any] | None:
+def _image_block(url: Any, where: str, problems: Problems) -> dict[str, Any] | None:
     if not isinstance(url, str) or not url:
         problems.add(where, "an image_url part needs a url")
         return None
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    match = _DATA_URI.fullmatch(url)
-    if match is None:
+    parsed = data_uri(url)
+    if parsed is None:
         problems.add(where, "Anthropic takes images as http(s) URLs or base64 data: URIs")
         return None
-    media_type = match["type"].strip().lower()
+    media_type, data = parsed
     media_type = "image/jpeg" if media_type == "image/jpg" else media_type
     if media_type not in _IMAGE_TYPES:
         problems.add(where, f"Anthropic accepts {', '.join(sorted(_IMAGE_TYPES))} images, not {media_type}")
         return None
-    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": match["data"]}}
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
-def _content_blocks(content: Any, where: str, problems: _Problems, *, images: bool = True) -> list[dict[str, Any]]:
+def _content_blocks(content: Any, where: str, problems: Problems, *, images: bool = True) -> list[dict[str, Any]]:
     """A message's content (a string or OpenAI parts) as Anthropic content blocks."""
     if content is None:
         return []
@@ -218,21 +203,6 @@ def _content_blocks(content: Any, where: str, problems: _Problems, *, images: bo
     return blocks
 
 
-def _tool_input(arguments: Any, where: str, problems: _Problems) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    if arguments is None or arguments == "":
-        return {}
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else None
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        problems.add(where, "tool call arguments must be a JSON object")
-        return {}
-    return parsed
-
-
 class _LegacyCalls:
     """The deprecated functions API has no call ids; Anthropic pairs tool_use and tool_result by id.
 
@@ -257,7 +227,7 @@ class _LegacyCalls:
         return None
 
 
-def _assistant_blocks(message: dict[str, Any], where: str, problems: _Problems, legacy: _LegacyCalls) -> list[Any]:
+def _assistant_blocks(message: dict[str, Any], where: str, problems: Problems, legacy: _LegacyCalls) -> list[Any]:
     blocks = _content_blocks(message.get("content"), f"{where}.content", problems, images=False)
     tool_calls = message.get("tool_calls") or []
     if not isinstance(tool_calls, list):
@@ -272,17 +242,17 @@ def _assistant_blocks(message: dict[str, Any], where: str, problems: _Problems, 
         if not isinstance(call.get("id"), str) or not call["id"]:
             problems.add(f"{at}.id", "a tool call needs its id, which Anthropic pairs with the tool result")
             continue
-        arguments = _tool_input(function.get("arguments"), f"{at}.function.arguments", problems)
+        arguments = tool_arguments(function.get("arguments"), f"{at}.function.arguments", problems)
         blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments})
     function_call = message.get("function_call")
     if isinstance(function_call, dict) and isinstance(function_call.get("name"), str):
-        arguments = _tool_input(function_call.get("arguments"), f"{where}.function_call.arguments", problems)
+        arguments = tool_arguments(function_call.get("arguments"), f"{where}.function_call.arguments", problems)
         call_id = legacy.call(function_call["name"])
         blocks.append({"type": "tool_use", "id": call_id, "name": function_call["name"], "input": arguments})
     return blocks
 
 
-def _tool_result(tool_use_id: str, content: Any, where: str, problems: _Problems) -> dict[str, Any]:
+def _tool_result(tool_use_id: str, content: Any, where: str, problems: Problems) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id}
     if isinstance(content, str):
         if content:
@@ -293,7 +263,7 @@ def _tool_result(tool_use_id: str, content: Any, where: str, problems: _Problems
     return block
 
 
-def _translate_messages(messages: Any, problems: _Problems) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _translate_messages(messages: Any, problems: Problems) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, alternating turns) from OpenAI's message list."""
     system: list[dict[str, Any]] = []
     turns: list[tuple[str, list[Any]]] = []
@@ -339,7 +309,7 @@ def _translate_messages(messages: Any, problems: _Problems) -> tuple[list[dict[s
     return system, out
 
 
-def _tool_definition(function: dict[str, Any], where: str, problems: _Problems) -> dict[str, Any] | None:
+def _tool_definition(function: dict[str, Any], where: str, problems: Problems) -> dict[str, Any] | None:
     name = function.get("name")
     if not isinstance(name, str) or not name:
         problems.add(f"{where}.name", "a tool needs a name")
@@ -354,7 +324,7 @@ def _tool_definition(function: dict[str, Any], where: str, problems: _Problems) 
     return tool
 
 
-def _translate_tools(payload: dict[str, Any], problems: _Problems) -> list[Any]:
+def _translate_tools(payload: dict[str, Any], problems: Problems) -> list[Any]:
     tools: list[Any] = []
     for key in ("tools", "functions"):
         given = payload.get(key)
@@ -376,7 +346,7 @@ def _translate_tools(payload: dict[str, Any], problems: _Problems) -> list[Any]:
     return tools
 
 
-def _translate_tool_choice(payload: dict[str, Any], problems: _Problems) -> dict[str, Any] | None:
+def _translate_tool_choice(payload: dict[str, Any], problems: Problems) -> dict[str, Any] | None:
     key = "tool_choice" if payload.get("tool_choice") is not None else "function_call"
     choice = payload.get(key)
     where = f"payload.{key}"
@@ -403,7 +373,7 @@ def _translate_tool_choice(payload: dict[str, Any], problems: _Problems) -> dict
     return result
 
 
-def _translate_response_format(body: dict[str, Any], value: Any, problems: _Problems) -> None:
+def _translate_response_format(body: dict[str, Any], value: Any, problems: Problems) -> None:
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "text":
         return
@@ -430,7 +400,7 @@ def build_body(payload: dict[str, Any], *, stream: bool, max_tokens: int) -> dic
     """The Messages API body for an OpenAI-style payload; raises ``ValidationFailed`` for what cannot map.
 
     ``max_tokens`` is the configured default, sent when the payload has no limit (Anthropic requires one)."""
-    problems = _Problems()
+    problems = Problems("Anthropic")
     body = {k: v for k, v in payload.items() if k not in OPENAI_ONLY and k not in _TRANSLATED}
 
     system, messages = _translate_messages(payload.get("messages"), problems)

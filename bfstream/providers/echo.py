@@ -17,30 +17,23 @@ import httpx
 
 from bfstream.config import ServiceConfig
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started
+from bfstream.providers.translation import text_of
 
 MODEL = "echo"
 _WORDS = re.compile(r"\S+\s*|\s+")
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: keep the text ones
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def _answer(payload: dict[str, Any]) -> str:
     messages = payload.get("messages") or []
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
-            return _text_of(message.get("content"))
+            return text_of(message.get("content"))
     return ""
 
 
 def _usage(payload: dict[str, Any], words: int) -> dict[str, int]:
     prompt = sum(
-        len(_WORDS.findall(_text_of(m.get("content")))) for m in payload.get("messages") or [] if isinstance(m, dict)
+        len(_WORDS.findall(text_of(m.get("content")))) for m in payload.get("messages") or [] if isinstance(m, dict)
     )
     return {"prompt_tokens": prompt, "completion_tokens": words, "total_tokens": prompt + words}
 

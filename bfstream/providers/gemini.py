@@ -38,6 +38,7 @@ from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError, ValidationFailed
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json, scrub
+from bfstream.providers.translation import Problems, data_uri, text_of, tool_arguments
 
 API_VERSION = "v1beta"
 
@@ -113,26 +114,11 @@ _BLOCKED = {
 # rebuilt from OpenAI messages, which lose the real signature): without one, Gemini 3 answers 400.
 _FOREIGN_SIGNATURE = "skip_thought_signature_validator"
 
-_DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*?;base64,(?P<data>.*)", re.DOTALL)
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAJOR_VERSION = re.compile(r"gemini-(\d+)")
 
 
 # ---- request ---------------------------------------------------------------------------------------------
-
-
-class _Problems:
-    """Collects every reason a payload cannot be translated, so one 400 names them all."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
-
-    def add(self, field: str, message: str) -> None:
-        self.items.append({"field": f"payload.{field}", "message": message})
-
-    def raise_any(self) -> None:
-        if self.items:
-            raise ValidationFailed("The request cannot be sent to Gemini", details=self.items)
 
 
 def model_path(model: str) -> str:
@@ -145,24 +131,16 @@ def model_path(model: str) -> str:
     return f"{kind}/{name}"
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def _files_api_uri(url: str) -> bool:
     return url.startswith("https://generativelanguage.googleapis.com/") and "/files/" in url
 
 
-def _media_part(url: Any, where: str, problems: _Problems) -> dict[str, Any] | None:
+def _media_part(url: Any, where: str, problems: Problems) -> dict[str, Any] | None:
     if not isinstance(url, str):
         problems.add(where, "must be a string")
         return None
-    if match := _DATA_URI.fullmatch(url.strip()):
-        return {"inlineData": {"mimeType": match["mime"], "data": match["data"].strip()}}
+    if parsed := data_uri(url):
+        return {"inlineData": {"mimeType": parsed[0], "data": parsed[1]}}
     if url.startswith("data:"):
         problems.add(where, "only base64 data URIs (data:<mime>;base64,...) can be sent to Gemini")
         return None
@@ -176,7 +154,7 @@ def _media_part(url: Any, where: str, problems: _Problems) -> dict[str, Any] | N
     return None
 
 
-def _user_parts(content: Any, where: str, problems: _Problems) -> list[dict[str, Any]]:
+def _user_parts(content: Any, where: str, problems: Problems) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if content is None:
@@ -211,25 +189,9 @@ def _user_parts(content: Any, where: str, problems: _Problems) -> list[dict[str,
     return parts
 
 
-def _arguments(raw: Any, where: str, problems: _Problems) -> dict[str, Any]:
-    """OpenAI carries arguments as a JSON string; Gemini's ``args`` is the object itself."""
-    if isinstance(raw, dict):
-        return raw
-    if raw is None or raw == "":
-        return {}
-    try:
-        parsed = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        problems.add(where, "must be a JSON object")
-        return {}
-    return parsed
-
-
 def _tool_response(content: Any) -> dict[str, Any]:
     """Gemini wants an object; JSON objects go as they are, anything else under ``output`` (its documented key)."""
-    text = _text_of(content) if not isinstance(content, dict) else None
+    text = text_of(content) if not isinstance(content, dict) else None
     if text is None:
         return content
     try:
@@ -252,7 +214,7 @@ def _needs_foreign_signature(model: Any) -> bool:
     return bool(match) and int(match[1]) >= 3
 
 
-def _contents(payload: dict[str, Any], problems: _Problems) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _contents(payload: dict[str, Any], problems: Problems) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The conversation as Gemini ``contents``, plus the system text parts."""
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
@@ -266,13 +228,13 @@ def _contents(payload: dict[str, Any], problems: _Problems) -> tuple[list[dict[s
             continue
         role, content = message.get("role"), message.get("content")
         if role in ("system", "developer"):
-            if text := _text_of(content):
+            if text := text_of(content):
                 system.append({"text": text})
         elif role == "user":
             if parts := _user_parts(content, f"{where}.content", problems):
                 contents.append({"role": "user", "parts": parts})
         elif role == "assistant":
-            parts = [{"text": text}] if (text := _text_of(content)) else []
+            parts = [{"text": text}] if (text := text_of(content)) else []
             calls = message.get("tool_calls") or []
             if isinstance(message.get("function_call"), dict):  # the deprecated `functions` API
                 calls = [*calls, {"function": message["function_call"]}]
@@ -281,7 +243,7 @@ def _contents(payload: dict[str, Any], problems: _Problems) -> tuple[list[dict[s
                 if not isinstance(function, dict) or not isinstance(function.get("name"), str):
                     problems.add(f"{where}.tool_calls.{j}", "needs function.name")
                     continue
-                args = _arguments(function.get("arguments"), f"{where}.tool_calls.{j}.function.arguments", problems)
+                args = tool_arguments(function.get("arguments"), f"{where}.tool_calls.{j}.function.arguments", problems)
                 fc: dict[str, Any] = {"name": function["name"], "args": args}
                 part: dict[str, Any] = {"functionCall": fc}
                 if isinstance(call.get("id"), str) and call["id"]:
@@ -349,7 +311,7 @@ def _schema(node: Any) -> Any:
     return out
 
 
-def _declaration(function: Any, where: str, problems: _Problems) -> dict[str, Any] | None:
+def _declaration(function: Any, where: str, problems: Problems) -> dict[str, Any] | None:
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
         problems.add(where, "needs a name")
         return None
@@ -363,7 +325,7 @@ def _declaration(function: Any, where: str, problems: _Problems) -> dict[str, An
     return declaration
 
 
-def _tools(payload: dict[str, Any], problems: _Problems) -> list[dict[str, Any]]:
+def _tools(payload: dict[str, Any], problems: Problems) -> list[dict[str, Any]]:
     declarations: list[dict[str, Any]] = []
     native: list[dict[str, Any]] = []
     for i, tool in enumerate(payload.get("tools") or []):
@@ -382,7 +344,7 @@ def _tools(payload: dict[str, Any], problems: _Problems) -> list[dict[str, Any]]
     return ([{"functionDeclarations": declarations}] if declarations else []) + native
 
 
-def _tool_config(choice: Any, problems: _Problems, field: str) -> dict[str, Any] | None:
+def _tool_config(choice: Any, problems: Problems, field: str) -> dict[str, Any] | None:
     if choice is None:
         return None
     if isinstance(choice, str) and choice in _TOOL_MODES:
@@ -397,7 +359,7 @@ def _tool_config(choice: Any, problems: _Problems, field: str) -> dict[str, Any]
     return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
 
 
-def _generation_config(payload: dict[str, Any], problems: _Problems) -> dict[str, Any]:
+def _generation_config(payload: dict[str, Any], problems: Problems) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for field, target in _GENERATION_FIELDS.items():
         if payload.get(field) is not None and target not in config:
@@ -447,7 +409,7 @@ def build_body(payload: dict[str, Any]) -> dict[str, Any]:
     Files API URIs (Gemini does not fetch them here), content parts, roles and tool types with no
     Gemini equivalent, arguments that are not a JSON object, tool results with no matching call.
     """
-    problems = _Problems()
+    problems = Problems("Gemini")
     contents, system = _contents(payload, problems)
     body: dict[str, Any] = {"contents": contents}
     if system:
@@ -467,7 +429,7 @@ def build_body(payload: dict[str, Any]) -> dict[str, Any]:
             body[key] = payload[key]
     if not contents:
         problems.add("messages", "needs at least one user, assistant or tool message")
-    problems.raise_any()
+    problems.raise_if_any()
     return body
 
 
