@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncGenerator
+from types import ModuleType
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
+from bfstream.config import ServiceConfig
 from bfstream.errors import NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
@@ -77,6 +79,25 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
+async def _complete(
+    request: Request, adapter: ModuleType, chat: ChatRequest, service: ServiceConfig, max_wait: float
+) -> Response:
+    """A ``stream: false`` call. The caller may hang up while the model writes; then the provider call
+    is cancelled at once, so it stops generating (and billing) instead of finishing for nobody."""
+    state = request.app.state
+    answer = asyncio.create_task(
+        with_retries(lambda: adapter.complete(chat, state.http, service), service.retries, max_wait)
+    )
+    hangup = asyncio.create_task(_until_disconnected(request))
+    await asyncio.wait({answer, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    hangup.cancel()
+    if not answer.done():
+        answer.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
+        return Response(status_code=499)  # nobody is listening any more
+    return JSONResponse(answer.result())
+
+
 @router.post(
     "/stream/create",
     response_model=StreamCreated,
@@ -103,22 +124,10 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     max_wait = settings.streams.retry_max_wait
 
     if not body.payload.stream:
-        # The caller may hang up while the model writes; then the provider call is cancelled at once,
-        # so it stops generating (and billing) instead of finishing for nobody.
-        answer = asyncio.create_task(
-            with_retries(lambda: adapter.complete(chat, state.http, service), service.retries, max_wait)
-        )
-        hangup = asyncio.create_task(_until_disconnected(request))
-        await asyncio.wait({answer, hangup}, return_when=asyncio.FIRST_COMPLETED)
-        hangup.cancel()
-        if not answer.done():
-            answer.cancel()
-            await asyncio.gather(answer, return_exceptions=True)
-            return Response(status_code=499)  # nobody is listening any more
-        return JSONResponse(answer.result())
+        with state.streams.admitted(app.id):
+            return await _complete(request, adapter, chat, service, max_wait)
 
     _check_streaming_fields(body)
-    state.streams.admit(app.id)
 
     async def open_stream() -> tuple[Started, AsyncGenerator[ProviderEvent, None]]:
         events = adapter.stream_chat(chat, state.http, service)
@@ -130,18 +139,19 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
         assert isinstance(started, Started)
         return started, events
 
-    started, events = await with_retries(open_stream, service.retries, max_wait)
-    record = StreamRecord(
-        secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or ""
-    )
-    state.store.record_stream_start(record)
-    stream = RunningStream(record)
-    coalesce_ms = body.coalesceMs if body.coalesceMs is not None else service.coalesce_ms
-    work = relay(
-        state.hub, state.store, stream, events,
-        retain_text=app.retain_text, coalesce_ms=coalesce_ms, max_duration=settings.streams.max_duration,
-    )  # fmt: skip
-    state.streams.start(stream, work)
+    with state.streams.admitted(app.id):
+        started, events = await with_retries(open_stream, service.retries, max_wait)
+        record = StreamRecord(
+            secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or ""
+        )
+        state.store.record_stream_start(record)
+        stream = RunningStream(record)
+        coalesce_ms = body.coalesceMs if body.coalesceMs is not None else service.coalesce_ms
+        work = relay(
+            state.hub, state.store, stream, events,
+            retain_text=app.retain_text, coalesce_ms=coalesce_ms, max_duration=settings.streams.max_duration,
+        )  # fmt: skip
+        state.streams.start(stream, work)
     return StreamCreated(streamId=record.id)
 
 

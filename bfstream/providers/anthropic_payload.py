@@ -17,7 +17,9 @@ Request translation (``build_body``), OpenAI field → Anthropic field:
   Anthropic requires it); ``stop`` → ``stop_sequences``; ``user`` → ``metadata.user_id``;
   ``response_format`` ``json_schema`` → ``output_config.format``.
 
-Passed through untouched: ``model``, ``temperature``, ``top_p``, and every field this module does not
+``temperature`` above 1 (OpenAI allows up to 2, Anthropic up to 1) is capped at 1.
+
+Passed through untouched: ``model``, ``temperature`` up to 1, ``top_p``, and every field this module does not
 name, so Anthropic-native ones (``top_k``, ``metadata``, ``thinking``, ``system``, ``stop_sequences``,
 ``output_config``, ``cache_control``, ``container``, ``mcp_servers``, ``service_tier`` ``auto`` or
 ``standard_only``...) work, and a misspelt one gets Anthropic's own 400. Content parts and tools that
@@ -358,6 +360,11 @@ def build_body(payload: dict[str, Any], *, stream: bool, max_tokens: int) -> dic
     limit = payload.get("max_completion_tokens")
     limit = payload.get("max_tokens") if limit is None else limit
     body["max_tokens"] = max_tokens if limit is None else limit
+
+    temperature = payload.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature > 1:
+        # OpenAI's scale runs to 2, Anthropic's to 1: cap rather than have Anthropic refuse the request.
+        body["temperature"] = 1.0
 
     stop = payload.get("stop")
     if stop is not None:

@@ -111,10 +111,12 @@ async def stream_chat(
                 continue  # a stray non-JSON line from a proxy is not ours to judge
             if isinstance(chunk.get("usage"), dict):
                 usage = chunk["usage"]
-            choices = chunk.get("choices")
-            if not choices or not isinstance(choices[0], dict):
+            # With n > 1 every chunk carries one choice, tagged by index: relay the first answer only.
+            choice = next(
+                (c for c in chunk.get("choices") or [] if isinstance(c, dict) and c.get("index", 0) == 0), None
+            )
+            if choice is None:
                 continue
-            choice = choices[0]
             delta = choice.get("delta") or {}
             text = delta.get("content") or delta.get("refusal")
             if isinstance(text, str) and text:

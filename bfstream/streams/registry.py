@@ -8,7 +8,8 @@ provider then stops generating, and billing); the runner tells a stop from a shu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,15 +35,29 @@ class StreamRegistry:
     def __init__(self, settings: StreamSettings) -> None:
         self._settings = settings
         self._running: dict[str, RunningStream] = {}
+        self._opening: dict[asyncio.Task[Any], str] = {}  # the request tasks holding a slot, by app
         self.accepting = True
 
-    def admit(self, app_id: str) -> None:
-        """Raise unless this app may start one more stream now."""
+    @contextmanager
+    def admitted(self, app_id: str) -> Iterator[None]:
+        """Hold one of the app's slots while a call opens its stream (or, for ``stream: false``, runs).
+
+        Raises unless the app may start one more now. Calls still waiting for the provider's
+        headers, or between retries, count as much as running streams: counting only the running
+        ones would let a burst of simultaneous requests through the limit."""
         if not self.accepting:
             raise ShuttingDown("The server is shutting down; retry on another instance or in a moment")
-        running = sum(1 for s in self._running.values() if s.record.app_id == app_id)
-        if running >= self._settings.max_per_app:
+        busy = sum(1 for s in self._running.values() if s.record.app_id == app_id)
+        busy += sum(1 for owner in self._opening.values() if owner == app_id)
+        if busy >= self._settings.max_per_app:
             raise TooManyRequests(f"At most {self._settings.max_per_app} streams may run at once per app")
+        task = asyncio.current_task()
+        assert task is not None
+        self._opening[task] = app_id
+        try:
+            yield
+        finally:
+            del self._opening[task]
 
     def start(self, stream: RunningStream, work: Coroutine[Any, Any, None]) -> None:
         stream_id = stream.record.id
@@ -67,9 +82,10 @@ class StreamRegistry:
         return True
 
     async def drain(self, seconds: float) -> None:
-        """Take no new streams, give running ones ``seconds`` to finish, then end the rest."""
+        """Take no new streams, give running ones (and calls still opening or running ``stream: false``)
+        ``seconds`` to finish, then end the streams still running."""
         self.accepting = False
-        tasks = [s.task for s in self._running.values() if s.task is not None]
+        tasks = [s.task for s in self._running.values() if s.task is not None] + list(self._opening)
         if tasks and seconds > 0:
             await asyncio.wait(tasks, timeout=seconds)
         remaining = [s.task for s in self._running.values() if s.task is not None]

@@ -267,3 +267,23 @@ async def test_stream_options_can_be_turned_off(start_server, fake_openai: FakeO
     events = await client.stream_events()
     assert events[-1]["text"] == "ok" and events[-1]["usage"] is None
     assert "stream_options" not in fake_openai.requests[0].json()
+
+
+async def test_only_the_first_choice_is_relayed_when_n_is_above_1(server: Server, fake_openai: FakeOpenAI) -> None:
+    pieces = [
+        sse(chunk({"role": "assistant", "content": ""}, index=0)),
+        sse(chunk({"role": "assistant", "content": ""}, index=1)),
+        sse(chunk({"content": "A1 "}, index=0)),
+        sse(chunk({"content": "B1 "}, index=1)),
+        sse(chunk({"content": "A2"}, index=0)),
+        sse(chunk({"content": "B2"}, index=1)),
+        sse(chunk({}, finish_reason="stop", index=0)),
+        sse(chunk({}, finish_reason="length", index=1)),
+        b"data: [DONE]\n\n",
+    ]
+    fake_openai.enqueue(StreamReply(pieces))
+    client = await server.ws(channels=("anonymous",))
+    await server.post("/stream/create", seed_body(server, n=2))
+    events = await client.stream_events()
+    assert [e["content"] for e in events if e["type"] == "delta"] == ["A1 ", "A2"]
+    assert events[-1]["text"] == "A1 A2" and events[-1]["finish_reason"] == "stop"

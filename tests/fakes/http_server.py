@@ -42,6 +42,7 @@ class StreamReply:
     disconnect: bool = False
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    head_delay: float = 0.0  # wait before the response headers, as a provider queueing the request does
 
 
 @dataclass
@@ -114,8 +115,8 @@ class FakeProvider:
         self.requests: list[RecordedRequest] = []
         self.first_byte_at: list[float] = []
         self._replies: deque[StreamReply | JsonReply] = deque()
-        self._conns: list[_Conn] = []
-        self._accepted = asyncio.Event()
+        self._last_request_conn: _Conn | None = None  # pooled connections are reused: track the one asked last
+        self._requested = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -145,10 +146,12 @@ class FakeProvider:
         self._replies.extend(replies)
 
     async def wait_closed(self, timeout: float = 5.0) -> float:
-        """perf_counter() at which the client closed the most recent connection (raises TimeoutError)."""
+        """perf_counter() at which the client closed the connection that carried the latest request
+        (raises TimeoutError)."""
         async with asyncio.timeout(timeout):
-            await self._accepted.wait()
-            conn = self._conns[-1]
+            await self._requested.wait()
+            conn = self._last_request_conn
+            assert conn is not None
             await conn.closed.wait()
         return conn.closed_at
 
@@ -157,8 +160,6 @@ class FakeProvider:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(reader, writer)
-        self._conns.append(conn)
-        self._accepted.set()
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -173,6 +174,8 @@ class FakeProvider:
                 if body is None:
                     break
                 self.requests.append(RecordedRequest(method, path, headers, body))
+                self._last_request_conn = conn
+                self._requested.set()
                 reply = self._replies.popleft() if self._replies else self.unscripted(method, path)
                 if isinstance(reply, StreamReply):
                     keep = await self._send_stream(conn, reply, started)
@@ -218,6 +221,7 @@ class FakeProvider:
     async def _send_stream(self, conn: _Conn, reply: StreamReply, started: float) -> bool:
         ctype = {"content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked"}
         writer = conn.writer
+        await asyncio.sleep(reply.head_delay)
         writer.write(self._head(reply.status, started, {**ctype, **reply.headers}))
         await writer.drain()
         first = True

@@ -51,9 +51,11 @@ def chunk(
     empty_choices: bool = False,
     id: str = "chatcmpl-fake123",
     created: int | None = None,
+    index: int = 0,
 ) -> dict[str, Any]:
-    """A chat.completion.chunk; empty_choices=True gives the final usage-only chunk of include_usage."""
-    choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}
+    """A chat.completion.chunk; empty_choices=True gives the final usage-only chunk of include_usage.
+    With n > 1 each chunk carries one choice, whose ``index`` says which answer it belongs to."""
+    choice = {"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}
     return {
         "id": id,
         "object": "chat.completion.chunk",

@@ -463,3 +463,12 @@ async def test_error_event_text_is_scrubbed_of_the_key(server: Server, fake_anth
     assert error["message"] == "key *** was revoked mid-stream"
     assert error["details"] == {"type": "authentication_error", "message": "key *** was revoked mid-stream"}
     assert not any(PROVIDER_KEY in json.dumps(f) for f in client.frames)
+
+
+@pytest.mark.parametrize(("given", "sent"), [(1.5, 1.0), (2, 1.0), (0.7, 0.7), (0, 0)])
+async def test_temperature_is_capped_to_anthropics_range(
+    server: Server, fake_anthropic: FakeAnthropic, given: float, sent: float
+) -> None:
+    fake_anthropic.enqueue(StreamReply([text_stream(["ok"])]))
+    await run_stream(server, claude_body(server, temperature=given))
+    assert fake_anthropic.requests[0].json()["temperature"] == sent

@@ -209,3 +209,21 @@ async def test_text_retention_can_be_turned_off(server: Server, fake_openai: Fak
     await asyncio.sleep(0.05)
     record = await status_of(server, stream_id)
     assert record["status"] == "completed" and record["text"] is None
+
+
+async def test_simultaneous_requests_cannot_exceed_the_per_app_limit(start_server, fake_openai: FakeOpenAI) -> None:
+    """Calls still waiting for the provider's headers hold their slot, so a burst cannot slip through."""
+    server = await start_server(streams={"max_per_app": 2})
+    fake_openai.enqueue(*(StreamReply([text_stream(["ok"])], head_delay=0.5) for _ in range(2)))
+    burst = await asyncio.gather(*(server.post("/stream/create", seed_body(server)) for _ in range(5)))
+    assert sorted(r.status_code for r in burst) == [200, 200, 429, 429, 429]
+    assert len(fake_openai.requests) == 2
+    for response in burst:
+        if response.status_code == 200:  # wait for both admitted streams to be over
+            async with asyncio.timeout(5):
+                while (await status_of(server, response.json()["streamId"]))["status"] == "running":
+                    await asyncio.sleep(0.01)
+
+    fake_openai.enqueue(*(JsonReply(200, completion("ok"), delay=0.5) for _ in range(3)))
+    calls = await asyncio.gather(*(server.post("/stream/create", seed_body(server, stream=False)) for _ in range(3)))
+    assert sorted(r.status_code for r in calls) == [200, 200, 429]  # stream: false calls count too
