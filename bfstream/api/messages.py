@@ -9,29 +9,20 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
-from bfstream.errors import ValidationFailed
+from bfstream.errors import ClientError, ValidationFailed
 from bfstream.messaging import tokens
 from bfstream.messaging.hub import scoped
-from bfstream.messaging.protocol import PRIVATE_PREFIX, channel_problem, dumps
+from bfstream.messaging.protocol import PRIVATE_PREFIX, Message, channel_problem, dumps, error_frame
 from bfstream.messaging.tokens import User
 
 router = APIRouter()
 
 
-class Message(BaseModel):
-    """What the browser runs: actions, plus data merged into its page and app models."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    actions: list[dict[str, Any]]
-    model: dict[str, Any] | None = None
-    app: dict[str, Any] | None = None
-
-
 class SendMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: str
+    domain: str | None = Field(None, description="Ignored: the Helper file's script passes it along.")
     channels: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
     message: Message
 
@@ -63,7 +54,7 @@ async def send_message(body: SendMessage, request: Request) -> MessageSent:
 
 
 class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: str
     userId: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -92,21 +83,21 @@ async def issue_token(body: TokenRequest, request: Request) -> TokenIssued:
 
 
 class ChannelRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Annotated[str, StringConstraints(min_length=1)]
     mode: Literal["ignore", "listen", "receive"] = "ignore"
 
 
 class UserChannels(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     channels: list[ChannelRef]
 
 
 class ChangeUsers(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: str
     users: Annotated[list[UserChannels], Field(min_length=1)]
@@ -138,7 +129,17 @@ async def add_users(body: ChangeUsers, request: Request) -> UsersChanged:
         state.store.add_user_channels(app.id, user.id, [(c.name, c.mode) for c in user.channels])
         for session in state.messaging.presence.sessions_of(app.id, user.id):
             for channel in user.channels:
-                await session.join(channel.name, None)
+                try:
+                    await session.join(channel.name, None)
+                except ClientError as exc:  # e.g. that connection's channel limit: tell it, go on
+                    session.push("error", error_frame(exc.message, exc.status))
+    # A channel that just became authenticated is no longer open to everyone already in it.
+    listening = dict(state.hub.listeners(app.id))
+    for name in {c.name for user in body.users for c in user.channels}:
+        members = state.store.channel_members(app.id, name) or set()
+        for listener in tuple(listening.get(name, ())):
+            if listener.user is None or listener.user.id not in members:
+                await listener.leave(name)
     return UsersChanged(users=[u.id for u in body.users])
 
 
@@ -162,7 +163,7 @@ async def remove_users(body: ChangeUsers, request: Request) -> UsersChanged:
 
 
 class AppOnly(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: str
 
@@ -185,7 +186,7 @@ async def active_channels(body: AppOnly, request: Request) -> ActiveChannels:
 
 
 class UsersQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: str
     channel: str | None = None

@@ -14,9 +14,9 @@ from starlette.responses import Response
 from bfstream.api.errors import error_response
 from bfstream.errors import BfstreamError, NotFound, ValidationFailed
 from bfstream.messaging import protocol, tokens
-from bfstream.messaging.session import Context, check_access
+from bfstream.messaging.session import Context, check_access, resume_from
 from bfstream.messaging.tokens import User
-from bfstream.messaging.transports.sse import EventStream, decode_positions
+from bfstream.messaging.transports.sse import EventStream
 from bfstream.messaging.transports.websocket import WebSocketConnection
 from bfstream.store.sqlite import App
 
@@ -48,7 +48,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(protocol.close_code(exc.status), exc.message[:120])
         return
     context: Context = websocket.app.state.messaging
-    await WebSocketConnection(websocket, context, app, user).serve()
+    # ``since``: positions (as in SSE ids) for the channels a user's connection joins by itself.
+    resume = resume_from(websocket.query_params.get("since"))
+    await WebSocketConnection(websocket, context, app, user, resume).serve()
 
 
 @router.get(
@@ -78,4 +80,4 @@ async def sse_endpoint(
             check_access(context.store, found_app, user, name)
     except BfstreamError as exc:
         return error_response(exc)
-    return EventStream(context, found_app, user, channels, decode_positions(last_event_id or lastEventId))
+    return EventStream(context, found_app, user, channels, resume_from(last_event_id or lastEventId))

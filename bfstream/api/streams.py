@@ -29,7 +29,7 @@ router = APIRouter()
 class StreamPayload(BaseModel):
     """The provider request. Fields not named here go to the provider untouched."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     apiKey: str | None = Field(None, description="The provider's API key. Used for this call only, never stored.")
     provider: str | None = Field(None, description="Alias of the top-level `service`.")
@@ -39,7 +39,7 @@ class StreamPayload(BaseModel):
 
 
 class CreateStream(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: str = Field(description="The app's key (BFAPI_...).")
     channels: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
@@ -156,7 +156,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
 
 
 class StopStream(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     streamId: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
@@ -176,7 +176,7 @@ async def stop_stream(body: StopStream, request: Request) -> StopResult:
 
 
 class StreamStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: str
     streamId: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from bfstream.messaging.broker import Broker, History, Publication
 from bfstream.messaging.protocol import message_frame
@@ -24,6 +24,9 @@ class Listener(Protocol):
 
     def deliver(self, publication: Publication, frame: str) -> None:
         """Take a frame without waiting; a listener that cannot keep up drops itself."""
+
+    async def leave(self, channel: str, request_id: Any = None) -> None:
+        """Stop listening to ``channel`` (unscoped name) and tell the client so."""
 
 
 def scoped(app_id: str, channel: str) -> str:

@@ -7,8 +7,12 @@ reply echoes it. The full description is ``docs/messaging.md``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from bfstream.messaging.broker import Publication
 
@@ -23,6 +27,17 @@ CLOSE_SLOW_CONSUMER = 4408  # the client read too slowly and its send queue fill
 
 def close_code(status: int) -> int:
     return 4000 + status
+
+
+class Message(BaseModel):
+    """A BetterForms message, what a channel carries: actions for the browser to run, plus data to
+    merge into its page and app models. Back ends and browsers publish the same shape."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    actions: list[dict[str, Any]]
+    model: dict[str, Any] | None = None
+    app: dict[str, Any] | None = None
 
 
 def dumps(obj: Any) -> str:
@@ -57,3 +72,27 @@ def error_frame(message: str, code: int, request_id: Any = None) -> str:
 def reply_frame(op: str, request_id: Any = None, **fields: Any) -> str:
     """A reply always carries ``id`` (null when the request had none), so clients can match it blindly."""
     return dumps({"op": op, **fields, "id": request_id})
+
+
+def encode_positions(positions: dict[str, tuple[int, str]]) -> str:
+    """A connection's position in each channel, as one URL- and header-safe string: base64url of
+    ``{"channel": [offset, epoch], ...}``. SSE event ids carry it; a client brings it back to resume."""
+    raw = json.dumps({name: list(pos) for name, pos in positions.items()}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+
+
+def decode_positions(event_id: str | None) -> dict[str, tuple[int, str]]:
+    """Positions from a ``Last-Event-ID`` (or a WebSocket ``since``); anything unreadable counts as none."""
+    if not event_id:
+        return {}
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        name: (pos[0], pos[1])
+        for name, pos in raw.items()
+        if isinstance(pos, list) and len(pos) == 2 and type(pos[0]) is int and isinstance(pos[1], str)
+    }

@@ -38,6 +38,11 @@ class Since:
     epoch: str | None = None
 
 
+def resume_from(encoded: str | None) -> dict[str, Since]:
+    """The positions a reconnecting client brings (an SSE ``Last-Event-ID``, a WebSocket ``since``)."""
+    return {name: Since(offset, epoch) for name, (offset, epoch) in protocol.decode_positions(encoded).items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What every session of the server shares."""
@@ -78,14 +83,16 @@ class Session:
         return list(self._positions)
 
     async def open(self, resume: dict[str, Since] | None = None) -> None:
-        """Join the private channel, greet the client, then join a user's channels (resuming those in ``resume``)."""
+        """Join the private channel, greet the client, then join a user's channels, resuming those
+        named in ``resume`` (the positions a reconnecting client brings)."""
         self._context.presence.add(self)
         await self._subscribe(self.private_channel, None, None, announce=False)
         added = self._context.store.user_channels(self.app.id, self.user.id) if self.user else []
+        limit = self._context.limits.max_channels
         hello: dict[str, Any] = {
             "op": "hello",
             "connectionId": self.id,
-            "channels": [self.private_channel, *(name for name, _ in added)],
+            "channels": [self.private_channel, *(name for name, _ in added[:limit])],
         }
         if self.user is not None:
             hello["user"] = {
@@ -94,8 +101,11 @@ class Session:
                 "channels": [{"name": name, "mode": mode} for name, mode in added],
             }
         self.push("hello", protocol.dumps(hello))
-        for channel, _mode in added:
+        for channel, _mode in added[:limit]:
             await self._subscribe(channel, (resume or {}).get(channel), None)
+        if len(added) > limit:
+            message = f"Only the first {limit} of the user's {len(added)} channels were joined"
+            self.push("error", protocol.error_frame(message, 400))
 
     async def close(self) -> None:
         self._context.presence.remove(self)
@@ -149,18 +159,22 @@ class Session:
         try:
             await hub.join(self, key)
             history = await hub.history(key, since.offset if since else None)
-            resumable = since is not None and since.epoch in (None, history.epoch)
+            # Offsets only line up within one epoch, and a position past the channel's latest offset
+            # comes from history this server no longer has.
+            resumable = since is not None and since.epoch in (None, history.epoch) and since.offset <= history.offset
+            # The reply's offset is where this connection now stands: the replay (if any) follows it. A
+            # client that drops before reading the replay resumes from here and loses nothing.
+            offset = since.offset if since is not None and resumable else history.offset
             reply = protocol.reply_frame(
                 "joined",
                 request_id,
                 channel=channel,
                 recovered=resumable and history.complete,
-                offset=history.offset,
+                offset=offset,
                 epoch=history.epoch,
             )
             if announce:
-                self.push("joined", reply, Publication(channel, history.offset, history.epoch, ""))
-            offset = min(since.offset, history.offset) if since is not None and resumable else history.offset
+                self.push("joined", reply, Publication(channel, offset, history.epoch, ""))
             for publication in history.publications if resumable else []:
                 if publication.offset > offset:
                     self.push("message", protocol.message_frame(channel, publication), publication)

@@ -80,6 +80,13 @@ async def test_wrong_types_and_unknown_fields(server: Server, change: dict, fiel
     assert field in {d["field"] for d in error["details"]}
 
 
+@pytest.mark.parametrize("stream", ["yes", 1, "true", None])
+async def test_stream_must_be_a_real_boolean(server: Server, stream: object) -> None:
+    """No guessing: "yes" or 1 starting a paid stream is worse than a clear 400."""
+    error = assert_error(await server.post("/stream/create", seed_body(server, stream=stream)), 400, "validation_error")
+    assert "payload.stream" in {d["field"] for d in error["details"]}
+
+
 async def test_payload_wrong_types(server: Server) -> None:
     body = seed_body(server, stream="sometimes", messages="hello")
     error = assert_error(await server.post("/stream/create", body), 400, "validation_error")

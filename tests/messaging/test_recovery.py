@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bfstream.messaging.protocol import encode_positions
 from tests.conftest import Server, WSClient, seed_body, sse_connect
 
 pytestmark = pytest.mark.anyio
@@ -106,7 +107,7 @@ async def test_late_joiner_catches_up_from_offset_zero(server: Server) -> None:
 
     late = await server.ws()
     joined = await late.request({"op": "join", "channel": "anonymous", "since": {"offset": 0}, "id": "late"})
-    assert joined["recovered"] is True and joined["offset"] == len(live)
+    assert joined["recovered"] is True and joined["offset"] == 0  # where the replay starts from
     replay = await read_messages(late, len(live))
     assert replay == live
 
@@ -116,7 +117,9 @@ async def test_epoch_change_after_restart_is_reported(start_server) -> None:
     await server.send("room", {"actions": [{"action": "one"}]})
     first = await server.ws()
     joined = await first.request({"op": "join", "channel": "room", "since": {"offset": 0}, "id": 1})
-    assert joined["offset"] == 1 and joined["recovered"] is True
+    assert joined["offset"] == 0 and joined["recovered"] is True
+    (replayed,) = await read_messages(first, 1)
+    assert replayed["offset"] == 1
     await first.conn.close()
     await server.stop()
 
@@ -135,7 +138,7 @@ async def test_history_limit_makes_old_positions_unrecoverable(start_server) -> 
         await server.send("room", {"actions": [{"action": "n", "options": {"i": i}}]})
     client = await server.ws()
     joined = await client.request({"op": "join", "channel": "room", "since": {"offset": 1}, "id": 1})
-    assert joined["recovered"] is False and joined["offset"] == 8
+    assert joined["recovered"] is False and joined["offset"] == 1
     # What is still retained is replayed; recovered: false says something before it is gone.
     replay = await read_messages(client, 5)
     assert [f["offset"] for f in replay] == [4, 5, 6, 7, 8]
@@ -172,3 +175,44 @@ async def test_bad_since_is_an_error(server: Server) -> None:
     client = await server.ws()
     reply = await client.request({"op": "join", "channel": "x", "since": {"offset": "3"}, "id": 1})
     assert reply["op"] == "error" and reply["error"]["code"] == 400
+
+
+async def test_a_position_past_the_channel_is_not_recovered(server: Server) -> None:
+    """After a restart offsets start over; a client from before must hear that, even without an epoch."""
+    await server.send("fresh", {"actions": [{"action": "one"}]})
+    client = await server.ws()
+    joined = await client.request({"op": "join", "channel": "fresh", "since": {"offset": 5}, "id": 1})
+    assert joined["recovered"] is False and joined["offset"] == 1
+
+
+async def test_dropping_right_after_joined_loses_nothing(server: Server) -> None:
+    """The joined reply's position is where the replay starts, so it is a safe place to resume from."""
+    for i in range(10):
+        await server.send("lost", {"actions": [{"action": "n", "options": {"i": i}}]})
+    first = await server.ws()
+    joined = await first.request({"op": "join", "channel": "lost", "since": {"offset": 3}, "id": 1})
+    await first.conn.close()  # gone before reading the replay
+    again = await server.ws()
+    rejoined = await again.request(
+        {"op": "join", "channel": "lost", "since": {"offset": joined["offset"], "epoch": joined["epoch"]}, "id": 2}
+    )
+    assert rejoined["recovered"] is True
+    assert [f["offset"] for f in await read_messages(again, 7)] == list(range(4, 11))
+
+
+async def test_sse_id_of_joined_is_a_safe_resume_point(server: Server) -> None:
+    for i in range(10):
+        await server.send("lost", {"actions": [{"action": "n", "options": {"i": i}}]})
+    first = await server.ws()
+    joined = await first.request({"op": "join", "channel": "lost", "since": {"offset": 3}, "id": 1})
+    last_id = None
+    async with sse_connect(server, ["lost"], lastEventId=encode_positions({"lost": (3, joined["epoch"])})) as sse:
+        await sse.next()  # hello
+        event = await sse.next()
+        assert event.event == "joined"
+        last_id = sse.last_event_id  # the browser drops here, before any replayed message
+    async with sse_connect(server, ["lost"], last_event_id=last_id) as sse:
+        await sse.next()
+        assert (await sse.next()).data["recovered"] is True
+        offsets = [(await sse.next()).data["offset"] for _ in range(7)]
+    assert offsets == list(range(4, 11))

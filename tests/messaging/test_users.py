@@ -11,7 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Server, sse_connect
+from bfstream.messaging.protocol import encode_positions
+from tests.conftest import Server, WSClient, sse_connect
 
 pytestmark = pytest.mark.anyio
 
@@ -122,6 +123,8 @@ async def test_token_request_validation(server: Server) -> None:
     assert (await server.post("/message/token", {"apiKey": server.api_key})).status_code == 400
     too_long = {"apiKey": server.api_key, "userId": "u", "ttl": 10**9}
     assert (await server.post("/message/token", too_long)).status_code == 400
+    as_text = {"apiKey": server.api_key, "userId": "u", "ttl": "60"}
+    assert (await server.post("/message/token", as_text)).status_code == 400
 
 
 async def test_listing_channels_and_users(server: Server) -> None:
@@ -172,11 +175,56 @@ async def test_browser_publish(start_server) -> None:
 
 
 async def test_browser_publish_can_be_turned_off_per_app(server: Server) -> None:
+    client = await server.ws(channels=("chat",))  # already connected when the setting changes
+    assert (await client.request({"op": "publish", "channel": "chat", "message": MESSAGE, "id": 1}))[
+        "op"
+    ] == "published"
     cli = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bfstream.cli", "apps", "update", server.app_id, "--browser-publish", "off",
         "--data-dir", str(server.data_dir), stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert await cli.wait() == 0
-    client = await server.ws(channels=("chat",))  # the setting is read when a connection opens
-    reply = await client.request({"op": "publish", "channel": "chat", "message": MESSAGE, "id": 1})
+    reply = await client.request({"op": "publish", "channel": "chat", "message": MESSAGE, "id": 2})
     assert reply["error"]["code"] == 403
+
+
+@pytest.mark.parametrize("message", [{"model": {}}, {"actions": [], "junk": 1}, {"actions": "x"}, []])
+async def test_browser_publish_takes_the_same_message_shape_as_sendmessage(server: Server, message: object) -> None:
+    client = await server.ws(channels=("chat",))
+    reply = await client.request({"op": "publish", "channel": "chat", "message": message, "id": 1})
+    assert reply["op"] == "error" and reply["error"]["code"] == 400
+    assert (
+        await server.post("/message/sendmessage", {"apiKey": server.api_key, "channels": ["chat"], "message": message})
+    ).status_code == 400
+
+
+async def test_a_user_connection_resumes_its_channels_with_since(server: Server) -> None:
+    """Channels a user's connection joins by itself resume from positions given when connecting."""
+    await add_user(server, "u7", "feed")
+    for i in range(5):
+        await server.send("feed", {"actions": [{"action": "n", "options": {"i": i}}]})
+    token = await server.token("u7")
+    first = await server.ws_user(token)
+    joined = await first.recv()
+    assert joined["op"] == "joined" and joined["offset"] == 5
+    await first.conn.close()
+    for i in range(5, 8):  # published while the user was away
+        await server.send("feed", {"actions": [{"action": "n", "options": {"i": i}}]})
+
+    since = encode_positions({"feed": (2, joined["epoch"])})
+    conn = await connect(f"{server.ws_url}?app={server.app_id}&token={token}&since={since}")
+    back = WSClient(conn, json.loads(await conn.recv()))
+    rejoined = await back.recv()
+    assert rejoined["op"] == "joined" and rejoined["recovered"] is True and rejoined["offset"] == 2
+    frames = [await back.recv() for _ in range(6)]
+    assert [f["offset"] for f in frames] == [3, 4, 5, 6, 7, 8]
+    assert await back.messages_so_far() == frames  # each once
+
+
+async def test_a_channel_that_becomes_authenticated_drops_its_anonymous_listeners(server: Server) -> None:
+    anonymous = await server.ws(channels=("becomes-private",))
+    await add_user(server, "carol", "becomes-private")
+    left = await anonymous.recv()
+    assert left["op"] == "left" and left["channel"] == "becomes-private"
+    await server.send("becomes-private", MESSAGE)
+    assert await anonymous.messages_so_far() == []

@@ -10,42 +10,18 @@ stream.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bfstream.messaging.hub import unscoped
+from bfstream.messaging.protocol import encode_positions
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.store.sqlite import App
 
 _KEEPALIVE = b": keep-alive\n\n"
-
-
-def encode_positions(positions: dict[str, tuple[int, str]]) -> str:
-    raw = json.dumps({name: list(pos) for name, pos in positions.items()}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
-
-
-def decode_positions(event_id: str | None) -> dict[str, Since]:
-    """Positions from a ``Last-Event-ID``; anything unreadable counts as none (a fresh start)."""
-    if not event_id:
-        return {}
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4)))
-    except (ValueError, binascii.Error):
-        return {}
-    if not isinstance(raw, dict):
-        return {}
-    return {
-        name: Since(pos[0], pos[1])
-        for name, pos in raw.items()
-        if isinstance(pos, list) and len(pos) == 2 and isinstance(pos[0], int) and isinstance(pos[1], str)
-    }
 
 
 class EventStream(Response):

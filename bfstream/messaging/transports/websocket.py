@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketState
 
 from bfstream.errors import BfstreamError, ClientError, Forbidden, PayloadTooLarge, TooManyRequests
@@ -44,7 +45,7 @@ class _TokenBucket:
 def _since(value: Any) -> Since | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("offset"), int) or value["offset"] < 0:
+    if not isinstance(value, dict) or type(value.get("offset")) is not int or value["offset"] < 0:
         raise ClientError('"since" must be {"offset": integer >= 0, "epoch": string}')
     epoch = value.get("epoch")
     if epoch is not None and not isinstance(epoch, str):
@@ -53,8 +54,11 @@ def _since(value: Any) -> Since | None:
 
 
 class WebSocketConnection:
-    def __init__(self, websocket: WebSocket, context: Context, app: App, user: User | None) -> None:
+    def __init__(
+        self, websocket: WebSocket, context: Context, app: App, user: User | None, resume: dict[str, Since]
+    ) -> None:
         self._ws = websocket
+        self._resume = resume
         self._context = context
         self._writer: asyncio.Task[None] | None = None
         self.session = Session(context, app, user, self._too_slow)
@@ -71,7 +75,7 @@ class WebSocketConnection:
         self._writer = asyncio.create_task(self._write_forever())
         reader: asyncio.Task[None] | None = None
         try:
-            await session.open()
+            await session.open(self._resume)
             # Read only once hello is queued, so it is always the first frame the client sees.
             reader = asyncio.create_task(self._read_forever())
             await asyncio.wait({self._writer, reader}, return_when=asyncio.FIRST_COMPLETED)
@@ -135,12 +139,16 @@ class WebSocketConnection:
     async def _publish(self, channel: str, message: Any, request_id: Any) -> None:
         """A browser's message to a channel it is in (BetterForms messageSend / messageSendAnonChannel)."""
         session, limits = self.session, self._context.limits
-        if not session.app.browser_publish:
+        app = self._context.store.app_by_id(session.app.id)  # read now: the setting may change while connected
+        if app is None or not app.browser_publish:
             raise Forbidden("This app does not allow publishing from browsers")
         if channel not in session.channels:
             raise Forbidden(f"Join {channel!r} before publishing to it")
-        if not isinstance(message, dict) or not isinstance(message.get("actions", []), list):
-            raise ClientError('"message" must be an object like {"actions": [...], "model": {...}}')
+        try:
+            protocol.Message.model_validate(message)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
+            raise ClientError(f'"message" must look like {{"actions": [...], "model"?, "app"?}} ({problems})') from None
         data = protocol.dumps(message)
         if len(data.encode()) > limits.max_message_bytes:
             raise PayloadTooLarge(f"Messages are at most {limits.max_message_bytes} bytes")
