@@ -7,8 +7,11 @@ import json
 import signal
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from bfstream.config import Settings, load_settings
 from bfstream.store.sqlite import App, Store
@@ -57,7 +60,12 @@ def _with_store(args: argparse.Namespace) -> Store:
 
 def _apps_create(args: argparse.Namespace) -> int:
     store = _with_store(args)
-    app, key = store.create_app(args.name)
+    name = args.name.strip()
+    if not name:
+        raise SystemExit("bfstream: an app needs a name")
+    if store.find_app(name) is not None:
+        raise SystemExit(f"bfstream: an app named {name!r} exists already; names pick apps in these commands")
+    app, key = store.create_app(name)
     _print_new_key(app, key, args.json, "Created")
     return 0
 
@@ -177,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except FileNotFoundError as exc:
         print(f"bfstream: {exc}", file=sys.stderr)
+        return 2
+    except tomllib.TOMLDecodeError as exc:
+        print(f"bfstream: the config file is not valid TOML: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"bfstream: invalid settings: {problems}", file=sys.stderr)
         return 2
 
 

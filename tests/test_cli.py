@@ -116,3 +116,30 @@ async def test_serve_creates_a_first_app_and_streams_echo(tmp_path: Path) -> Non
         proc.terminate()
         await proc.wait()
     assert proc.returncode == 0
+
+
+def test_app_names_are_unique_and_not_empty(tmp_path: Path) -> None:
+    assert run("apps", "create", "shop", data_dir=tmp_path).returncode == 0
+    again = run("apps", "create", "shop", data_dir=tmp_path)
+    assert again.returncode != 0 and "exists already" in again.stderr
+    blank = run("apps", "create", "  ", data_dir=tmp_path)
+    assert blank.returncode != 0 and "needs a name" in blank.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "says"),
+    [
+        ("port = [1, 2\n", {}, "not valid TOML"),
+        ("colour = 'blue'\n", {}, "invalid settings: colour"),
+        ("", {"BFSTREAM_MESSAGING__PING_INTERVAL": "abc"}, "invalid settings: messaging.ping_interval"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(tmp_path: Path, toml: str, env: dict[str, str], says: str) -> None:
+    config = tmp_path / "bfstream.toml"
+    config.write_text(toml)
+    result = subprocess.run(
+        [*BFSTREAM, "apps", "list", "--config", str(config)],
+        capture_output=True, text=True, env={**os.environ, **env}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and says in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

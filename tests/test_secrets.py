@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
+import httpx
 import pytest
+from websockets.asyncio.client import connect
 
-from tests.conftest import PROVIDER_KEY, Server, seed_body
+from tests.conftest import PROVIDER_KEY, ServeProcess, Server, seed_body
 from tests.fakes.openai_server import StreamReply, invalid_key_reply, stream_error, text_stream
 
 pytestmark = pytest.mark.anyio
@@ -48,3 +51,19 @@ async def test_provider_key_appears_nowhere(
         assert masked not in text, where
     assert "Incorrect API key provided" in captured["responses"]  # the error itself does get through
     assert "bad key ***" in captured["channel"] and "bad key ***" in captured["logs"]
+
+
+async def test_connection_tokens_stay_out_of_the_server_log(tmp_path) -> None:
+    server = await ServeProcess.start(tmp_path)
+    async with httpx.AsyncClient() as http:
+        body = {"apiKey": server.api_key, "userId": "u1"}
+        token = (await http.post(server.url + "/message/token", json=body)).json()["token"]
+        async with connect(f"ws://127.0.0.1:{server.port}/message/ws?app={server.app_id}&token={token}") as ws:
+            assert json.loads(await ws.recv())["op"] == "hello"
+        params = {"app": server.app_id, "channel": "x", "token": token}
+        async with http.stream("GET", server.url + "/message/sse", params=params) as sse:
+            assert sse.status_code == 200
+    assert await server.stop() == 0
+    log = (await server.proc.stdout.read()).decode()
+    assert "token=***" in log  # the connections were logged...
+    assert token not in log and token.split(".")[1] not in log  # ...without their token

@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 class _HideTokens(logging.Filter):
-    """Access log lines show URLs, and browsers pass their connection token in the query string."""
+    """Log lines show URLs, and browsers pass their connection token in the query string."""
 
     _TOKEN = re.compile(r"(token=)[^&\s]+")
 
@@ -126,7 +126,10 @@ class DrainingServer(uvicorn.Server):
 
 def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The one uvicorn configuration, shared by ``bfstream serve`` and the tests."""
-    logging.getLogger("uvicorn.access").addFilter(_HideTokens())
+    for name in ("uvicorn.access", "uvicorn.error"):  # WebSocket connections are logged on the latter
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideTokens) for f in logger.filters):
+            logger.addFilter(_HideTokens())
     ping = settings.messaging.ping_interval
     options: dict[str, Any] = {
         "host": settings.host,

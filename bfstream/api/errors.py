@@ -52,7 +52,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
         return JSONResponse(error_body("The request body is not valid JSON", 400, "invalid_json"), status_code=400)
-    body = error_body("The request body is invalid", 400, "validation_error", validation_details(errors))
+    body = error_body("The request is invalid", 400, "validation_error", validation_details(errors))
     return JSONResponse(body, status_code=400)
 
 

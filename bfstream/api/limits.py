@@ -15,6 +15,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._drain_budget = 8 * max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -22,8 +23,8 @@ class BodyLimit:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and not declared.isdigit():
-            await self._too_large(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > self._drain_budget):
+            await self._too_large(send)  # too large to be worth reading even to answer politely
             return
         chunks: list[bytes] = []
         size = 0
@@ -52,7 +53,7 @@ class BodyLimit:
     async def _drain(self, receive: Receive, message: Message) -> None:
         """Read (and drop) a bit more of an oversized body, so a client that writes it all before reading
         the answer sees the 413 instead of a broken pipe. Bounded, so a bottomless body cannot hold us."""
-        budget = 8 * self.max_bytes
+        budget = self._drain_budget
         while message.get("more_body", False) and budget > 0:
             message = await receive()
             budget -= len(message.get("body", b""))

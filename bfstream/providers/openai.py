@@ -30,7 +30,7 @@ def build_body(payload: dict[str, Any], *, stream: bool, include_usage: bool) ->
     body["stream"] = stream
     if stream and include_usage:
         options = body.get("stream_options")
-        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        body["stream_options"] = {"include_usage": True, **(options if isinstance(options, dict) else {})}
     elif not stream:
         body.pop("stream_options", None)
     return body

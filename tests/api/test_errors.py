@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.conftest import Server, seed_body
@@ -131,6 +133,21 @@ async def test_huge_body_is_413(start_server) -> None:
     default = await start_server()
     response = await default.http.post(default.url + "/stream/create", content=b"x" * 20_000_000)
     assert_error(response, 413, "payload_too_large")
+
+
+async def test_absurd_content_length_is_answered_at_once(server: Server) -> None:
+    """A declared size far past the limit is refused without waiting for a body that will never come."""
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /stream/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 99999999999\r\n\r\n{}"
+    )
+    await writer.drain()
+    async with asyncio.timeout(3):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    writer.close()
 
 
 async def test_unknown_route_and_method(server: Server) -> None:

@@ -287,3 +287,11 @@ async def test_only_the_first_choice_is_relayed_when_n_is_above_1(server: Server
     events = await client.stream_events()
     assert [e["content"] for e in events if e["type"] == "delta"] == ["A1 ", "A2"]
     assert events[-1]["text"] == "A1 A2" and events[-1]["finish_reason"] == "stop"
+
+
+async def test_an_explicit_include_usage_false_is_respected(server: Server, fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(StreamReply([text_stream(["ok"], usage=None)]))
+    client = await server.ws(channels=("anonymous",))
+    await server.post("/stream/create", seed_body(server, stream_options={"include_usage": False}))
+    await client.stream_events()
+    assert fake_openai.requests[0].json()["stream_options"] == {"include_usage": False}
