@@ -108,7 +108,8 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     app = authenticate(request, body.apiKey)
     state = request.app.state
     settings = state.settings
-    name = (body.service or body.payload.provider or "openai").lower()
+    given = body.service if body.service is not None else body.payload.provider
+    name = (given if given is not None else "openai").strip().lower()
     services = settings.enabled_services()
     service = services.get(name)
     if service is None:

@@ -162,3 +162,9 @@ async def test_health_and_openapi(server: Server) -> None:
     assert {"/stream/create", "/message/sendmessage", "/healthz"} <= set(spec["paths"])
     schema = spec["components"]["schemas"]["CreateStream"]
     assert {"apiKey", "channels", "actionName", "service", "payload"} <= set(schema["properties"])
+
+
+async def test_an_empty_service_is_not_taken_for_openai(server: Server) -> None:
+    body = seed_body(server)
+    body["service"] = ""
+    assert_error(await server.post("/stream/create", body), 400, "unknown_service")

@@ -216,3 +216,29 @@ async def test_sse_id_of_joined_is_a_safe_resume_point(server: Server) -> None:
         assert (await sse.next()).data["recovered"] is True
         offsets = [(await sse.next()).data["offset"] for _ in range(7)]
     assert offsets == list(range(4, 11))
+
+
+async def test_sse_resume_survives_a_second_drop_during_the_replay(server: Server) -> None:
+    """Until a channel's joined event goes out, event ids keep the position the client resumed from."""
+    for i in range(6):
+        await server.send("qA", {"actions": [{"action": "a", "options": {"i": i}}]})
+        await server.send("qB", {"actions": [{"action": "b", "options": {"i": i}}]})
+    async with sse_connect(server, ["qA", "qB"]) as sse:
+        await sse.next()  # hello
+        joined_a, joined_b = await sse.next(), await sse.next()
+    start = encode_positions({"qA": (1, joined_a.data["epoch"]), "qB": (1, joined_b.data["epoch"])})
+    async with sse_connect(server, ["qA", "qB"], last_event_id=start) as sse:
+        await sse.next()  # hello
+        assert (await sse.next()).data["channel"] == "qA"  # joined qA, then its replay
+        assert (await sse.next()).data["offset"] == 2
+        second_drop = sse.last_event_id  # gone before qB's joined went out
+    received: dict[str, list[int]] = {"qA": [], "qB": []}
+    async with sse_connect(server, ["qA", "qB"], last_event_id=second_drop) as sse:
+        await sse.next()
+        for _ in range(2 + 4 + 5):  # two joined events, qA 3..6, qB 2..6
+            event = await sse.next()
+            if event.event == "joined":
+                assert event.data["recovered"] is True
+            else:
+                received[event.data["channel"]].append(event.data["offset"])
+    assert received == {"qA": [3, 4, 5, 6], "qB": [2, 3, 4, 5, 6]}

@@ -68,7 +68,10 @@ class EventStream(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _write_forever(self, session: Session, send: Send) -> None:
-        positions: dict[str, tuple[int, str]] = {}
+        # Start from where the client resumes: until a channel's own joined event is written, the ids
+        # must still carry its old position, or a second drop during a long replay of another channel
+        # would forget it.
+        positions = {name: (since.offset, since.epoch or "") for name, since in self._resume.items()}
         keepalive = self._context.limits.sse_keepalive
         while True:
             try:
