@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from bfstream.errors import BfstreamError
@@ -20,6 +21,41 @@ log = logging.getLogger("bfstream.api")
 
 # FastAPI raises a bare 400 only when a body cannot be decoded at all (e.g. invalid UTF-8).
 _HTTP_TYPES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    code: int | str = Field(description="An HTTP status, or the provider's own status or code.")
+    type: str
+    details: Any = Field(None, description="Field problems [{field, message}], or the provider's error.")
+
+
+class ErrorResponse(BaseModel):
+    """Every failure, whatever the endpoint."""
+
+    success: bool = False
+    error: ErrorInfo
+
+
+def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Describe the errors as they are sent: one shape, 4xx and 5xx, never FastAPI's 422."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas.update(ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs"))
+    schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas["ErrorResponse"].pop("$defs", None)
+    error = {
+        "description": "An error: 400 invalid request, 401 bad app key, 404 not found, 413 body too large, "
+        "429 too many streams, 502 the provider refused or failed, 503 shutting down, 504 provider time-out.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses["default"] = error
+    return openapi
 
 
 def error_body(message: str, code: int | str, type_: str, details: Any = None) -> dict[str, Any]:

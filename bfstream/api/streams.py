@@ -98,9 +98,22 @@ async def _complete(
     return JSONResponse(answer.result())
 
 
+class ChatCompletion(BaseModel):
+    """A ``stream: false`` answer: OpenAI's chat.completion object (OpenAI's own, untouched)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
 @router.post(
     "/stream/create",
-    response_model=StreamCreated,
+    response_model=StreamCreated | ChatCompletion,
     responses={200: {"description": "Streaming: the setup acknowledgement. Non-streaming: the provider's answer."}},
 )
 async def create_stream(body: CreateStream, request: Request) -> Any:
@@ -168,7 +181,7 @@ class StopResult(BaseModel):
 
 
 @router.post("/stream/stop", response_model=StopResult)
-@router.post("/llm/query/stop", response_model=StopResult, include_in_schema=False)
+@router.post("/llm/query/stop", response_model=StopResult)
 async def stop_stream(body: StopStream, request: Request) -> StopResult:
     """Stop a running stream: the provider connection closes at once and the channels get ``end`` with
     ``finish_reason: "stopped"``. The random stream id is the capability, so a browser may call this."""

@@ -159,7 +159,19 @@ async def test_health_and_openapi(server: Server) -> None:
     health = await server.http.get(server.url + "/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     spec = (await server.http.get(server.url + "/openapi.json")).json()
-    assert {"/stream/create", "/message/sendmessage", "/healthz"} <= set(spec["paths"])
+    assert set(spec["paths"]) >= {
+        "/stream/create", "/stream/stop", "/llm/query/stop", "/stream/status", "/healthz", "/message/sse",
+        "/message/sendmessage", "/message/token", "/message/adduser", "/message/removeuser",
+        "/message/channels", "/message/users",
+    }  # fmt: skip
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            assert "422" not in operation["responses"], path  # errors are 400s of one shape, as documented
+            assert operation["responses"]["default"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorResponse"
+            }
+    created = spec["paths"]["/stream/create"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/ChatCompletion"} in created["anyOf"]  # the stream: false answer
     schema = spec["components"]["schemas"]["CreateStream"]
     assert {"apiKey", "channels", "actionName", "service", "payload"} <= set(schema["properties"])
 
