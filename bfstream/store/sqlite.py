@@ -203,7 +203,8 @@ class Store:
         rows = self._db.execute("SELECT channel FROM authenticated_channels WHERE app_id = ?", (app_id,))
         return {str(channel) for (channel,) in rows}
 
-    # Stream records: written when a stream starts and when it ends, never per chunk.
+    # Stream records: written when a stream starts and when it ends, and its text about once a second
+    # while it runs; never per chunk.
 
     def record_stream_start(self, record: StreamRecord) -> None:
         self._db.execute(
@@ -220,6 +221,9 @@ class Store:
             (record.status, record.ended_at, record.finish_reason, _json_or_null(record.usage),
              _json_or_null(record.error), record.text, record.id),
         )  # fmt: skip
+
+    def record_stream_text(self, stream_id: str, text: str) -> None:
+        self._db.execute("UPDATE streams SET text = ? WHERE id = ?", (text, stream_id))
 
     def stream_record(self, app_id: str, stream_id: str) -> StreamRecord | None:
         row = self._db.execute(

@@ -29,6 +29,8 @@ from bfstream.streams.registry import RunningStream
 
 log = logging.getLogger("bfstream.streams")
 
+_SAVE_EVERY = 1.0  # seconds between saves of a running stream's text
+
 # Compatible servers and legacy models use other words for the same ends.
 _FINISH_REASONS = {"function_call": "tool_calls", "end_turn": "stop", "eos": "stop", "max_tokens": "length"}
 
@@ -92,6 +94,7 @@ async def relay(
     usage: dict[str, int] | None = None
     error: dict[str, Any] | None = None
     source: AsyncIterator[ProviderEvent] = coalesce(events, coalesce_ms / 1000) if coalesce_ms > 0 else events
+    saved_at = time.monotonic()
     try:
         async with asyncio.timeout(max_duration):
             await out.emit(
@@ -101,6 +104,10 @@ async def relay(
                 if isinstance(event, Delta):
                     stream.text.append(event.text)
                     await out.emit("delta", content=event.text)
+                    if retain_text and time.monotonic() >= saved_at + _SAVE_EVERY:
+                        # So that a crash leaves the record with the answer so far, not nothing.
+                        store.record_stream_text(record.id, "".join(stream.text))
+                        saved_at = time.monotonic()
                 elif isinstance(event, ToolCalls):
                     functions = [_function(call) for call in event.calls]
                     await out.emit("function_call", content={"functions": functions})

@@ -35,7 +35,7 @@ async def test_sigkill_mid_stream_leaves_the_record_interrupted(tmp_path: Path) 
     async with httpx.AsyncClient() as http:
         created = await http.post(server.url + "/stream/create", json=echo_body(server.api_key))
         stream_id = created.json()["streamId"]
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.5)  # long enough for the running text to have been saved once
         server.proc.send_signal(signal.SIGKILL)
         assert await server.proc.wait() == -signal.SIGKILL
 
@@ -45,7 +45,9 @@ async def test_sigkill_mid_stream_leaves_the_record_interrupted(tmp_path: Path) 
                 restarted.url + "/stream/status", json={"apiKey": server.api_key, "streamId": stream_id}
             )
             assert status.status_code == 200
-            assert status.json()["status"] == "interrupted"
+            record = status.json()
+            assert record["status"] == "interrupted"
+            assert record["text"] and WORDS.startswith(record["text"])  # the answer as far as it was saved
         finally:
             await restarted.stop()
     listing = await asyncio.create_subprocess_exec(
