@@ -37,7 +37,7 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
-from bfstream.api.app import create_app  # noqa: E402
+from bfstream.api.app import DrainingServer, server_config  # noqa: E402
 from bfstream.config import load_settings  # noqa: E402
 from bfstream.store.sqlite import Store  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, text_stream  # noqa: E402
@@ -177,7 +177,8 @@ async def main(args: argparse.Namespace) -> None:
             store = Store(settings.database_path)
             app, key = store.create_app("bench")
             store.close()
-            server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+            # The product's own uvicorn settings (compression, pings), not uvicorn's defaults.
+            server = DrainingServer(server_config(settings, host="127.0.0.1", port=0, log_level="warning"))
             task = asyncio.create_task(server.serve())
             http = httpx.AsyncClient(timeout=TIMEOUT)
             clients: list[ClientConnection] = []
