@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 
 from bfstream.providers.events import Delta, ProviderEvent
 
 _END = object()
 
 
-async def coalesce(events: AsyncGenerator[ProviderEvent, None], window: float) -> AsyncIterator[ProviderEvent]:
+async def coalesce(events: AsyncGenerator[ProviderEvent, None], window: float) -> AsyncGenerator[ProviderEvent, None]:
     queue: asyncio.Queue[object] = asyncio.Queue()
 
     async def pump() -> None:

@@ -16,14 +16,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from bfstream.errors import BfstreamError
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import dumps
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
-from bfstream.store.sqlite import Store
+from bfstream.store.sqlite import Store, StreamRecord
 from bfstream.streams.coalesce import coalesce
 from bfstream.streams.registry import RunningStream
 
@@ -60,11 +60,10 @@ def _function(call: ToolCall) -> dict[str, Any]:
 
 
 class _Publisher:
-    def __init__(self, hub: Hub, stream: RunningStream, action_name: str) -> None:
-        record = stream.record
+    def __init__(self, hub: Hub, record: StreamRecord) -> None:
         self._hub = hub
         self._stream_id = record.id
-        self._action_name = action_name
+        self._action_name = record.action_name
         self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
         self._seq = 0
 
@@ -87,13 +86,14 @@ async def relay(
     coalesce_ms: float,
     max_duration: float,
 ) -> None:
-    """Drain ``events`` (whose ``Started`` was already consumed) into the channels."""
+    """Drain ``events`` (whose ``Started`` was already consumed) into the channels, then close the
+    provider stream, send ``error`` (if any) and ``end``, and record the outcome."""
     record = stream.record
-    out = _Publisher(hub, stream, record.action_name)
-    finish_reason: str | None = None
-    usage: dict[str, int] | None = None
+    out = _Publisher(hub, record)
+    source = coalesce(events, coalesce_ms / 1000) if coalesce_ms > 0 else events
+    status, finish_reason, usage = "completed", "stop", None
     error: dict[str, Any] | None = None
-    source: AsyncIterator[ProviderEvent] = coalesce(events, coalesce_ms / 1000) if coalesce_ms > 0 else events
+    shutdown: asyncio.CancelledError | None = None
     saved_at = time.monotonic()
     try:
         async with asyncio.timeout(max_duration):
@@ -115,51 +115,32 @@ async def relay(
                     finish_reason = _FINISH_REASONS.get(event.reason or "", event.reason) or "stop"
                     usage = normalize_usage(event.usage)
     except BfstreamError as exc:
-        error = {"message": exc.message, "code": exc.code, "details": exc.details}
+        status, error = "failed", {"message": exc.message, "code": exc.code, "details": exc.details}
         log.warning("stream %s failed: %s", record.id, exc.message)
     except TimeoutError:
-        error = {"message": f"The stream ran longer than {max_duration:g} s", "code": 504, "details": None}
-    except asyncio.CancelledError:
-        if not stream.stop_requested:  # server shutdown: tell the channels, then let the task end
-            error = {"message": "The server is shutting down", "code": 503, "details": None}
-            await _finish(store, out, stream, "interrupted", "error", usage, error, retain_text, source)
-            raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own stop, handled here
-        await _finish(store, out, stream, "stopped", "stopped", usage, None, retain_text, source)
-        return
+        status, error = "failed", {"message": f"The stream ran longer than {max_duration:g} s", "code": 504}
+    except asyncio.CancelledError as exc:
+        if stream.stop_requested:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own stop, handled here
+            status, finish_reason = "stopped", "stopped"
+        else:  # server shutdown: tell the channels, then let the task end
+            status, error, shutdown = "interrupted", {"message": "The server is shutting down", "code": 503}, exc
     except Exception:
         log.exception("stream %s failed unexpectedly", record.id)
-        error = {"message": "Internal error while streaming", "code": 500, "details": None}
-    if error is not None:
-        await _finish(store, out, stream, "failed", "error", usage, error, retain_text, source)
-    else:
-        await _finish(store, out, stream, "completed", finish_reason or "stop", usage, None, retain_text, source)
+        status, error = "failed", {"message": "Internal error while streaming", "code": 500}
 
-
-async def _finish(
-    store: Store,
-    out: _Publisher,
-    stream: RunningStream,
-    status: str,
-    finish_reason: str,
-    usage: dict[str, int] | None,
-    error: dict[str, Any] | None,
-    retain_text: bool,
-    source: AsyncIterator[ProviderEvent],
-) -> None:
-    """Close the provider stream, send ``error`` (if any) and ``end``, and record the outcome."""
-    closer = getattr(source, "aclose", None)
     try:
-        if closer is not None:
-            await closer()  # closes the provider connection if it is still open
+        await source.aclose()  # closes the provider connection if it is still open
     except Exception:
-        log.exception("closing the provider stream of %s failed", stream.record.id)
+        log.exception("closing the provider stream of %s failed", record.id)
     text = "".join(stream.text)
     if error is not None:
+        finish_reason, error = "error", {"details": None, **error}
         await out.emit("error", error=error)
     await out.emit("end", finish_reason=finish_reason, usage=usage, text=text)
-    record = stream.record
     record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
     record.ended_at = time.time()
     record.text = text if retain_text else None
     store.record_stream_end(record)
+    if shutdown is not None:
+        raise shutdown
