@@ -174,7 +174,7 @@ class Listener:
     def __init__(self, run: Run) -> None:
         self.run, self.count = run, 0
 
-    def deliver(self, publication: Publication, frame: str) -> None:
+    def deliver(self, channel: str, publication: Publication, frame: str) -> None:
         self.count += 1
         if self.count == self.run.m:
             self.run.finished()

@@ -22,8 +22,9 @@ log = logging.getLogger("bfstream.hub")
 class Listener(Protocol):
     user: User | None  # who listens, for the presence listings
 
-    def deliver(self, publication: Publication, frame: str) -> None:
-        """Take a frame without waiting; a listener that cannot keep up drops itself."""
+    def deliver(self, channel: str, publication: Publication, frame: str) -> None:
+        """Take a frame of ``channel`` (unscoped name) without waiting; a listener that cannot keep
+        up drops itself."""
 
     async def leave(self, channel: str, request_id: Any = None) -> None:
         """Stop listening to ``channel`` (unscoped name) and tell the client so."""
@@ -90,9 +91,10 @@ class Hub:
             listeners = self._listeners.get(publication.channel)
             if not listeners:
                 continue
-            frame = message_frame(unscoped(publication.channel), publication)
+            name = unscoped(publication.channel)  # once per message, not once per listener
+            frame = message_frame(name, publication)
             for listener in tuple(listeners):
                 try:
-                    listener.deliver(publication, frame)
+                    listener.deliver(name, publication, frame)
                 except Exception:  # one broken listener must not stop delivery to the rest
                     log.exception("dropping a frame for a failing listener")

@@ -22,14 +22,15 @@ from bfstream.config import MessagingSettings
 from bfstream.errors import ClientError, Forbidden
 from bfstream.messaging import protocol
 from bfstream.messaging.broker import Publication
-from bfstream.messaging.hub import Hub, scoped, unscoped
+from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.presence import Presence
 from bfstream.messaging.tokens import User
 from bfstream.store.sqlite import App, Store
 
-# What the queue holds: (op, frame, position). The position tells the SSE transport what a
-# resume needs; the WebSocket transport only sends the frame.
-Outgoing = tuple[str, str, Publication | None]
+# What the queue holds: (op, frame, channel, offset, epoch), flat to cost one allocation per frame.
+# The position (on message/joined/left frames; channel None on the others) tells the SSE transport
+# what a resume needs; the WebSocket transport only sends the frame.
+Outgoing = tuple[str, str, str | None, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +114,11 @@ class Session:
             await self._context.hub.leave(self, scoped(self.app.id, channel))
         self._positions.clear()
 
-    def push(self, op: str, frame: str, position: Publication | None = None) -> None:
+    def push(self, op: str, frame: str, channel: str | None = None, offset: int = 0, epoch: str = "") -> None:
         if self.too_slow:
             return
         try:
-            self._queue.put_nowait((op, frame, position))
+            self._queue.put_nowait((op, frame, channel, offset, epoch))
         except asyncio.QueueFull:
             self.too_slow = True
             self._on_too_slow()
@@ -125,8 +126,7 @@ class Session:
     async def next_outgoing(self) -> Outgoing:
         return await self._queue.get()
 
-    def deliver(self, publication: Publication, frame: str) -> None:
-        channel = unscoped(publication.channel)
+    def deliver(self, channel: str, publication: Publication, frame: str) -> None:
         held = self._held.get(channel)
         if held is not None:
             held.append((publication, frame))
@@ -135,7 +135,7 @@ class Session:
         if last is None or (publication.epoch == last[1] and publication.offset <= last[0]):
             return  # left already, or a duplicate of what a replay sent
         self._positions[channel] = (publication.offset, publication.epoch)
-        self.push("message", frame, publication)
+        self.push("message", frame, channel, publication.offset, publication.epoch)
 
     async def join(self, channel: str, since: Since | None, request_id: Any = None) -> None:
         """Queue a ``joined`` reply, then whatever ``since`` asks to replay; raise ClientError if not allowed."""
@@ -150,7 +150,7 @@ class Session:
             raise ClientError("A connection cannot leave its private channel")
         if self._positions.pop(channel, None) is not None:
             await self._context.hub.leave(self, scoped(self.app.id, channel))
-        self.push("left", protocol.reply_frame("left", request_id, channel=channel), Publication(channel, 0, "", ""))
+        self.push("left", protocol.reply_frame("left", request_id, channel=channel), channel)
 
     async def _subscribe(self, channel: str, since: Since | None, request_id: Any, announce: bool = True) -> None:
         hub, key = self._context.hub, scoped(self.app.id, channel)
@@ -174,14 +174,20 @@ class Session:
                 epoch=history.epoch,
             )
             if announce:
-                self.push("joined", reply, Publication(channel, offset, history.epoch, ""))
+                self.push("joined", reply, channel, offset, history.epoch)
             for publication in history.publications if resumable else []:
                 if publication.offset > offset:
-                    self.push("message", protocol.message_frame(channel, publication), publication)
+                    self.push(
+                        "message",
+                        protocol.message_frame(channel, publication),
+                        channel,
+                        publication.offset,
+                        publication.epoch,
+                    )
                     offset = publication.offset
             for publication, frame in held:
                 if publication.epoch != history.epoch or publication.offset > offset:
-                    self.push("message", frame, publication)
+                    self.push("message", frame, channel, publication.offset, publication.epoch)
                     offset = publication.offset
             self._positions[channel] = (offset, history.epoch)
         finally:

@@ -20,7 +20,7 @@ from bfstream.messaging.broker import History, Publication
 class _Channel:
     epoch: str = field(default_factory=lambda: secrets.token_urlsafe(6))
     offset: int = 0
-    retained: deque[tuple[float, Publication]] = field(default_factory=deque)
+    retained: deque[tuple[float, Publication]] = field(default_factory=deque)  # bounded: see _channel()
 
 
 class MemoryBroker:
@@ -49,15 +49,10 @@ class MemoryBroker:
         self._subscribed.discard(channel)
 
     async def publish(self, channel: str, data: str) -> Publication:
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel()
+        state = self._channel(channel)
         state.offset += 1
         publication = Publication(channel, state.offset, state.epoch, data)
-        if self._history_size:
-            state.retained.append((time.monotonic(), publication))
-            if len(state.retained) > self._history_size:
-                state.retained.popleft()
+        state.retained.append((time.monotonic(), publication))
         if channel in self._subscribed:
             self._published.put_nowait(publication)
         return publication
@@ -66,9 +61,7 @@ class MemoryBroker:
         return await self._published.get()
 
     async def history(self, channel: str, since: int | None) -> History:
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel()
+        state = self._channel(channel)
         self._expire(state, time.monotonic())
         if since is None:
             return History([], state.offset, state.epoch, True)
@@ -76,6 +69,12 @@ class MemoryBroker:
         publications = [p for _, p in state.retained if p.offset > since]
         oldest = publications[0].offset if publications else state.offset + 1
         return History(publications, state.offset, state.epoch, oldest <= since + 1)
+
+    def _channel(self, channel: str) -> _Channel:
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel(retained=deque(maxlen=self._history_size))
+        return state
 
     def _expire(self, state: _Channel, now: float) -> None:
         cutoff = now - self._history_ttl

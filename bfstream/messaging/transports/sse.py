@@ -15,7 +15,6 @@ import contextlib
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bfstream.messaging.hub import unscoped
 from bfstream.messaging.protocol import encode_positions
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
@@ -76,19 +75,17 @@ class EventStream(Response):
         while True:
             try:
                 async with asyncio.timeout(keepalive):
-                    op, frame, position = await session.next_outgoing()
+                    op, frame, channel, offset, epoch = await session.next_outgoing()
             except TimeoutError:
                 await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
                 continue
             lines = []
-            if position is not None:
-                channel = unscoped(position.channel) if op == "message" else position.channel
-                if channel != session.private_channel:
-                    if op == "left":
-                        positions.pop(channel, None)
-                    else:
-                        positions[channel] = (position.offset, position.epoch)
-                    lines.append(f"id: {encode_positions(positions)}\n")
+            if channel is not None and channel != session.private_channel:
+                if op == "left":
+                    positions.pop(channel, None)
+                else:
+                    positions[channel] = (offset, epoch)
+                lines.append(f"id: {encode_positions(positions)}\n")
             if op != "message":
                 lines.append(f"event: {op}\n")
             lines.append(f"data: {frame}\n\n")

@@ -94,7 +94,7 @@ class WebSocketConnection:
 
     async def _write_forever(self) -> None:
         while True:
-            _, frame, _ = await self.session.next_outgoing()
+            frame = (await self.session.next_outgoing())[1]
             await self._ws.send_text(frame)
 
     async def _read_forever(self) -> None:
