@@ -289,6 +289,16 @@ async def server(start_server: ServerFactory) -> Server:
     return await start_server()
 
 
+def assert_well_formed(events: list[dict[str, Any]], stream_id: str | None = None) -> None:
+    """Every stream, whatever the provider: threadInfo first, end last and once, seq 0..n-1, one stream id."""
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[0]["type"] == "threadInfo" and events[-1]["type"] == "end"
+    assert [e["type"] for e in events].count("end") == 1
+    assert len({e["streamId"] for e in events}) == 1
+    if stream_id is not None:
+        assert events[0]["streamId"] == stream_id
+
+
 def seed_body(server: Server, **payload: Any) -> dict[str, Any]:
     """The example body of the BetterForms Streaming API page, verbatim but for the keys."""
     return {

@@ -143,3 +143,15 @@ def test_bad_settings_are_one_clear_line(tmp_path: Path, toml: str, env: dict[st
     )  # fmt: skip
     assert result.returncode == 2 and says in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_readme_config_example_loads(tmp_path: Path) -> None:
+    """The README's TOML example is what users copy first; it must be valid settings as written."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "bfstream.toml"
+    config.write_text(example)
+    from bfstream.config import load_settings
+
+    settings = load_settings(config)
+    assert settings.services["ollama"].kind == "openai" and settings.streams.drain_seconds == 20

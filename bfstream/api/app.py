@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 
 from bfstream import __version__
 from bfstream.api import errors, messages, realtime, streams
@@ -79,9 +80,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, object]:
-        return {"status": "ok", "version": __version__}
+    @app.get("/healthz", responses={503: {"description": "Draining before shutdown: send new streams elsewhere."}})
+    async def healthz() -> JSONResponse:
+        """503 while draining, so a load balancer stops sending new streams here before it goes away."""
+        draining = not app.state.streams.accepting
+        body = {"status": "draining" if draining else "ok", "version": __version__}
+        return JSONResponse(body, status_code=503 if draining else 200)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import PROVIDER_KEY, Server, seed_body
+from tests.conftest import PROVIDER_KEY, Server, assert_well_formed, seed_body
 from tests.fakes.openai_server import (
     FakeOpenAI,
     JsonReply,
@@ -29,15 +29,6 @@ from tests.fakes.openai_server import (
 pytestmark = pytest.mark.anyio
 
 PARTS = ["Why do ", "programmers ", "prefer dark mode? ", "Because light ", "attracts bugs. 🐛 Olé!"]
-
-
-def assert_well_formed(events: list[dict], stream_id: str) -> None:
-    """Every stream: threadInfo first, end last and once, seq 0..n-1, the stream's id everywhere."""
-    assert [e["seq"] for e in events] == list(range(len(events)))
-    assert all(e["streamId"] == stream_id for e in events)
-    assert events[0]["type"] == "threadInfo"
-    assert events[-1]["type"] == "end"
-    assert [e["type"] for e in events].count("end") == 1
 
 
 async def test_seed_body_streams_to_every_subscribed_channel(server: Server, fake_openai: FakeOpenAI) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROVIDER_KEY, Server, ServerFactory, seed_body
+from tests.conftest import PROVIDER_KEY, Server, ServerFactory, assert_well_formed, seed_body
 from tests.fakes.anthropic_server import (
     MODEL,
     FakeAnthropic,
@@ -61,13 +61,6 @@ def claude_body(server: Server, **payload: Any) -> dict[str, Any]:
     body = seed_body(server, model=ASKED_MODEL, **payload)
     body["service"] = "anthropic"
     return body
-
-
-def assert_well_formed(events: list[dict[str, Any]], stream_id: str) -> None:
-    assert [e["seq"] for e in events] == list(range(len(events)))
-    assert all(e["streamId"] == stream_id for e in events)
-    assert events[0]["type"] == "threadInfo" and events[-1]["type"] == "end"
-    assert [e["type"] for e in events].count("end") == 1
 
 
 async def run_stream(server: Server, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, ServerFactory, seed_body
+from tests.conftest import Server, ServerFactory, assert_well_formed, seed_body
 from tests.fakes.gemini_server import (
     FakeGemini,
     RecordedRequest,
@@ -53,14 +53,6 @@ def gemini_body(server: Server, **payload: Any) -> dict[str, Any]:
     body = seed_body(server, **{"model": MODEL, "apiKey": GEMINI_KEY, **payload})
     body["service"] = "gemini"
     return body
-
-
-def assert_well_formed(events: list[dict[str, Any]], stream_id: str | None = None) -> None:
-    assert [e["seq"] for e in events] == list(range(len(events)))
-    assert events[0]["type"] == "threadInfo"
-    assert [e["type"] for e in events].count("end") == 1 and events[-1]["type"] == "end"
-    if stream_id is not None:
-        assert all(e["streamId"] == stream_id for e in events)
 
 
 def only_request(fake: FakeGemini) -> RecordedRequest:

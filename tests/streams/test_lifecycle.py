@@ -39,6 +39,14 @@ async def status_of(server: Server, stream_id: str) -> dict:
     return response.json()
 
 
+async def finished(server: Server, stream_id: str) -> dict:
+    """The record once the stream is over (it is written just after the end event goes out)."""
+    async with asyncio.timeout(5):
+        while (record := await status_of(server, stream_id))["status"] == "running":
+            await asyncio.sleep(0.01)
+    return record
+
+
 async def test_stop_closes_the_provider_at_once_and_ends_with_stopped(server: Server, fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(slow_stream())
     client = await server.ws(channels=("anonymous",))
@@ -76,8 +84,7 @@ async def test_record_of_a_completed_stream(server: Server, fake_openai: FakeOpe
     client = await server.ws(channels=("anonymous",))
     stream_id = (await server.post("/stream/create", seed_body(server))).json()["streamId"]
     await client.stream_events()
-    await asyncio.sleep(0.05)  # the record is written just after the end event goes out
-    record = await status_of(server, stream_id)
+    record = await finished(server, stream_id)
     assert record["status"] == "completed" and record["text"] == "Hello world"
     assert record["finishReason"] == "stop" and record["usage"]["completion_tokens"] == 2
     assert record["service"] == "openai" and record["model"] == "gpt-4-turbo-preview"
@@ -115,10 +122,11 @@ async def test_5xx_is_retried_a_bounded_number_of_times(start_server, fake_opena
 async def test_failure_after_output_started_is_not_retried(server: Server, fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(StreamReply([sse(chunk({"content": "Half"}))], disconnect=True))
     client = await server.ws(channels=("anonymous",))
-    assert (await server.post("/stream/create", seed_body(server))).status_code == 200
+    fake_openai.enqueue(StreamReply([text_stream(["a retry would take this"])]))
+    created = await server.post("/stream/create", seed_body(server))
     events = await client.stream_events()
     assert [e["type"] for e in events] == ["threadInfo", "delta", "error", "end"]
-    await asyncio.sleep(0.3)
+    assert (await finished(server, created.json()["streamId"]))["status"] == "failed"
     assert len(fake_openai.requests) == 1
 
 
@@ -144,8 +152,7 @@ async def test_maximum_duration(start_server, fake_openai: FakeOpenAI) -> None:
     assert events[-2]["type"] == "error" and events[-2]["error"]["code"] == 504
     assert events[-1]["finish_reason"] == "error"
     await fake_openai.wait_closed()
-    await asyncio.sleep(0.05)
-    assert (await status_of(server, stream_id))["status"] == "failed"
+    assert (await finished(server, stream_id))["status"] == "failed"
 
 
 async def test_coalescing_merges_close_deltas(server: Server, fake_openai: FakeOpenAI) -> None:
@@ -206,8 +213,7 @@ async def test_text_retention_can_be_turned_off(server: Server, fake_openai: Fak
     client = await server.ws(channels=("anonymous",))
     stream_id = (await server.post("/stream/create", seed_body(server))).json()["streamId"]
     assert (await client.stream_events())[-1]["text"] == "secret answer"  # the channel still gets it
-    await asyncio.sleep(0.05)
-    record = await status_of(server, stream_id)
+    record = await finished(server, stream_id)
     assert record["status"] == "completed" and record["text"] is None
 
 
@@ -220,9 +226,7 @@ async def test_simultaneous_requests_cannot_exceed_the_per_app_limit(start_serve
     assert len(fake_openai.requests) == 2
     for response in burst:
         if response.status_code == 200:  # wait for both admitted streams to be over
-            async with asyncio.timeout(5):
-                while (await status_of(server, response.json()["streamId"]))["status"] == "running":
-                    await asyncio.sleep(0.01)
+            await finished(server, response.json()["streamId"])
 
     fake_openai.enqueue(*(JsonReply(200, completion("ok"), delay=0.5) for _ in range(3)))
     calls = await asyncio.gather(*(server.post("/stream/create", seed_body(server, stream=False)) for _ in range(3)))

@@ -68,7 +68,10 @@ async def test_sigterm_lets_running_streams_finish_then_exits_0(tmp_path: Path) 
         assert created.status_code == 200
         await asyncio.sleep(0.2)  # about a quarter of the way through
         server.proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(5):  # draining shows on the health check, for load balancers
+            while (health := await http.get(server.url + "/healthz")).status_code == 200:
+                await asyncio.sleep(0.01)
+        assert health.status_code == 503 and health.json()["status"] == "draining"
         late = await http.post(server.url + "/stream/create", json=echo_body(server.api_key))
         assert late.status_code == 503 and late.json()["error"]["type"] == "shutting_down"
     events = await client.stream_events()
