@@ -20,6 +20,22 @@ from bfstream.errors import ProviderError
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json, scrub
 
+# Compatible servers and legacy models use other words for OpenAI's finish reasons.
+_FINISH_REASONS = {"function_call": "tool_calls", "end_turn": "stop", "eos": "stop", "max_tokens": "length"}
+
+
+def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    """The three counts every provider reports; OpenAI's detail objects (cached tokens...) are left out."""
+    if usage is None:
+        return None
+    counts = {k: v for k in ("prompt_tokens", "completion_tokens", "total_tokens") if type(v := usage.get(k)) is int}
+    prompt, completion = counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": counts.get("total_tokens", prompt + completion),
+    }
+
 
 def build_body(payload: dict[str, Any], *, stream: bool, include_usage: bool) -> dict[str, Any]:
     """The payload as the caller gave it, minus what OpenAI rejects.
@@ -99,7 +115,7 @@ async def stream_chat(
             if event.data == "[DONE]":
                 if pending := tools.take():
                     yield pending
-                yield Finished(finish_reason, usage)
+                yield Finished(_FINISH_REASONS.get(finish_reason or "", finish_reason), _usage(usage))
                 return
             try:
                 chunk = json.loads(event.data)

@@ -31,18 +31,6 @@ log = logging.getLogger("bfstream.streams")
 
 _SAVE_EVERY = 1.0  # seconds between saves of a running stream's text
 
-# Compatible servers and legacy models use other words for the same ends.
-_FINISH_REASONS = {"function_call": "tool_calls", "end_turn": "stop", "eos": "stop", "max_tokens": "length"}
-
-
-def normalize_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    total = usage.get("total_tokens") or prompt + completion
-    return {"prompt_tokens": int(prompt), "completion_tokens": int(completion), "total_tokens": int(total)}
-
 
 def _function(call: ToolCall) -> dict[str, Any]:
     """The contract lets a tool's arguments carry a line for the user while the tool runs."""
@@ -112,8 +100,7 @@ async def relay(
                     functions = [_function(call) for call in event.calls]
                     await out.emit("function_call", content={"functions": functions})
                 elif isinstance(event, Finished):
-                    finish_reason = _FINISH_REASONS.get(event.reason or "", event.reason) or "stop"
-                    usage = normalize_usage(event.usage)
+                    finish_reason, usage = event.reason or "stop", event.usage
     except BfstreamError as exc:
         status, error = "failed", {"message": exc.message, "code": exc.code, "details": exc.details}
         log.warning("stream %s failed: %s", record.id, exc.message)

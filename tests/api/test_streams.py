@@ -142,6 +142,7 @@ async def test_legacy_function_call_is_reassembled(server: Server, fake_openai: 
     events = await client.stream_events()
     (call,) = [e for e in events if e["type"] == "function_call"]
     assert call["content"]["functions"] == [{"id": None, "name": "search", "arguments": args, "userMessage": None}]
+    assert events[-1]["finish_reason"] == "tool_calls"  # the legacy "function_call" in today's word
 
 
 async def test_provider_refusal_fails_the_post_and_sends_nothing(server: Server, fake_openai: FakeOpenAI) -> None:
