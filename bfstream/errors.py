@@ -14,9 +14,9 @@ documented JSON shape without knowing where it came from::
      │    └── TooManyRequests          429     rate_limited
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
      │    └── ProviderTimeout          504     provider_timeout
-     └── BrokerError                   503     broker_error
+     └── ShuttingDown                  503     shutting_down      (no new streams while draining)
 
-Foreign exceptions (httpx, sqlite, redis) are translated where they are raised, at the adapter
+Foreign exceptions (httpx, sqlite) are translated where they are raised, at the adapter
 edge; nothing above that edge catches library exceptions.
 """
 
@@ -91,6 +91,6 @@ class ProviderTimeout(ProviderError):
     type = "provider_timeout"
 
 
-class BrokerError(BfstreamError):
+class ShuttingDown(BfstreamError):
     status = 503
-    type = "broker_error"
+    type = "shutting_down"

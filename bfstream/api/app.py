@@ -129,6 +129,7 @@ class DrainingServer(uvicorn.Server):
             await streams.drain(seconds)
             self._exit_now(sig, frame)
 
+        # Kept on self: the loop holds tasks only weakly, and a drain must not vanish half-way.
         self._drain_task = asyncio.get_running_loop().create_task(drain_then_exit())
 
     def _exit_now(self, sig: int, frame: FrameType | None) -> None:

@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bfstream.config import StreamSettings
-from bfstream.errors import BfstreamError, TooManyRequests
+from bfstream.errors import ShuttingDown, TooManyRequests
 from bfstream.store.sqlite import StreamRecord
-
-
-class ShuttingDown(BfstreamError):
-    status = 503
-    type = "shutting_down"
 
 
 @dataclass(eq=False)
