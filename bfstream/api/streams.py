@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncGenerator
-from types import ModuleType
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -17,7 +16,7 @@ from bfstream.config import ServiceConfig
 from bfstream.errors import NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
-from bfstream.providers.events import ChatRequest, ProviderEvent, Started
+from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
 from bfstream.store.sqlite import StreamRecord
 from bfstream.streams.registry import RunningStream
 from bfstream.streams.retry import with_retries
@@ -80,7 +79,7 @@ async def _until_disconnected(request: Request) -> None:
 
 
 async def _complete(
-    request: Request, adapter: ModuleType, chat: ChatRequest, service: ServiceConfig, max_wait: float
+    request: Request, adapter: Adapter, chat: ChatRequest, service: ServiceConfig, max_wait: float
 ) -> Response:
     """A ``stream: false`` call. The caller may hang up while the model writes; then the provider call
     is cancelled at once, so it stops generating (and billing) instead of finishing for nobody."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from bfstream.providers import anthropic, echo, gemini, openai
+from bfstream.providers.events import Adapter
 
-ADAPTERS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "echo": echo}
+ADAPTERS: dict[str, Adapter] = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "echo": echo}

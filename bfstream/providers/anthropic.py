@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -135,7 +135,7 @@ def _index(data: dict[str, Any]) -> int:
 
 async def stream_chat(
     request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
-) -> AsyncIterator[ProviderEvent]:
+) -> AsyncGenerator[ProviderEvent, None]:
     http_request = _request(client, request, service, stream=True)
     async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
         yield Started(model=request.model)

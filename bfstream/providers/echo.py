@@ -10,7 +10,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -40,7 +40,7 @@ def _usage(payload: dict[str, Any], words: int) -> dict[str, int]:
 
 async def stream_chat(
     request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
-) -> AsyncIterator[ProviderEvent]:
+) -> AsyncGenerator[ProviderEvent, None]:
     yield Started(model=MODEL)
     words = _WORDS.findall(_answer(request.payload))
     for word in words:

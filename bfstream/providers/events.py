@@ -17,8 +17,14 @@ completion_tokens, total_tokens}`` or None.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import httpx
+
+    from bfstream.config import ServiceConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +70,13 @@ class Finished:
 
 
 ProviderEvent = Started | Delta | ToolCalls | Finished
+
+
+class Adapter(Protocol):
+    """What each adapter module provides (the contract in this module's docstring)."""
+
+    def stream_chat(
+        self, request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
+    ) -> AsyncGenerator[ProviderEvent, None]: ...
+
+    async def complete(self, request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> Any: ...

@@ -29,7 +29,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -178,7 +178,7 @@ def _error_object(body: dict[str, Any], api_key: str | None) -> ProviderError:
 
 async def stream_chat(
     request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
-) -> AsyncIterator[ProviderEvent]:
+) -> AsyncGenerator[ProviderEvent, None]:
     http_request = _request(client, request, service, stream=True)
     async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
         yield Started(model=model_path(request.model).partition("/")[2])

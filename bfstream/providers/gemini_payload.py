@@ -141,7 +141,7 @@ def _signature_of(call: dict[str, Any]) -> str | None:
 
 def _needs_foreign_signature(model: Any) -> bool:
     match = _MAJOR_VERSION.search(model) if isinstance(model, str) else None
-    return bool(match) and int(match[1]) >= 3
+    return match is not None and int(match[1]) >= 3
 
 
 def _contents(payload: dict[str, Any], problems: Problems) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -10,7 +10,7 @@ Wire format: ``data: <chat.completion.chunk JSON>`` events ending with ``data: [
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -104,7 +104,7 @@ class _ToolCallBuffer:
 
 async def stream_chat(
     request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
-) -> AsyncIterator[ProviderEvent]:
+) -> AsyncGenerator[ProviderEvent, None]:
     http_request = _request(client, request, service, stream=True)
     async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
         yield Started(model=request.model)
