@@ -14,9 +14,10 @@ documented JSON shape without knowing where it came from::
      │    └── TooManyRequests          429     rate_limited
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
      │    └── ProviderTimeout          504     provider_timeout
-     └── ShuttingDown                  503     shutting_down      (no new streams while draining)
+     ├── ShuttingDown                  503     shutting_down      (no new streams while draining)
+     └── BrokerError                   503     broker_unavailable (the broker, e.g. Redis, is unreachable)
 
-Foreign exceptions (httpx, sqlite) are translated where they are raised, at the adapter
+Foreign exceptions (httpx, sqlite, redis, asyncpg) are translated where they are raised, at the adapter
 edge; nothing above that edge catches library exceptions.
 """
 
@@ -94,3 +95,10 @@ class ProviderTimeout(ProviderError):
 class ShuttingDown(BfstreamError):
     status = 503
     type = "shutting_down"
+
+
+class BrokerError(BfstreamError):
+    """The broker backend cannot be reached; raised at its edge, from the library's own errors."""
+
+    status = 503
+    type = "broker_unavailable"

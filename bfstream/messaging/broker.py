@@ -6,16 +6,29 @@ keeps each channel's recent history. Channel names here are already scoped to th
 Positions: every publish gets the channel's next ``offset`` (1, 2, 3, ...). Each channel also has
 an ``epoch``, a random string that changes whenever its history is lost (a memory broker
 restarting, history expiring). A client that remembers (offset, epoch) can ask for everything
-after it; a different epoch means offsets no longer line up, so nothing can be recovered.
+after it; a different epoch means offsets no longer line up, so nothing can be recovered. Every
+instance of a fleet sees the same offsets and epoch for a channel, whichever of them published.
 
-Delivery: at most once, in offset order per channel, to every instance subscribed before the
-publish. Each instance reads what it subscribed to through ``next_published``, from one task.
+Delivery: in offset order per channel, to every instance subscribed before the publish; each
+instance reads what it subscribed to through ``next_published``, from one task. A backend that
+loses its connection reconnects by itself, subscribes again, and then delivers what was
+published to its channels meanwhile (read back from history) before anything newer, so a live
+listener misses nothing that history still holds.
+
+Control: instances also send each other short messages (stop this stream, these users' channels
+changed) addressed by instance id, or to ``"*"``, every instance, the sender included. They are
+delivered at most once, never kept, and read through ``next_control`` from one task.
+
+Failures: while the backend cannot reach its server, ``publish``, ``history``, ``subscribe`` and
+``control`` raise ``BrokerError``; ``up`` says whether it is reachable right now.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+BROADCAST = "*"  # the control target that means every instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +48,22 @@ class History:
 
 
 class Broker(Protocol):
+    instance_id: str  # this instance, as control messages address it
+
+    @property
+    def up(self) -> bool: ...
     async def connect(self) -> None: ...
     async def disconnect(self) -> None: ...
-    async def subscribe(self, channel: str) -> None: ...
+    async def subscribe(self, channel: str) -> None:
+        """Returns once publications to ``channel`` are on their way to ``next_published``."""
+        ...
     async def unsubscribe(self, channel: str) -> None: ...
-    async def publish(self, channel: str, data: str) -> Publication: ...
+    async def publish(self, channel: str, data: str) -> Publication:
+        """Append to the channel's history and deliver, atomically: offsets have no gaps."""
+        ...
     async def next_published(self) -> Publication: ...
     async def history(self, channel: str, since: int | None) -> History:
         """Publications after offset ``since`` still retained; ``since=None`` asks only for the position."""
         ...
+    async def control(self, target: str, data: str) -> None: ...
+    async def next_control(self) -> str: ...

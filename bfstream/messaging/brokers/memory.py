@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from bfstream.messaging.broker import History, Publication
+from bfstream.messaging.broker import BROADCAST, History, Publication
 
 
 @dataclass(slots=True)
@@ -24,12 +24,18 @@ class _Channel:
 
 
 class MemoryBroker:
-    def __init__(self, history_size: int = 1000, history_ttl: float = 600.0) -> None:
+    """Alone in its process, so control messages only ever reach this instance."""
+
+    up = True
+
+    def __init__(self, history_size: int = 1000, history_ttl: float = 600.0, instance_id: str = "local") -> None:
+        self.instance_id = instance_id
         self._history_size = history_size
         self._history_ttl = history_ttl
         self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
         self._published: asyncio.Queue[Publication] = asyncio.Queue()
+        self._control: asyncio.Queue[str] = asyncio.Queue()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -59,6 +65,13 @@ class MemoryBroker:
 
     async def next_published(self) -> Publication:
         return await self._published.get()
+
+    async def control(self, target: str, data: str) -> None:
+        if target in (self.instance_id, BROADCAST):
+            self._control.put_nowait(data)
+
+    async def next_control(self) -> str:
+        return await self._control.get()
 
     async def history(self, channel: str, since: int | None) -> History:
         state = self._channel(channel)
