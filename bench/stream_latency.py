@@ -39,7 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 from bfstream.api.app import DrainingServer, server_config  # noqa: E402
 from bfstream.config import load_settings  # noqa: E402
-from bfstream.store.sqlite import Store  # noqa: E402
+from bfstream.store.store import open_store  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, text_stream  # noqa: E402
 
 TIMEOUT = 60.0
@@ -174,9 +174,9 @@ async def main(args: argparse.Namespace) -> None:
         os.environ["OPENAI_BASE_URL"] = fake.base_url
         with tempfile.TemporaryDirectory(prefix="bfstream-bench-") as tmp:
             settings = load_settings(data_dir=Path(tmp) / "data", log_level="warning")
-            store = Store(settings.database_path)
-            app, key = store.create_app("bench")
-            store.close()
+            store = await open_store(settings.database_url, settings.data_dir)
+            app, key = await store.create_app("bench")
+            await store.close()
             # The product's own uvicorn settings (compression, pings), not uvicorn's defaults.
             server = DrainingServer(server_config(settings, host="127.0.0.1", port=0, log_level="warning"))
             task = asyncio.create_task(server.serve())

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import sys
 import time
 import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from bfstream.config import Settings, load_settings
-from bfstream.store.sqlite import App, Store
+from bfstream.store.records import App
+from bfstream.store.store import Store, open_store
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return load_settings(args.config, data_dir=args.data_dir, **overrides)
+    return load_settings(args.config, data_dir=args.data_dir, database_url=args.database_url, **overrides)
 
 
 def _app_json(app: App, api_key: str | None = None) -> dict[str, Any]:
@@ -39,14 +42,18 @@ def _serve(args: argparse.Namespace) -> int:
     from bfstream.api.app import DrainingServer, server_config
 
     settings = _settings(args, host=args.host, port=args.port)
-    store = Store(settings.database_path)
-    try:
-        if settings.create_first_app and not store.list_apps():
-            app, key = store.create_app("default")
-            _print_new_key(app, key, False, "Created your first")
-            print(f"Browsers connect to ws://{settings.host}:{settings.port}/message/ws?app={app.id}", flush=True)
-    finally:
-        store.close()
+
+    async def first_app() -> None:
+        store = await open_store(settings.database_url, settings.data_dir)
+        try:
+            if settings.create_first_app and not await store.list_apps():
+                app, key = await store.create_app("default")
+                _print_new_key(app, key, False, "Created your first")
+                print(f"Browsers connect to ws://{settings.host}:{settings.port}/message/ws?app={app.id}", flush=True)
+        finally:
+            await store.close()
+
+    asyncio.run(first_app())
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the previous handler;
     # make that handler a clean exit, since SIGTERM is how supervisors ask a service to stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -54,24 +61,38 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_store(args: argparse.Namespace) -> Store:
-    return Store(_settings(args).database_path)
+def _with_store(command: Callable[[argparse.Namespace, Store], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
+    """Run a store command on the database the settings name, the one every instance uses."""
+
+    def run(args: argparse.Namespace) -> int:
+        async def with_store() -> int:
+            settings = _settings(args)
+            store = await open_store(settings.database_url, settings.data_dir)
+            try:
+                return await command(args, store)
+            finally:
+                await store.close()
+
+        return asyncio.run(with_store())
+
+    return run
 
 
-def _apps_create(args: argparse.Namespace) -> int:
-    store = _with_store(args)
+@_with_store
+async def _apps_create(args: argparse.Namespace, store: Store) -> int:
     name = args.name.strip()
     if not name:
         raise SystemExit("bfstream: an app needs a name")
-    if store.find_app(name) is not None:
+    if await store.find_app(name) is not None:
         raise SystemExit(f"bfstream: an app named {name!r} exists already; names pick apps in these commands")
-    app, key = store.create_app(name)
+    app, key = await store.create_app(name)
     _print_new_key(app, key, args.json, "Created")
     return 0
 
 
-def _apps_list(args: argparse.Namespace) -> int:
-    apps = _with_store(args).list_apps()
+@_with_store
+async def _apps_list(args: argparse.Namespace, store: Store) -> int:
+    apps = await store.list_apps()
     if args.json:
         print(
             json.dumps([{**_app_json(a), "createdAt": a.created_at, "browserPublish": a.browser_publish} for a in apps])
@@ -82,44 +103,44 @@ def _apps_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find(store: Store, ref: str) -> App:
-    app = store.find_app(ref)
+async def _find(store: Store, ref: str) -> App:
+    app = await store.find_app(ref)
     if app is None:
         raise SystemExit(f"bfstream: no app with id or name {ref!r}")
     return app
 
 
-def _apps_rotate(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    app = _find(store, args.app)
-    _print_new_key(app, store.rotate_key(app.id), args.json, "New key for")
+@_with_store
+async def _apps_rotate(args: argparse.Namespace, store: Store) -> int:
+    app = await _find(store, args.app)
+    _print_new_key(app, await store.rotate_key(app.id), args.json, "New key for")
     return 0
 
 
-def _apps_update(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    app = _find(store, args.app)
+@_with_store
+async def _apps_update(args: argparse.Namespace, store: Store) -> int:
+    app = await _find(store, args.app)
     if args.browser_publish is not None:
-        store.set_browser_publish(app.id, args.browser_publish == "on")
+        await store.set_browser_publish(app.id, args.browser_publish == "on")
     if args.retain_text is not None:
-        store.set_retain_text(app.id, args.retain_text == "on")
-    app = _find(store, app.id)
+        await store.set_retain_text(app.id, args.retain_text == "on")
+    app = await _find(store, app.id)
     print(json.dumps({**_app_json(app), "browserPublish": app.browser_publish, "retainText": app.retain_text}))
     return 0
 
 
-def _apps_delete(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    app = _find(store, args.app)
-    store.delete_app(app.id)
+@_with_store
+async def _apps_delete(args: argparse.Namespace, store: Store) -> int:
+    app = await _find(store, args.app)
+    await store.delete_app(app.id)
     print(f"Deleted app {app.name!r} ({app.id})")
     return 0
 
 
-def _streams_list(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    app_id = _find(store, args.app).id if args.app else None
-    records = store.recent_streams(args.limit, app_id)
+@_with_store
+async def _streams_list(args: argparse.Namespace, store: Store) -> int:
+    app_id = (await _find(store, args.app)).id if args.app else None
+    records = await store.recent_streams(args.limit, app_id)
     if args.json:
         print(json.dumps([{**r.to_json(), "appId": r.app_id} for r in records]))
         return 0
@@ -134,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, help="where the SQLite file lives (default .bfstream)")
     common.add_argument("--config", type=Path, help="a TOML settings file")
+    common.add_argument("--database-url", help="postgresql://... to share one database across instances")
 
     parser = argparse.ArgumentParser(prog="bfstream", description="Stream LLM output into live web pages.")
     commands = parser.add_subparsers(dest="command", required=True)

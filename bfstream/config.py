@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Path(".bfstream")
+    # Several instances behind a load balancer share a broker and a database (docs/deployment.md):
+    # "redis://host:6379/0" and "postgresql://user@host/db". The defaults need no service at all.
+    broker_url: str = Field("memory://", pattern=r"^(memory://|rediss?://)")
+    # Keys in a shared Redis start with this, so several fleets (or test runs) can share one server.
+    broker_prefix: str = Field("bfstream", min_length=1, pattern=r"^[^\s]+$")
+    database_url: str | None = Field(None, pattern=r"^(sqlite:///|postgres(ql)?://)")  # None: SQLite in data_dir
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Create an app on first start so a fresh install can be tried at once.
     create_first_app: bool = True
@@ -147,10 +153,6 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
-
-    @property
-    def database_path(self) -> Path:
-        return self.data_dir / "bfstream.sqlite3"
 
     def enabled_services(self) -> dict[str, ServiceConfig]:
         return {name: conf for name, conf in sorted(self.services.items()) if conf.enabled}

@@ -29,7 +29,7 @@ from websockets.uri import parse_uri
 
 from bfstream.api.app import DrainingServer, server_config
 from bfstream.config import load_settings
-from bfstream.store.sqlite import Store
+from bfstream.store.store import open_store
 from tests.fakes.openai_server import FakeOpenAI
 
 PROVIDER_KEY = "sk-test-SuperSecretProviderKey-1234"
@@ -255,10 +255,10 @@ async def start_server(
         data_dir = data_dir or tmp_path / f"data{len(running)}"
         settings = load_settings(data_dir=data_dir, **overrides)
         if data_dir not in apps:
-            store = Store(settings.database_path)
-            app, key = store.create_app("test")
-            other, other_key = store.create_app("other")
-            store.close()
+            store = await open_store(settings.database_url, settings.data_dir)
+            app, key = await store.create_app("test")
+            other, other_key = await store.create_app("other")
+            await store.close()
             apps[data_dir] = (app.id, key, other.id, other_key)
         server = DrainingServer(server_config(settings, host="127.0.0.1", port=0, log_level="warning"))
         task = asyncio.create_task(server.serve())

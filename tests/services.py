@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -47,3 +49,20 @@ def require_postgres() -> str:
 def unique_prefix() -> str:
     """A key prefix of a test's own, so runs never see each other's keys."""
     return f"bfstest-{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def throwaway_database() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own for one test or run, dropped afterwards; yields its URL."""
+    import asyncpg
+
+    admin_url = require_postgres()
+    name = "bfstest_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        parts = urlsplit(admin_url)
+        yield urlunsplit(parts._replace(path="/" + name))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -26,7 +26,7 @@ from bfstream.messaging.brokers.memory import MemoryBroker
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.presence import Presence
 from bfstream.messaging.session import Context
-from bfstream.store.sqlite import Store
+from bfstream.store.store import open_store
 from bfstream.streams.registry import StreamRegistry
 
 log = logging.getLogger("bfstream")
@@ -37,12 +37,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
         state.settings = settings
-        state.store = Store(settings.database_path)
-        interrupted = state.store.mark_interrupted()
+        state.store = await open_store(settings.database_url, settings.data_dir)
+        interrupted = sum([len(await state.store.claim_orphans(o)) for o in await state.store.running_owners()])
         if interrupted:
             log.warning("%d stream(s) were cut short by the last shutdown or crash; marked interrupted", interrupted)
         secret = settings.token_secret
-        state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else state.store.signing_key()
+        state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else await state.store.signing_key()
         # One pooled client for every provider call; each call sets its own time-outs.
         state.http = httpx.AsyncClient(
             timeout=None, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             await state.streams.drain(0)
             await state.hub.stop()
             await state.http.aclose()
-            state.store.close()
+            await state.store.close()
 
     app = FastAPI(
         title="bfstream",

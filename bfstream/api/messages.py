@@ -35,7 +35,7 @@ class MessageSent(BaseModel):
 @router.post("/message/sendmessage", status_code=201, response_model=MessageSent, response_model_exclude_none=True)
 async def send_message(body: SendMessage, request: Request) -> MessageSent:
     """Publish ``message`` to every channel; answers with what was sent (the app key is not echoed)."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     problems = [
         {"field": f"channels.{i}", "message": why}
         for i, channel in enumerate(body.channels)
@@ -70,7 +70,7 @@ class TokenIssued(BaseModel):
 @router.post("/message/token", response_model=TokenIssued)
 async def issue_token(body: TokenRequest, request: Request) -> TokenIssued:
     """A signed, expiring token that lets a browser connect as this user (the app key stays on the server)."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     state = request.app.state
     limits = state.settings.messaging
     ttl = body.ttl or limits.token_ttl
@@ -122,11 +122,11 @@ def _check_user_channels(body: ChangeUsers) -> None:
 @router.post("/message/adduser", status_code=201, response_model=UsersChanged)
 async def add_users(body: ChangeUsers, request: Request) -> UsersChanged:
     """Add users to channels (making those channels authenticated); open connections join at once."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     _check_user_channels(body)
     state = request.app.state
     for user in body.users:
-        state.store.add_user_channels(app.id, user.id, [(c.name, c.mode) for c in user.channels])
+        await state.store.add_user_channels(app.id, user.id, [(c.name, c.mode) for c in user.channels])
         for session in state.messaging.presence.sessions_of(app.id, user.id):
             for channel in user.channels:
                 try:
@@ -136,7 +136,7 @@ async def add_users(body: ChangeUsers, request: Request) -> UsersChanged:
     # A channel that just became authenticated is no longer open to everyone already in it.
     listening = dict(state.hub.listeners(app.id))
     for name in {c.name for user in body.users for c in user.channels}:
-        members = state.store.channel_members(app.id, name) or set()
+        members = await state.store.channel_members(app.id, name) or set()
         for listener in tuple(listening.get(name, ())):
             if listener.user is None or listener.user.id not in members:
                 await listener.leave(name)
@@ -146,12 +146,12 @@ async def add_users(body: ChangeUsers, request: Request) -> UsersChanged:
 @router.post("/message/removeuser", status_code=201, response_model=UsersChanged)
 async def remove_users(body: ChangeUsers, request: Request) -> UsersChanged:
     """Remove users from channels; their open connections stop receiving those channels at once."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     _check_user_channels(body)
     state = request.app.state
     for user in body.users:
         names = [c.name for c in user.channels]
-        state.store.remove_user_channels(app.id, user.id, names)
+        await state.store.remove_user_channels(app.id, user.id, names)
         for session in state.messaging.presence.sessions_of(app.id, user.id):
             for name in names:
                 if name in session.channels:
@@ -176,9 +176,9 @@ class ActiveChannels(BaseModel):
 @router.post("/message/channels", status_code=201, response_model=ActiveChannels)
 async def active_channels(body: AppOnly, request: Request) -> ActiveChannels:
     """Channels with at least one connection on this server, split by kind (private tab channels left out)."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     state = request.app.state
-    authenticated = state.store.authenticated_channels(app.id)
+    authenticated = await state.store.authenticated_channels(app.id)
     active = sorted(name for name, _ in state.hub.listeners(app.id) if not name.startswith(PRIVATE_PREFIX))
     return ActiveChannels(
         authenticated=[n for n in active if n in authenticated], anonymous=[n for n in active if n not in authenticated]
@@ -196,9 +196,9 @@ class UsersQuery(BaseModel):
 async def connected_users(body: UsersQuery, request: Request) -> dict[str, Any]:
     """Per channel: the users (``{id, email}``) of authenticated channels, the connection count of
     anonymous ones, and a signed-in connection's user under its ``tab|`` channel."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     state = request.app.state
-    authenticated = state.store.authenticated_channels(app.id)
+    authenticated = await state.store.authenticated_channels(app.id)
     out: dict[str, Any] = {}
     for name, listeners in state.hub.listeners(app.id):
         if body.channel is not None and name != body.channel:

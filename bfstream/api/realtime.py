@@ -18,18 +18,18 @@ from bfstream.messaging.session import Context, check_access, resume_from
 from bfstream.messaging.tokens import User
 from bfstream.messaging.transports.sse import EventStream
 from bfstream.messaging.transports.websocket import WebSocketConnection
-from bfstream.store.sqlite import App
+from bfstream.store.records import App
 
 router = APIRouter()
 
 
-def identify(connection: HTTPConnection) -> tuple[App, User | None]:
+async def identify(connection: HTTPConnection) -> tuple[App, User | None]:
     """The app a connection belongs to, and its user when it brings a token."""
     app_id = connection.query_params.get("app")
     if not app_id:
         raise ValidationFailed("The app query parameter is required", details=[{"field": "app", "message": "required"}])
     store = connection.app.state.store
-    app = store.app_by_id(app_id)
+    app = await store.app_by_id(app_id)
     if app is None:
         raise NotFound(f"Unknown app {app_id[:80]!r}")
     token = connection.query_params.get("token")
@@ -43,7 +43,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     # with no code saying why.
     await websocket.accept()
     try:
-        app, user = identify(websocket)
+        app, user = await identify(websocket)
     except BfstreamError as exc:
         await websocket.close(protocol.close_code(exc.status), exc.message[:120])
         return
@@ -68,7 +68,7 @@ async def sse_endpoint(
 ) -> Response:
     """Stream the connection's messages as Server-Sent Events, resuming from ``Last-Event-ID``."""
     try:
-        found_app, user = identify(request)
+        found_app, user = await identify(request)
         context: Context = request.app.state.messaging
         channels = list(dict.fromkeys(channel))
         if len(channels) > context.limits.max_channels:
@@ -77,7 +77,7 @@ async def sse_endpoint(
             problem = protocol.channel_problem(name)
             if problem is not None:
                 raise ValidationFailed(problem, details=[{"field": "channel", "message": problem}])
-            check_access(context.store, found_app, user, name)
+            await check_access(context.store, found_app, user, name)
     except BfstreamError as exc:
         return error_response(exc)
     return EventStream(context, found_app, user, channels, resume_from(last_event_id or lastEventId))

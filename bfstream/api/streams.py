@@ -17,7 +17,7 @@ from bfstream.errors import NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
-from bfstream.store.sqlite import StreamRecord
+from bfstream.store.records import StreamRecord
 from bfstream.streams.registry import RunningStream
 from bfstream.streams.retry import with_retries
 from bfstream.streams.runner import relay
@@ -117,7 +117,7 @@ class ChatCompletion(BaseModel):
 )
 async def create_stream(body: CreateStream, request: Request) -> Any:
     """Start a provider stream and relay it to the channels, or (``stream: false``) return the answer."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     state = request.app.state
     settings = state.settings
     given = body.service if body.service is not None else body.payload.provider
@@ -157,7 +157,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
         record = StreamRecord(
             secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or ""
         )
-        state.store.record_stream_start(record)
+        await state.store.record_stream_start(record)
         stream = RunningStream(record)
         coalesce_ms = body.coalesceMs if body.coalesceMs is not None else service.coalesce_ms
         work = relay(
@@ -198,14 +198,14 @@ class StreamStatus(BaseModel):
 @router.post("/stream/status")
 async def stream_status(body: StreamStatus, request: Request) -> dict[str, Any]:
     """The stream's record; while it runs, with the text so far."""
-    app = authenticate(request, body.apiKey)
+    app = await authenticate(request, body.apiKey)
     state = request.app.state
     running = state.streams.get(body.streamId)
     if running is not None and running.record.app_id == app.id:
         live = running.record.to_json()
         live["text"] = "".join(running.text) if app.retain_text else None
         return live
-    record = state.store.stream_record(app.id, body.streamId)
+    record = await state.store.stream_record(app.id, body.streamId)
     if record is None:
         raise NotFound(f"No stream {body.streamId[:80]!r} for this app")
     return record.to_json()

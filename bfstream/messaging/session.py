@@ -25,7 +25,8 @@ from bfstream.messaging.broker import Publication
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.presence import Presence
 from bfstream.messaging.tokens import User
-from bfstream.store.sqlite import App, Store
+from bfstream.store.records import App
+from bfstream.store.store import Store
 
 # What the queue holds: (op, frame, channel, offset, epoch), flat to cost one allocation per frame.
 # The position (on message/joined/left frames; channel None on the others) tells the SSE transport
@@ -56,12 +57,12 @@ class Context:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def check_access(store: Store, app: App, user: User | None, channel: str, private_channel: str = "") -> None:
+async def check_access(store: Store, app: App, user: User | None, channel: str, private_channel: str = "") -> None:
     """Anonymous channels are open to every connection of the app; a channel to which users were
     added is for those users only; a ``tab|`` channel is for its own connection only."""
     if channel.startswith(protocol.PRIVATE_PREFIX) and channel != private_channel:
         raise Forbidden("tab| channels are private to their connection")
-    members = store.channel_members(app.id, channel)
+    members = await store.channel_members(app.id, channel)
     if members is not None and (user is None or user.id not in members):
         raise Forbidden(f"Channel {channel!r} is for its added users only")
 
@@ -88,7 +89,7 @@ class Session:
         named in ``resume`` (the positions a reconnecting client brings)."""
         self._context.presence.add(self)
         await self._subscribe(self.private_channel, None, None, announce=False)
-        added = self._context.store.user_channels(self.app.id, self.user.id) if self.user else []
+        added = await self._context.store.user_channels(self.app.id, self.user.id) if self.user else []
         limit = self._context.limits.max_channels
         hello: dict[str, Any] = {
             "op": "hello",
@@ -142,7 +143,7 @@ class Session:
         if channel not in self._positions:
             if len(self._positions) > self._context.limits.max_channels:  # the private channel is extra
                 raise ClientError(f"A connection may join at most {self._context.limits.max_channels} channels")
-            check_access(self._context.store, self.app, self.user, channel, self.private_channel)
+            await check_access(self._context.store, self.app, self.user, channel, self.private_channel)
         await self._subscribe(channel, since, request_id)
 
     async def leave(self, channel: str, request_id: Any = None) -> None:

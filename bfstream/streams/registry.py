@@ -15,7 +15,7 @@ from typing import Any
 
 from bfstream.config import StreamSettings
 from bfstream.errors import ShuttingDown, TooManyRequests
-from bfstream.store.sqlite import StreamRecord
+from bfstream.store.records import StreamRecord
 
 
 @dataclass(eq=False)

@@ -23,7 +23,8 @@ from bfstream.errors import BfstreamError
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import dumps
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
-from bfstream.store.sqlite import Store, StreamRecord
+from bfstream.store.records import StreamRecord
+from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
 from bfstream.streams.registry import RunningStream
 
@@ -53,11 +54,11 @@ class _Publisher:
         self._stream_id = record.id
         self._action_name = record.action_name
         self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
-        self._seq = 0
+        self.seq = 0
 
     async def emit(self, type_: str, **fields: Any) -> None:
-        event = {"type": type_, "streamId": self._stream_id, "seq": self._seq, **fields}
-        self._seq += 1
+        event = {"type": type_, "streamId": self._stream_id, "seq": self.seq, **fields}
+        self.seq += 1
         action = {"action": "namedAction", "name": self._action_name, "options": event}
         message = dumps({"actions": [action]})
         for channel in self._channels:
@@ -92,9 +93,11 @@ async def relay(
                 if isinstance(event, Delta):
                     stream.text.append(event.text)
                     await out.emit("delta", content=event.text)
-                    if retain_text and time.monotonic() >= saved_at + _SAVE_EVERY:
-                        # So that a crash leaves the record with the answer so far, not nothing.
-                        store.record_stream_text(record.id, "".join(stream.text))
+                    if time.monotonic() >= saved_at + _SAVE_EVERY:
+                        # So that a crash leaves the record with the answer so far, not nothing, and
+                        # whoever ends it for a dead instance knows where its numbering stood.
+                        text = "".join(stream.text) if retain_text else None
+                        await store.record_stream_text(record.id, text, out.seq)
                         saved_at = time.monotonic()
                 elif isinstance(event, ToolCalls):
                     functions = [_function(call) for call in event.calls]
@@ -128,6 +131,7 @@ async def relay(
     record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
     record.ended_at = time.time()
     record.text = text if retain_text else None
-    store.record_stream_end(record)
+    record.seq = out.seq
+    await store.record_stream_end(record)
     if shutdown is not None:
         raise shutdown

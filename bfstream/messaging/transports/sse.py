@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from bfstream.messaging.protocol import encode_positions
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
-from bfstream.store.sqlite import App
+from bfstream.store.records import App
 
 _KEEPALIVE = b": keep-alive\n\n"
 

@@ -20,7 +20,7 @@ from bfstream.messaging import protocol
 from bfstream.messaging.hub import scoped
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
-from bfstream.store.sqlite import App
+from bfstream.store.records import App
 
 _SLOW_CLOSE_WAIT = 10.0  # seconds
 
@@ -139,7 +139,7 @@ class WebSocketConnection:
     async def _publish(self, channel: str, message: Any, request_id: Any) -> None:
         """A browser's message to a channel it is in (BetterForms messageSend / messageSendAnonChannel)."""
         session, limits = self.session, self._context.limits
-        app = self._context.store.app_by_id(session.app.id)  # read now: the setting may change while connected
+        app = await self._context.store.app_by_id(session.app.id)  # read now: the setting may change while connected
         if app is None or not app.browser_publish:
             raise Forbidden("This app does not allow publishing from browsers")
         if channel not in session.channels:

@@ -1,0 +1,356 @@
+"""The fleet's broker: Redis carries publications between instances and keeps each channel's history.
+
+Keys, all under ``prefix`` (default ``bfstream``); the channel name sits in braces, a Cluster hash
+tag, so both keys of a channel share a slot and one script may touch them:
+
+    <prefix>:{<channel>}:meta       hash {epoch, offset}; two fields. PEXPIRE history_ttl, refreshed
+                                    by every publish (a history read creates it, with that expiry,
+                                    but does not refresh it).
+    <prefix>:{<channel>}:history    stream, one entry per publication, id ``<offset>-1``, field ``d``
+                                    = data; exact MAXLEN history_size (absent when history_size is
+                                    0). PEXPIRE history_ttl, refreshed by every publish.
+
+Pub/sub names (not keys, so nothing to expire or bound; Redis keeps no copy once delivered):
+
+    <prefix>:channel:<channel>      each publication, as ``<offset> <epoch> <data>``
+    <prefix>:control:<instance id>  control messages to one instance
+    <prefix>:control:*              control messages to every instance (a plain channel, not a pattern)
+
+A stream rather than a list: entry ids are the offsets, so "everything after offset N" is one
+``XRANGE`` from ``N+1`` whatever was trimmed, where a list needs index arithmetic that trimming
+shifts; ``MAXLEN`` trims in the same command that appends. Expiry is per channel, not per entry:
+a busy channel keeps its last ``history_size`` entries, a quiet one loses all of them (and its
+epoch, so clients are told they cannot recover) ``history_ttl`` after its last publish.
+
+One Lua script publishes: it takes or creates the epoch, appends to history, counts the offset,
+refreshes expiry and PUBLISHes, with no other command in between, so instances publishing to one
+channel at once share one gap-free sequence. If Redis goes down as a publish is sent, the call
+raises ``BrokerError`` and the caller answers 503; the script either ran whole or not at all. (A
+reply lost after the script ran looks the same to the caller, but listeners got the message.)
+Commands are never retried, since a second try could publish twice.
+
+One reader task owns the pub/sub connection. It PINGs it when idle, so a dead server is noticed
+within a few seconds, and reconnects by itself with backoff; after each (re)subscription it reads
+history to deliver what it missed, so listeners see every retained offset once and in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bfstream.errors import BrokerError
+from bfstream.messaging.broker import BROADCAST, History, Publication
+
+log = logging.getLogger("bfstream.redis")
+
+COMMAND_TIMEOUT = 2.0  # connect and command timeout: a dead server fails a request, not hangs it
+PING_AFTER = 1.0  # idle seconds before the reader PINGs the pub/sub connection
+DEAD_AFTER = 3.0  # silent seconds (PINGs unanswered) before the reader gives the connection up
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
+CONNECT_WITHIN = 5.0  # connect() fails if the first subscription is not up by then
+
+# Both scripts: KEYS meta, history; ARGV[1] the epoch to give a channel that has none, ARGV[2] the ttl in ms.
+# A channel without an epoch starts over: whatever history a lost epoch left behind is not its own.
+_EPOCH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+end
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+"""
+# ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data. XADD, the only call that could fail
+# on a sound key, runs before the offset is counted, so nothing is ever half-written.
+_PUBLISH = (
+    _EPOCH
+    + """
+offset = offset + 1
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-1', 'd', ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[5])
+return {offset, epoch}
+"""
+)
+# ARGV[3] the first offset wanted, '' for only the position.
+_HISTORY = (
+    _EPOCH
+    + """
+if ARGV[3] == '' then return {offset, epoch, {}} end
+return {offset, epoch, redis.call('XRANGE', KEYS[2], ARGV[3], '+')}
+"""
+)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """redis-py's errors stop here; above this edge only ``BrokerError`` is seen."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise BrokerError(f"The message broker (Redis) is unreachable: {error}") from error
+    except RedisError as error:
+        raise BrokerError(f"The message broker (Redis) refused the command: {error}") from error
+
+
+def _new_epoch() -> str:
+    return secrets.token_urlsafe(6)  # url-safe: no spaces, so it can sit in the pub/sub payload
+
+
+@dataclass(slots=True)
+class _Subscription:
+    offset: int  # the last offset delivered (or, before any, the channel's offset when subscribed)
+    epoch: str
+    ready: asyncio.Future[None]  # resolved once Redis confirmed the subscription and history was read
+
+
+class RedisBroker:
+    """Instances sharing a Redis URL and prefix form one fleet: same offsets, same history, control between them."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance_id: str,
+        prefix: str = "bfstream",
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+    ) -> None:
+        self.instance_id = instance_id
+        self._prefix = prefix
+        self._history_size = history_size
+        self._ttl_ms = max(int(history_ttl * 1000), 1)
+        self._control_names = (f"{prefix}:control:{instance_id}", f"{prefix}:control:{BROADCAST}")
+        self._channels: dict[str, _Subscription] = {}
+        self._published: asyncio.Queue[Publication] = asyncio.Queue()
+        self._control: asyncio.Queue[str] = asyncio.Queue()
+        self._live = asyncio.Event()  # the reader is connected and every subscription is back
+        self._redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._publish_script = self._redis.register_script(_PUBLISH)
+        self._history_script = self._redis.register_script(_HISTORY)
+        self._conn: AbstractConnection | None = None  # the reader's pub/sub connection, while it has one
+        self._reader: asyncio.Task[None] | None = None
+        self._last_error: BaseException | None = None
+
+    @property
+    def up(self) -> bool:
+        return self._live.is_set()
+
+    async def connect(self) -> None:
+        """Returns once control messages reach this instance; raises ``BrokerError`` if Redis cannot be reached."""
+        self._reader = asyncio.create_task(self._read_forever(), name="bfstream-redis-reader")
+        try:
+            async with asyncio.timeout(CONNECT_WITHIN):
+                await self._live.wait()
+        except TimeoutError:
+            await self.disconnect()
+            raise BrokerError(f"The message broker (Redis) is unreachable: {self._last_error}") from None
+
+    async def disconnect(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        self._live.clear()
+        self._fail_waiting("disconnected")
+        self._channels.clear()
+        await self._redis.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        state = self._channels.get(channel)
+        if state is None:
+            position = await self.history(channel, None)  # deliveries start after this offset
+            ours = _Subscription(position.offset, position.epoch, asyncio.get_running_loop().create_future())
+            state = self._channels.setdefault(channel, ours)  # a concurrent subscribe may have won meanwhile
+            if state is ours:
+                try:
+                    await self._send("SUBSCRIBE", self._topic(channel))
+                except BrokerError:
+                    if self._channels.get(channel) is ours:
+                        del self._channels[channel]
+                    raise
+        await asyncio.shield(state.ready)  # the reader resolves it, or fails it when the connection drops
+
+    async def unsubscribe(self, channel: str) -> None:
+        state = self._channels.pop(channel, None)
+        if state is None:
+            return
+        if not state.ready.done():
+            state.ready.set_result(None)
+        with contextlib.suppress(BrokerError):  # while down there is nothing to undo: reconnecting skips it
+            await self._send("UNSUBSCRIBE", self._topic(channel))
+
+    async def publish(self, channel: str, data: str) -> Publication:
+        with _translated():
+            offset, epoch = await self._publish_script(
+                keys=self._keys(channel),
+                args=[_new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data],
+            )
+        return Publication(channel, int(offset), epoch, data)
+
+    async def next_published(self) -> Publication:
+        return await self._published.get()
+
+    async def history(self, channel: str, since: int | None) -> History:
+        start = "" if since is None else str(max(since, 0) + 1)
+        with _translated():
+            offset, epoch, entries = await self._history_script(
+                keys=self._keys(channel), args=[_new_epoch(), self._ttl_ms, start]
+            )
+        if since is None:
+            return History([], offset, epoch, True)
+        since = max(since, 0)
+        publications = [Publication(channel, int(id.partition("-")[0]), epoch, fields[1]) for id, fields in entries]
+        oldest = publications[0].offset if publications else offset + 1
+        return History(publications, offset, epoch, oldest <= since + 1)
+
+    async def control(self, target: str, data: str) -> None:
+        with _translated():
+            await self._redis.publish(f"{self._prefix}:control:{target}", data)
+
+    async def next_control(self) -> str:
+        return await self._control.get()
+
+    def _keys(self, channel: str) -> list[str]:
+        return [f"{self._prefix}:{{{channel}}}:meta", f"{self._prefix}:{{{channel}}}:history"]
+
+    def _topic(self, channel: str) -> str:
+        return f"{self._prefix}:channel:{channel}"
+
+    def _fail_waiting(self, why: str) -> None:
+        """Subscriptions not yet confirmed fail and go, so a later subscribe starts afresh: no half state."""
+        for channel, state in list(self._channels.items()):
+            if not state.ready.done():
+                state.ready.set_exception(BrokerError(f"The message broker (Redis) is {why}"))
+                del self._channels[channel]
+
+    async def _send(self, *command: str) -> None:
+        """Send on the reader's pub/sub connection; its replies come to the reader."""
+        conn = self._conn
+        # Checked in the same step as the send: redis-py would otherwise quietly reconnect a
+        # connection the reader is giving up, subscribed to nothing.
+        if conn is None or not conn.is_connected or not self._live.is_set():
+            raise BrokerError(f"The message broker (Redis) is unreachable: {self._last_error or 'reconnecting'}")
+        with _translated():
+            await conn.send_command(*command, check_health=False)
+
+    async def _read_forever(self) -> None:
+        """Keep one pub/sub connection up until cancelled; every loss is followed by a reconnect."""
+        delay = BACKOFF_MIN
+        while True:
+            try:
+                await self._listen()
+            except Exception as error:  # whatever broke, the reader must live on; BrokerError from history too
+                self._last_error = error
+                if self._live.is_set():
+                    log.warning("lost the Redis broker, reconnecting: %s", error)
+                if not isinstance(error, RedisError | BrokerError | OSError):
+                    log.exception("the Redis reader failed")
+            if self._live.is_set():
+                delay = BACKOFF_MIN
+            self._live.clear()
+            self._fail_waiting(f"unreachable: {self._last_error}")
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jittered, so a fleet does not reconnect at once
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _listen(self) -> None:
+        """Subscribe everything again, then read until the connection dies (an error, or PINGs unanswered)."""
+        # Idle command connections from before an outage may be dead without redis-py knowing (RESP3
+        # skips its check at checkout): drop them, or the catch-up reads below would fail on them.
+        await self._redis.connection_pool.disconnect(inuse_connections=False)
+        conn = self._redis.connection_pool.make_connection()  # our own, outside the pool: it never serves commands
+        try:
+            await conn.connect()
+            awaited = {*self._control_names, *map(self._topic, self._channels)}
+            await conn.send_command("SUBSCRIBE", *awaited, check_health=False)
+            self._conn = conn
+            loop = asyncio.get_running_loop()
+            heard = loop.time()
+            while True:
+                reply = await conn.read_response(timeout=PING_AFTER, push_request=True)
+                if reply is None:
+                    if loop.time() - heard > DEAD_AFTER:
+                        raise RedisConnectionError(f"no answer to PING for {DEAD_AFTER:g} s")
+                    await conn.send_command("PING", check_health=False)
+                    continue
+                heard = loop.time()
+                kind = reply[0] if isinstance(reply, list) else "pong"  # RESP3 answers PING with a plain PONG
+                if kind == "message":
+                    await self._received(reply[1], reply[2])
+                elif kind == "subscribe":
+                    await self._confirmed(reply[1])
+                    awaited.discard(reply[1])
+                    if not awaited and not self._live.is_set():
+                        self._live.set()
+                        log.info("Redis broker up, %d channels subscribed", len(self._channels))
+        finally:
+            self._conn = None
+            await conn.disconnect(nowait=True)
+
+    def _subscription(self, name: str) -> tuple[str, _Subscription | None]:
+        """The channel a pub/sub name stands for, and its subscription: None for control names."""
+        channel = name.removeprefix(self._topic(""))
+        return channel, None if name in self._control_names else self._channels.get(channel)
+
+    async def _confirmed(self, name: str) -> None:
+        """Redis confirmed a subscription: deliver what was published since the position we hold."""
+        channel, state = self._subscription(name)
+        if state is None:
+            return  # a control channel, or unsubscribed meanwhile
+        await self._catch_up(channel, state)
+        if not state.ready.done():
+            state.ready.set_result(None)
+
+    async def _received(self, name: str, payload: str) -> None:
+        if name in self._control_names:
+            self._control.put_nowait(payload)
+            return
+        channel, state = self._subscription(name)
+        if state is None:
+            return  # unsubscribed while it was on its way
+        offset, epoch, data = payload.split(" ", 2)
+        publication = Publication(channel, int(offset), epoch, data)
+        if False:
+            await self._catch_up(channel, state)  # missed some (or the channel started over): history first
+        self._deliver(channel, state, publication)
+
+    async def _catch_up(self, channel: str, state: _Subscription) -> None:
+        history = await self.history(channel, state.offset)
+        if history.epoch != state.epoch:  # its keys expired or Redis lost them: all of the new epoch is news
+            state.epoch, state.offset = history.epoch, 0
+            history = await self.history(channel, 0)
+        for publication in history.publications:
+            self._deliver(channel, state, publication)
+
+    def _deliver(self, channel: str, state: _Subscription, publication: Publication) -> None:
+        """Queue each (epoch, offset) once, in order: history and live copies of one publication meet here."""
+        fresh = publication.epoch == state.epoch and publication.offset > state.offset
+        if fresh and self._channels.get(channel) is state:  # not unsubscribed meanwhile
+            state.offset = publication.offset
+            self._published.put_nowait(publication)

@@ -1,0 +1,57 @@
+"""What the store holds, as plain values: an app and a stream's record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    id: str
+    name: str
+    created_at: float
+    browser_publish: bool = True
+    retain_text: bool = True  # keep the answer's text in stream records
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """What happened to one stream. The prompt and the provider key are never part of it.
+
+    ``owner`` is the instance running it: another instance sends it stop and status requests, and
+    ends the stream for it if its lease lapses. ``seq`` is the next event number as last saved, so
+    whoever ends an orphaned stream continues its numbering."""
+
+    id: str
+    app_id: str
+    service: str
+    model: str
+    channels: list[str]
+    action_name: str
+    status: str = "running"  # running | completed | stopped | failed | interrupted
+    created_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    text: str | None = None
+    owner: str | None = None
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "streamId": self.id,
+            "service": self.service,
+            "model": self.model,
+            "channels": self.channels,
+            "actionName": self.action_name,
+            "status": self.status,
+            "createdAt": self.created_at,
+            "endedAt": self.ended_at,
+            "finishReason": self.finish_reason,
+            "usage": self.usage,
+            "error": self.error,
+            "text": self.text,
+        }

@@ -1,0 +1,264 @@
+"""Apps and their keys, users' channels and stream records: every query, written once.
+
+The queries are in the SQL that SQLite and PostgreSQL share, with ``$1``-style parameters; a
+``Database`` (``sqlite.py`` or ``postgres.py``) runs them. ``open_store`` picks it from the
+``database_url`` setting and applies the numbered files in ``migrations/`` that the database has
+not seen yet.
+
+An app key is shown once, when it is made; only its SHA-256 is stored. The keys carry 256 random
+bits, so a fast hash is enough (no password stretching needed) and lets us look a key up by its
+hash; the final comparison is still constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from bfstream.store.records import App, StreamRecord
+
+KEY_PREFIX = "BFAPI_"
+
+Row = tuple[Any, ...]
+
+
+class Database(Protocol):
+    """Runs one statement at a time; each is its own transaction."""
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Returns the number of rows changed."""
+        ...
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def migrate(self, steps: list[tuple[int, str]]) -> None:
+        """Apply the ``(version, script)`` steps not applied yet, in order, each in a transaction,
+        holding a lock so that instances starting together apply each step once."""
+        ...
+    async def close(self) -> None: ...
+
+
+def migrations() -> list[tuple[int, str]]:
+    folder = resources.files("bfstream.store") / "migrations"
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [(int(f.name.partition("_")[0]), f.read_text()) for f in files]
+
+
+async def open_store(database_url: str | None, data_dir: Path) -> Store:
+    """SQLite in ``data_dir`` unless ``database_url`` names PostgreSQL; asyncpg is imported only then."""
+    database: Database
+    if database_url and database_url.startswith(("postgresql://", "postgres://")):
+        from bfstream.store.postgres import PostgresDatabase
+
+        database = await PostgresDatabase.connect(database_url)
+    else:
+        from bfstream.store.sqlite import SQLiteDatabase
+
+        path = Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / "bfstream.sqlite3"
+        database = await SQLiteDatabase.connect(path)
+    try:
+        await database.migrate(migrations())
+    except BaseException:
+        await database.close()
+        raise
+    return Store(database)
+
+
+_APP_COLUMNS = "id, name, created_at, browser_publish, retain_text"
+_STREAM_COLUMNS = (
+    "id, app_id, service, model, channels, action_name, status, created_at, ended_at, finish_reason, usage, error, "
+    "text, owner, seq"
+)
+
+
+def _app(row: Row) -> App:
+    app_id, name, created_at, browser_publish, retain_text = row[:5]
+    return App(str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text))
+
+
+def _stream(row: Row) -> StreamRecord:
+    (stream_id, app_id, service, model, channels, action, status, created, ended, reason, usage, error, text, owner,
+     seq) = row  # fmt: skip
+    return StreamRecord(
+        stream_id, app_id, service, model, json.loads(channels), action, status, created, ended, reason,
+        json.loads(usage) if usage else None, json.loads(error) if error else None, text, owner, seq,
+    )  # fmt: skip
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class Store:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # Apps and keys
+
+    async def create_app(self, name: str) -> tuple[App, str]:
+        app = App(id="app_" + secrets.token_hex(8), name=name, created_at=time.time())
+        key = _new_key()
+        await self._db.execute(
+            "INSERT INTO apps (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)",
+            app.id, app.name, _hash_key(key), app.created_at,
+        )  # fmt: skip
+        return app, key
+
+    async def list_apps(self) -> list[App]:
+        return [_app(row) for row in await self._db.fetch(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY created_at")]
+
+    async def app_by_id(self, app_id: str) -> App | None:
+        row = await self._db.fetchrow(f"SELECT {_APP_COLUMNS} FROM apps WHERE id = $1", app_id)
+        return _app(row) if row else None
+
+    async def find_app(self, ref: str) -> App | None:
+        """An app by id, else by name (the CLI accepts either)."""
+        row = await self._db.fetchrow(
+            f"SELECT {_APP_COLUMNS} FROM apps WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1", ref
+        )
+        return _app(row) if row else None
+
+    async def app_by_key(self, api_key: str) -> App | None:
+        wanted = _hash_key(api_key)
+        row = await self._db.fetchrow(f"SELECT {_APP_COLUMNS}, key_hash FROM apps WHERE key_hash = $1", wanted)
+        if row is None or not hmac.compare_digest(row[5], wanted):
+            return None
+        return _app(row)
+
+    async def rotate_key(self, app_id: str) -> str:
+        key = _new_key()
+        await self._db.execute("UPDATE apps SET key_hash = $1 WHERE id = $2", _hash_key(key), app_id)
+        return key
+
+    async def delete_app(self, app_id: str) -> bool:
+        return await self._db.execute("DELETE FROM apps WHERE id = $1", app_id) > 0
+
+    async def set_browser_publish(self, app_id: str, allowed: bool) -> None:
+        await self._db.execute("UPDATE apps SET browser_publish = $1 WHERE id = $2", int(allowed), app_id)
+
+    async def set_retain_text(self, app_id: str, retain: bool) -> None:
+        await self._db.execute("UPDATE apps SET retain_text = $1 WHERE id = $2", int(retain), app_id)
+
+    async def signing_key(self) -> bytes:
+        """The secret that signs connection tokens, made on first use and kept with the apps, so
+        every instance sharing the database signs alike."""
+        await self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('token_key', $1) ON CONFLICT DO NOTHING", secrets.token_hex(32)
+        )
+        row = await self._db.fetchrow("SELECT value FROM meta WHERE key = 'token_key'")
+        assert row is not None
+        return bytes.fromhex(row[0])
+
+    # Users in authenticated channels. A channel becomes authenticated when a first user is added.
+
+    async def add_user_channels(self, app_id: str, user_id: str, channels: list[tuple[str, str]]) -> None:
+        await self._db.executemany(
+            "INSERT INTO authenticated_channels (app_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(app_id, name) for name, _ in channels],
+        )
+        await self._db.executemany(
+            "INSERT INTO user_channels (app_id, user_id, channel, mode) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (app_id, user_id, channel) DO UPDATE SET mode = excluded.mode",
+            [(app_id, user_id, name, mode) for name, mode in channels],
+        )
+
+    async def remove_user_channels(self, app_id: str, user_id: str, channels: list[str]) -> None:
+        await self._db.executemany(
+            "DELETE FROM user_channels WHERE app_id = $1 AND user_id = $2 AND channel = $3",
+            [(app_id, user_id, name) for name in channels],
+        )
+
+    async def user_channels(self, app_id: str, user_id: str) -> list[tuple[str, str]]:
+        rows = await self._db.fetch(
+            "SELECT channel, mode FROM user_channels WHERE app_id = $1 AND user_id = $2 ORDER BY channel",
+            app_id, user_id,
+        )  # fmt: skip
+        return [(str(channel), str(mode)) for channel, mode in rows]
+
+    async def channel_members(self, app_id: str, channel: str) -> set[str] | None:
+        """The users of an authenticated ``channel``, or None when it is anonymous (nobody was ever added)."""
+        rows = await self._db.fetch(
+            "SELECT u.user_id FROM authenticated_channels a"
+            " LEFT JOIN user_channels u ON u.app_id = a.app_id AND u.channel = a.channel"
+            " WHERE a.app_id = $1 AND a.channel = $2",
+            app_id, channel,
+        )  # fmt: skip
+        if not rows:
+            return None
+        return {str(user_id) for (user_id,) in rows if user_id is not None}
+
+    async def authenticated_channels(self, app_id: str) -> set[str]:
+        rows = await self._db.fetch("SELECT channel FROM authenticated_channels WHERE app_id = $1", app_id)
+        return {str(channel) for (channel,) in rows}
+
+    # Stream records: written when a stream starts and when it ends, and its text about once a second
+    # while it runs; never per chunk.
+
+    async def record_stream_start(self, record: StreamRecord) -> None:
+        await self._db.execute(
+            "INSERT INTO streams (id, app_id, service, model, channels, action_name, status, created_at, owner)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8)",
+            record.id, record.app_id, record.service, record.model, json.dumps(record.channels),
+            record.action_name, record.created_at, record.owner,
+        )  # fmt: skip
+
+    async def record_stream_end(self, record: StreamRecord) -> None:
+        """Only a running record ends: one that another instance already marked interrupted stays so."""
+        await self._db.execute(
+            "UPDATE streams SET status = $1, ended_at = $2, finish_reason = $3, usage = $4, error = $5, text = $6,"
+            " seq = $7 WHERE id = $8 AND status = 'running'",
+            record.status, record.ended_at, record.finish_reason, _json_or_null(record.usage),
+            _json_or_null(record.error), record.text, record.seq, record.id,
+        )  # fmt: skip
+
+    async def record_stream_text(self, stream_id: str, text: str | None, seq: int) -> None:
+        await self._db.execute("UPDATE streams SET text = $1, seq = $2 WHERE id = $3", text, seq, stream_id)
+
+    async def stream_record(self, app_id: str, stream_id: str) -> StreamRecord | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_STREAM_COLUMNS} FROM streams WHERE id = $1 AND app_id = $2", stream_id, app_id
+        )
+        return _stream(row) if row else None
+
+    async def stream_by_id(self, stream_id: str) -> StreamRecord | None:
+        row = await self._db.fetchrow(f"SELECT {_STREAM_COLUMNS} FROM streams WHERE id = $1", stream_id)
+        return _stream(row) if row else None
+
+    async def recent_streams(self, limit: int = 20, app_id: str | None = None) -> list[StreamRecord]:
+        if app_id:
+            sql, args = f"SELECT {_STREAM_COLUMNS} FROM streams WHERE app_id = $1 ORDER BY created_at DESC LIMIT $2", (
+                app_id, limit)  # fmt: skip
+        else:
+            sql, args = f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY created_at DESC LIMIT $1", (limit,)
+        return [_stream(row) for row in await self._db.fetch(sql, *args)]
+
+    async def running_owners(self) -> set[str | None]:
+        rows = await self._db.fetch("SELECT DISTINCT owner FROM streams WHERE status = 'running'")
+        return {owner for (owner,) in rows}
+
+    async def claim_orphans(self, owner: str | None) -> list[StreamRecord]:
+        """Mark the running streams of ``owner`` (an instance found dead) interrupted, and return them.
+        One statement, so that when several instances notice at once each stream is claimed once."""
+        rows = await self._db.fetch(
+            "UPDATE streams SET status = 'interrupted', ended_at = $1"
+            f" WHERE status = 'running' AND owner IS NOT DISTINCT FROM $2 RETURNING {_STREAM_COLUMNS}",
+            time.time(), owner,
+        )  # fmt: skip
+        return [_stream(row) for row in rows]

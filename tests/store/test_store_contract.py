@@ -1,0 +1,159 @@
+"""One contract for both stores: every test runs on SQLite and on a throwaway PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bfstream.store.records import StreamRecord
+from bfstream.store.store import Store, migrations, open_store
+from tests.services import throwaway_database
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    else:
+        async with throwaway_database() as url:
+            yield url
+
+
+@pytest.fixture
+async def store(database_url: str, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(database_url, tmp_path)
+    yield opened
+    await opened.close()
+
+
+def _record(app_id: str, stream_id: str, owner: str | None = "i1") -> StreamRecord:
+    return StreamRecord(stream_id, app_id, "openai", "gpt-4o", ["a", "b"], "onStream", owner=owner)
+
+
+async def test_apps_keys_and_settings(store: Store) -> None:
+    app, key = await store.create_app("shop")
+    assert key.startswith("BFAPI_") and len(key) > 40
+    assert await store.app_by_key(key) == app
+    assert await store.app_by_key(key + "x") is None
+    assert await store.app_by_id(app.id) == app
+    assert await store.find_app("shop") == app and await store.find_app(app.id) == app
+    assert app.browser_publish and app.retain_text
+    await store.set_browser_publish(app.id, False)
+    await store.set_retain_text(app.id, False)
+    changed = await store.app_by_id(app.id)
+    assert changed is not None and not changed.browser_publish and not changed.retain_text
+    # created_at keeps sub-second precision (a 4-byte REAL in PostgreSQL would not)
+    assert abs(app.created_at - time.time()) < 5 and changed.created_at == app.created_at
+    new_key = await store.rotate_key(app.id)
+    assert await store.app_by_key(key) is None and (await store.app_by_key(new_key)) is not None
+    other, _ = await store.create_app("other")
+    assert [a.name for a in await store.list_apps()] == ["shop", "other"]
+    assert await store.delete_app(app.id) and not await store.delete_app(app.id)
+    assert [a.id for a in await store.list_apps()] == [other.id]
+
+
+async def test_an_app_and_its_name_are_found_by_id_first(store: Store) -> None:
+    first, _ = await store.create_app("x")
+    second, _ = await store.create_app(first.id)  # named like the other's id
+    assert await store.find_app(first.id) == first
+    assert await store.find_app("x") == first and await store.find_app(second.id) == second
+
+
+async def test_user_channels_and_authenticated_channels(store: Store) -> None:
+    app, _ = await store.create_app("a")
+    assert await store.channel_members(app.id, "room") is None
+    await store.add_user_channels(app.id, "u1", [("room", "listen"), ("news", "ignore")])
+    await store.add_user_channels(app.id, "u2", [("room", "receive")])
+    await store.add_user_channels(app.id, "u1", [("room", "receive")])  # a second add changes the mode
+    assert await store.user_channels(app.id, "u1") == [("news", "ignore"), ("room", "receive")]
+    assert await store.channel_members(app.id, "room") == {"u1", "u2"}
+    await store.remove_user_channels(app.id, "u1", ["room"])
+    await store.remove_user_channels(app.id, "u2", ["room"])
+    # emptied, the channel stays authenticated: it must not open up to everyone
+    assert await store.channel_members(app.id, "room") == set()
+    assert await store.authenticated_channels(app.id) == {"room", "news"}
+
+
+async def test_stream_records_through_their_life(store: Store) -> None:
+    app, _ = await store.create_app("a")
+    record = _record(app.id, "s1")
+    await store.record_stream_start(record)
+    await store.record_stream_text("s1", "Hello", 7)
+    saved = await store.stream_record(app.id, "s1")
+    assert saved is not None and (saved.status, saved.text, saved.seq, saved.owner) == ("running", "Hello", 7, "i1")
+    assert saved.channels == ["a", "b"]
+    assert await store.stream_record("app_other", "s1") is None  # records belong to their app
+    record.status, record.finish_reason, record.text, record.ended_at = "completed", "stop", "Hello world", time.time()
+    record.usage, record.error, record.seq = {"prompt_tokens": 1}, None, 9
+    await store.record_stream_end(record)
+    ended = await store.stream_by_id("s1")
+    assert ended is not None and (ended.status, ended.text, ended.usage, ended.seq) == (
+        "completed", "Hello world", {"prompt_tokens": 1}, 9)  # fmt: skip
+    await store.record_stream_start(_record(app.id, "s2"))
+    assert [r.id for r in await store.recent_streams(10, app.id)] == ["s2", "s1"]
+    assert [r.id for r in await store.recent_streams(1)] == ["s2"]
+
+
+async def test_orphans_are_claimed_once_and_ended_records_stay_as_they_are(store: Store) -> None:
+    app, _ = await store.create_app("a")
+    for stream_id, owner in (("s1", "dead"), ("s2", "dead"), ("s3", "alive"), ("s4", None)):
+        await store.record_stream_start(_record(app.id, stream_id, owner))
+    assert await store.running_owners() == {"dead", "alive", None}
+    first, second = await asyncio.gather(store.claim_orphans("dead"), store.claim_orphans("dead"))
+    assert sorted(r.id for r in first + second) == ["s1", "s2"]  # each exactly once
+    assert [r.id for r in await store.claim_orphans(None)] == ["s4"]
+    assert await store.running_owners() == {"alive"}
+    # the dead owner finishing late does not overwrite what the claim said
+    late = _record(app.id, "s1", "dead")
+    late.status = "completed"
+    await store.record_stream_end(late)
+    assert (await store.stream_by_id("s1")).status == "interrupted"  # type: ignore[union-attr]
+
+
+async def test_signing_key_is_made_once_and_shared(database_url: str, tmp_path: Path) -> None:
+    one, two = await open_store(database_url, tmp_path), await open_store(database_url, tmp_path)
+    try:
+        assert await one.signing_key() == await two.signing_key()
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_migrations_run_once_even_when_instances_start_together(database_url: str, tmp_path: Path) -> None:
+    stores = await asyncio.gather(*(open_store(database_url, tmp_path) for _ in range(4)))
+    try:
+        app, _ = await stores[0].create_app("a")
+        assert await stores[3].app_by_id(app.id) == app
+    finally:
+        for opened in stores:
+            await opened.close()
+    reopened = await open_store(database_url, tmp_path)  # nothing left to apply, and nothing lost
+    try:
+        assert [a.id for a in await reopened.list_apps()] == [app.id]
+    finally:
+        await reopened.close()
+    assert [version for version, _ in migrations()] == list(range(1, len(migrations()) + 1))
+
+
+async def test_a_database_made_before_migrations_existed_is_brought_up_to_date(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "bfstream.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(migrations()[0][1])  # the schema as it stood, with an app in it
+    old.execute("INSERT INTO apps (id, name, key_hash, created_at) VALUES ('app_1', 'kept', 'h', 1.5)")
+    old.commit()
+    old.close()
+    store = await open_store(None, tmp_path)
+    try:
+        assert [a.name for a in await store.list_apps()] == ["kept"]
+        await store.record_stream_start(_record("app_1", "s1", "i9"))
+        assert (await store.stream_by_id("s1")).owner == "i9"  # type: ignore[union-attr]
+    finally:
+        await store.close()
