@@ -281,8 +281,9 @@ class RedisBroker:
 
     async def _listen(self) -> None:
         """Subscribe everything again, then read until the connection dies (an error, or PINGs unanswered)."""
-        # Idle command connections from before an outage may be dead without redis-py knowing (RESP3
-        # skips its check at checkout): drop them, or the catch-up reads below would fail on them.
+        # Idle command connections from before an outage may be dead without redis-py knowing (with
+        # its default maintenance notifications it skips the check at checkout): drop them, or the
+        # catch-up reads below would fail on them.
         await self._redis.connection_pool.disconnect(inuse_connections=False)
         conn = self._redis.connection_pool.make_connection()  # our own, outside the pool: it never serves commands
         try:
@@ -336,7 +337,7 @@ class RedisBroker:
             return  # unsubscribed while it was on its way
         offset, epoch, data = payload.split(" ", 2)
         publication = Publication(channel, int(offset), epoch, data)
-        if False:
+        if epoch != state.epoch or publication.offset > state.offset + 1:
             await self._catch_up(channel, state)  # missed some (or the channel started over): history first
         self._deliver(channel, state, publication)
 
