@@ -84,6 +84,8 @@ class MessagingSettings(BaseModel):
     # permessage-deflate compresses every frame once per connection: a third of the server's CPU at
     # 1,000 listeners (bench/fanout.py) for frames of a few dozen bytes. Off unless bandwidth matters more.
     compression: bool = False
+    # With a shared broker, a dead instance's connections leave the listings within this many seconds.
+    presence_ttl: float = Field(15.0, gt=0)
     token_ttl: int = Field(3600, gt=0)
     max_token_ttl: int = Field(7 * 24 * 3600, gt=0)
 

@@ -22,12 +22,15 @@ from bfstream import __version__
 from bfstream.api import errors, messages, realtime, streams
 from bfstream.api.limits import BodyLimit
 from bfstream.config import Settings
-from bfstream.messaging.brokers.memory import MemoryBroker
+from bfstream.fleet import open_fleet
+from bfstream.messaging.control import Control
 from bfstream.messaging.hub import Hub
-from bfstream.messaging.presence import Presence
 from bfstream.messaging.session import Context
+from bfstream.messaging.users import UserSessions, apply_change
 from bfstream.store.store import open_store
+from bfstream.streams.orphans import end_orphans, keep_alive
 from bfstream.streams.registry import StreamRegistry
+from bfstream.streams.remote import FleetStreams
 
 log = logging.getLogger("bfstream")
 
@@ -37,28 +40,42 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
         state.settings = settings
-        state.store = await open_store(settings.database_url, settings.data_dir)
-        interrupted = sum([len(await state.store.claim_orphans(o)) for o in await state.store.running_owners()])
-        if interrupted:
-            log.warning("%d stream(s) were cut short by the last shutdown or crash; marked interrupted", interrupted)
+        state.store = store = await open_store(settings.database_url, settings.data_dir)
         secret = settings.token_secret
         state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else await state.store.signing_key()
         # One pooled client for every provider call; each call sets its own time-outs.
         state.http = httpx.AsyncClient(
             timeout=None, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         )
-        limits = settings.messaging
-        state.hub = Hub(MemoryBroker(limits.history_size, limits.history_ttl))
-        state.messaging = Context(state.hub, state.store, Presence(), limits)
-        state.streams = StreamRegistry(settings.streams)
-        await state.hub.start()
+        state.fleet = fleet = open_fleet(settings)
+        if not fleet.shared and settings.database_url and not settings.database_url.startswith("sqlite"):
+            log.warning("a shared database with broker_url memory://: run one instance only (docs/deployment.md)")
+        state.hub = hub = Hub(fleet.broker)
+        await hub.start()
+        # The lease exists before any record names this instance, so no other takes its streams for orphans.
+        await fleet.leases.renew([])
+        state.control = control = Control(fleet.broker)
+        state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
+        state.fleet_streams = FleetStreams(registry, store, control)
+        users = UserSessions()
+        state.messaging = Context(hub, store, users, fleet.presence, settings.messaging)
+        control.on("users", lambda change: apply_change(users, hub, store, change))
+        await control.start()
+        interrupted = await end_orphans(store, hub, fleet.leases, fleet.instance_id)
+        if interrupted:
+            log.warning("%d stream(s) were cut short by a shutdown or crash; ended as interrupted", interrupted)
+        keeper = asyncio.create_task(keep_alive(registry, fleet.leases, store, hub, fleet.instance_id))
         try:
             yield
         finally:
-            await state.streams.drain(0)
-            await state.hub.stop()
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            await registry.drain(0)
+            await control.stop()
+            await fleet.close()
+            await hub.stop()
             await state.http.aclose()
-            await state.store.close()
+            await store.close()
 
     app = FastAPI(
         title="bfstream",
@@ -80,12 +97,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/healthz", responses={503: {"description": "Draining before shutdown: send new streams elsewhere."}})
+    @app.get(
+        "/healthz",
+        responses={503: {"description": "Draining before shutdown, or the broker is down: send streams elsewhere."}},
+    )
     async def healthz() -> JSONResponse:
-        """503 while draining, so a load balancer stops sending new streams here before it goes away."""
+        """503 while draining or while the broker is unreachable, so a load balancer sends new
+        streams elsewhere; ``broker`` says which."""
         draining = not app.state.streams.accepting
-        body = {"status": "draining" if draining else "ok", "version": __version__}
-        return JSONResponse(body, status_code=503 if draining else 200)
+        broker_up = app.state.hub.broker.up
+        status = "draining" if draining else "ok" if broker_up else "broker_down"
+        body = {"status": status, "broker": "up" if broker_up else "down", "version": __version__}
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

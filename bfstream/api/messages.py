@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
-from bfstream.errors import ClientError, ValidationFailed
+from bfstream.errors import ValidationFailed
 from bfstream.messaging import tokens
+from bfstream.messaging.broker import BROADCAST
 from bfstream.messaging.hub import scoped
-from bfstream.messaging.protocol import PRIVATE_PREFIX, Message, channel_problem, dumps, error_frame
+from bfstream.messaging.protocol import PRIVATE_PREFIX, Message, channel_problem, dumps
 from bfstream.messaging.tokens import User
 
 router = APIRouter()
@@ -121,25 +122,16 @@ def _check_user_channels(body: ChangeUsers) -> None:
 
 @router.post("/message/adduser", status_code=201, response_model=UsersChanged)
 async def add_users(body: ChangeUsers, request: Request) -> UsersChanged:
-    """Add users to channels (making those channels authenticated); open connections join at once."""
+    """Add users to channels (making those channels authenticated); open connections join at once,
+    on whichever instance holds them."""
     app = await authenticate(request, body.apiKey)
     _check_user_channels(body)
     state = request.app.state
+    added: dict[str, list[str]] = {}
     for user in body.users:
         await state.store.add_user_channels(app.id, user.id, [(c.name, c.mode) for c in user.channels])
-        for session in state.messaging.presence.sessions_of(app.id, user.id):
-            for channel in user.channels:
-                try:
-                    await session.join(channel.name, None)
-                except ClientError as exc:  # e.g. that connection's channel limit: tell it, go on
-                    session.push("error", error_frame(exc.message, exc.status))
-    # A channel that just became authenticated is no longer open to everyone already in it.
-    listening = dict(state.hub.listeners(app.id))
-    for name in {c.name for user in body.users for c in user.channels}:
-        members = await state.store.channel_members(app.id, name) or set()
-        for listener in tuple(listening.get(name, ())):
-            if listener.user is None or listener.user.id not in members:
-                await listener.leave(name)
+        added.setdefault(user.id, []).extend(c.name for c in user.channels)
+    await state.control.tell(BROADCAST, {"op": "users", "app": app.id, "added": added})
     return UsersChanged(users=[u.id for u in body.users])
 
 
@@ -149,13 +141,12 @@ async def remove_users(body: ChangeUsers, request: Request) -> UsersChanged:
     app = await authenticate(request, body.apiKey)
     _check_user_channels(body)
     state = request.app.state
+    removed: dict[str, list[str]] = {}
     for user in body.users:
         names = [c.name for c in user.channels]
         await state.store.remove_user_channels(app.id, user.id, names)
-        for session in state.messaging.presence.sessions_of(app.id, user.id):
-            for name in names:
-                if name in session.channels:
-                    await session.leave(name)
+        removed.setdefault(user.id, []).extend(names)
+    await state.control.tell(BROADCAST, {"op": "users", "app": app.id, "removed": removed})
     return UsersChanged(users=[u.id for u in body.users])
 
 
@@ -175,11 +166,12 @@ class ActiveChannels(BaseModel):
 
 @router.post("/message/channels", status_code=201, response_model=ActiveChannels)
 async def active_channels(body: AppOnly, request: Request) -> ActiveChannels:
-    """Channels with at least one connection on this server, split by kind (private tab channels left out)."""
+    """Channels with at least one connection on any instance, split by kind (private tab channels left out)."""
     app = await authenticate(request, body.apiKey)
     state = request.app.state
     authenticated = await state.store.authenticated_channels(app.id)
-    active = sorted(name for name, _ in state.hub.listeners(app.id) if not name.startswith(PRIVATE_PREFIX))
+    listing = await state.messaging.presence.list(app.id)
+    active = sorted(name for name in listing if not name.startswith(PRIVATE_PREFIX))
     return ActiveChannels(
         authenticated=[n for n in active if n in authenticated], anonymous=[n for n in active if n not in authenticated]
     )
@@ -200,10 +192,10 @@ async def connected_users(body: UsersQuery, request: Request) -> dict[str, Any]:
     state = request.app.state
     authenticated = await state.store.authenticated_channels(app.id)
     out: dict[str, Any] = {}
-    for name, listeners in state.hub.listeners(app.id):
+    for name, listeners in sorted((await state.messaging.presence.list(app.id)).items()):
         if body.channel is not None and name != body.channel:
             continue
-        users = {s.user.id: {"id": s.user.id, "email": s.user.email} for s in listeners if s.user is not None}
+        users = {u.id: {"id": u.id, "email": u.email} for u in listeners.values() if u is not None}
         if name.startswith(PRIVATE_PREFIX):
             if users:
                 out[name] = next(iter(users.values()))

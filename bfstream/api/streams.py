@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.config import ServiceConfig
-from bfstream.errors import NotFound, UnknownService, ValidationFailed
+from bfstream.errors import BrokerError, NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
@@ -137,7 +137,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     max_wait = settings.streams.retry_max_wait
 
     if not body.payload.stream:
-        with state.streams.admitted(app.id):
+        async with state.streams.admitted(app.id):
             return await _complete(request, adapter, chat, service, max_wait)
 
     _check_streaming_fields(body)
@@ -152,11 +152,14 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
         assert isinstance(started, Started)
         return started, events
 
-    with state.streams.admitted(app.id):
+    if not state.hub.broker.up:  # refuse before the provider is called (and paid) for nothing
+        raise BrokerError("The message broker is unreachable: streams cannot reach their channels now")
+    async with state.streams.admitted(app.id) as admission:
         started, events = await with_retries(open_stream, service.retries, max_wait)
         record = StreamRecord(
-            secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or ""
-        )
+            secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or "",
+            owner=state.fleet.instance_id,
+        )  # fmt: skip
         await state.store.record_stream_start(record)
         stream = RunningStream(record)
         coalesce_ms = body.coalesceMs if body.coalesceMs is not None else service.coalesce_ms
@@ -164,7 +167,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
             state.hub, state.store, stream, events,
             retain_text=app.retain_text, coalesce_ms=coalesce_ms, max_duration=settings.streams.max_duration,
         )  # fmt: skip
-        state.streams.start(stream, work)
+        state.streams.start(stream, work, admission)
     return StreamCreated(streamId=record.id)
 
 
@@ -184,7 +187,7 @@ class StopResult(BaseModel):
 async def stop_stream(body: StopStream, request: Request) -> StopResult:
     """Stop a running stream: the provider connection closes at once and the channels get ``end`` with
     ``finish_reason: "stopped"``. The random stream id is the capability, so a browser may call this."""
-    stopped = await request.app.state.streams.stop(body.streamId)
+    stopped = await request.app.state.fleet_streams.stop(body.streamId)
     return StopResult(status="stopped" if stopped else "not_found", streamId=body.streamId)
 
 
@@ -199,13 +202,7 @@ class StreamStatus(BaseModel):
 async def stream_status(body: StreamStatus, request: Request) -> dict[str, Any]:
     """The stream's record; while it runs, with the text so far."""
     app = await authenticate(request, body.apiKey)
-    state = request.app.state
-    running = state.streams.get(body.streamId)
-    if running is not None and running.record.app_id == app.id:
-        live = running.record.to_json()
-        live["text"] = "".join(running.text) if app.retain_text else None
-        return live
-    record = await state.store.stream_record(app.id, body.streamId)
-    if record is None:
+    status = await request.app.state.fleet_streams.status(app, body.streamId)
+    if status is None:
         raise NotFound(f"No stream {body.streamId[:80]!r} for this app")
-    return record.to_json()
+    return status

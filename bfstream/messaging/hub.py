@@ -43,6 +43,7 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._listeners: dict[str, set[Listener]] = {}
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -56,11 +57,18 @@ class Hub:
         await self._broker.disconnect()
 
     async def join(self, listener: Listener, channel: str) -> None:
-        """Returns once messages published to ``channel`` will reach ``listener``."""
+        """Returns once messages published to ``channel`` will reach ``listener``; raises
+        ``BrokerError`` if the broker cannot subscribe, leaving nothing behind, so the next join
+        tries again."""
         listeners = self._listeners.get(channel)
         if listeners is None:
-            listeners = self._listeners[channel] = set()
-            await self._broker.subscribe(channel)
+            # Joins of a channel whose subscription is under way wait for that same subscription.
+            subscribing = self._subscribing.get(channel)
+            if subscribing is None:
+                subscribing = self._subscribing[channel] = asyncio.ensure_future(self._broker.subscribe(channel))
+                subscribing.add_done_callback(lambda _: self._subscribing.pop(channel, None))
+            await asyncio.shield(subscribing)
+            listeners = self._listeners.setdefault(channel, set())
         listeners.add(listener)
 
     async def leave(self, listener: Listener, channel: str) -> None:
@@ -71,6 +79,10 @@ class Hub:
         if not listeners:
             del self._listeners[channel]
             await self._broker.unsubscribe(channel)
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker
 
     async def publish(self, channel: str, message_json: str) -> Publication:
         return await self._broker.publish(channel, message_json)

@@ -25,6 +25,7 @@ from bfstream.messaging.broker import Publication
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.presence import Presence
 from bfstream.messaging.tokens import User
+from bfstream.messaging.users import UserSessions
 from bfstream.store.records import App
 from bfstream.store.store import Store
 
@@ -51,7 +52,8 @@ class Context:
 
     hub: Hub
     store: Store
-    presence: Presence
+    users: UserSessions  # this instance's connections, by user
+    presence: Presence  # who is where, for the listings (the fleet's, with a shared broker)
     limits: MessagingSettings
     # Set when the server shuts down: long-lived responses (SSE) end so the process can exit.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,7 +89,7 @@ class Session:
     async def open(self, resume: dict[str, Since] | None = None) -> None:
         """Join the private channel, greet the client, then join a user's channels, resuming those
         named in ``resume`` (the positions a reconnecting client brings)."""
-        self._context.presence.add(self)
+        self._context.users.add(self)
         await self._subscribe(self.private_channel, None, None, announce=False)
         added = await self._context.store.user_channels(self.app.id, self.user.id) if self.user else []
         limit = self._context.limits.max_channels
@@ -110,9 +112,10 @@ class Session:
             self.push("error", protocol.error_frame(message, 400))
 
     async def close(self) -> None:
-        self._context.presence.remove(self)
+        self._context.users.remove(self)
         for channel in list(self._positions):
             await self._context.hub.leave(self, scoped(self.app.id, channel))
+            await self._context.presence.remove(self.app.id, channel, self.id)
         self._positions.clear()
 
     def push(self, op: str, frame: str, channel: str | None = None, offset: int = 0, epoch: str = "") -> None:
@@ -151,6 +154,7 @@ class Session:
             raise ClientError("A connection cannot leave its private channel")
         if self._positions.pop(channel, None) is not None:
             await self._context.hub.leave(self, scoped(self.app.id, channel))
+            await self._context.presence.remove(self.app.id, channel, self.id)
         self.push("left", protocol.reply_frame("left", request_id, channel=channel), channel)
 
     async def _subscribe(self, channel: str, since: Since | None, request_id: Any, announce: bool = True) -> None:
@@ -190,6 +194,13 @@ class Session:
                 if publication.epoch != history.epoch or publication.offset > offset:
                     self.push("message", frame, channel, publication.offset, publication.epoch)
                     offset = publication.offset
+            new = channel not in self._positions
             self._positions[channel] = (offset, history.epoch)
+        except BaseException:
+            if channel not in self._positions:  # not joined after all: the hub must not keep it either
+                await hub.leave(self, key)
+            raise
         finally:
             del self._held[channel]
+        if new:
+            await self._context.presence.add(self.app.id, channel, self.id, self.user)

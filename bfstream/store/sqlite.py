@@ -33,11 +33,11 @@ class SQLiteDatabase:
 
         def open_file() -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # timeout: wait up to 5 s for another process's write lock (a CLI command, a second instance).
+            db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL is still crash-safe (only a power cut can lose the last commits).
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA foreign_keys=ON")
             return db
 

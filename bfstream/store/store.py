@@ -34,6 +34,7 @@ class Database(Protocol):
     async def execute(self, sql: str, *args: Any) -> int:
         """Returns the number of rows changed."""
         ...
+
     async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
@@ -41,6 +42,7 @@ class Database(Protocol):
         """Apply the ``(version, script)`` steps not applied yet, in order, each in a transaction,
         holding a lock so that instances starting together apply each step once."""
         ...
+
     async def close(self) -> None: ...
 
 
@@ -253,12 +255,12 @@ class Store:
         rows = await self._db.fetch("SELECT DISTINCT owner FROM streams WHERE status = 'running'")
         return {owner for (owner,) in rows}
 
-    async def claim_orphans(self, owner: str | None) -> list[StreamRecord]:
+    async def claim_orphans(self, owner: str | None, error: dict[str, Any]) -> list[StreamRecord]:
         """Mark the running streams of ``owner`` (an instance found dead) interrupted, and return them.
         One statement, so that when several instances notice at once each stream is claimed once."""
         rows = await self._db.fetch(
-            "UPDATE streams SET status = 'interrupted', ended_at = $1"
-            f" WHERE status = 'running' AND owner IS NOT DISTINCT FROM $2 RETURNING {_STREAM_COLUMNS}",
-            time.time(), owner,
+            "UPDATE streams SET status = 'interrupted', ended_at = $1, finish_reason = 'error', error = $2"
+            f" WHERE status = 'running' AND owner IS NOT DISTINCT FROM $3 RETURNING {_STREAM_COLUMNS}",
+            time.time(), json.dumps(error), owner,
         )  # fmt: skip
         return [_stream(row) for row in rows]

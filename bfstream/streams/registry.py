@@ -3,19 +3,28 @@
 A stream's task is cancelled to stop it, which closes the provider connection at once (the
 provider then stops generating, and billing); the runner tells a stop from a shutdown by the
 ``stop_requested`` flag.
+
+The per-app limit is counted by the leases (``leases.py``), for the whole fleet when it shares a
+broker: a call takes a slot when admitted and its stream keeps it until it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from bfstream.config import StreamSettings
-from bfstream.errors import ShuttingDown, TooManyRequests
+from bfstream.errors import BfstreamError, ShuttingDown, TooManyRequests
 from bfstream.store.records import StreamRecord
+from bfstream.streams.leases import Leases
+
+log = logging.getLogger("bfstream.streams")
 
 
 @dataclass(eq=False)
@@ -24,17 +33,27 @@ class RunningStream:
     text: list[str] = field(default_factory=list)  # the answer so far, for live status
     stop_requested: bool = False
     task: asyncio.Task[None] | None = None
+    slot: str = ""  # its slot in the app's limit
+
+
+@dataclass(eq=False)
+class Admission:
+    app_id: str
+    slot: str
+    kept: bool = False  # the slot went on to a running stream
 
 
 class StreamRegistry:
-    def __init__(self, settings: StreamSettings) -> None:
+    def __init__(self, settings: StreamSettings, leases: Leases) -> None:
         self._settings = settings
+        self._leases = leases
         self._running: dict[str, RunningStream] = {}
-        self._opening: dict[asyncio.Task[Any], str] = {}  # the request tasks holding a slot, by app
+        self._opening: dict[asyncio.Task[Any], Admission] = {}  # the request tasks holding a slot
+        self._releasing: set[asyncio.Task[None]] = set()
         self.accepting = True
 
-    @contextmanager
-    def admitted(self, app_id: str) -> Iterator[None]:
+    @asynccontextmanager
+    async def admitted(self, app_id: str) -> AsyncIterator[Admission]:
         """Hold one of the app's slots while a call opens its stream (or, for ``stream: false``, runs).
 
         Raises unless the app may start one more now. Calls still waiting for the provider's
@@ -42,23 +61,43 @@ class StreamRegistry:
         ones would let a burst of simultaneous requests through the limit."""
         if not self.accepting:
             raise ShuttingDown("The server is shutting down; retry on another instance or in a moment")
-        busy = sum(1 for s in self._running.values() if s.record.app_id == app_id)
-        busy += sum(1 for owner in self._opening.values() if owner == app_id)
-        if busy >= self._settings.max_per_app:
+        admission = Admission(app_id, secrets.token_hex(8))
+        if not await self._leases.acquire(app_id, admission.slot, self._settings.max_per_app):
             raise TooManyRequests(f"At most {self._settings.max_per_app} streams may run at once per app")
         task = asyncio.current_task()
         assert task is not None
-        self._opening[task] = app_id
+        self._opening[task] = admission
         try:
-            yield
+            yield admission
         finally:
             del self._opening[task]
+            if not admission.kept:
+                await self._release(app_id, admission.slot)
 
-    def start(self, stream: RunningStream, work: Coroutine[Any, Any, None]) -> None:
+    def start(self, stream: RunningStream, work: Coroutine[Any, Any, None], admission: Admission) -> None:
         stream_id = stream.record.id
+        admission.kept, stream.slot = True, admission.slot
         stream.task = asyncio.create_task(work, name=f"stream-{stream_id}")
         self._running[stream_id] = stream
-        stream.task.add_done_callback(lambda _: self._running.pop(stream_id, None))
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self._running.pop(stream_id, None)
+            release = asyncio.ensure_future(self._release(stream.record.app_id, stream.slot))
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
+
+        stream.task.add_done_callback(ended)
+
+    async def _release(self, app_id: str, slot: str) -> None:
+        try:
+            await self._leases.release(app_id, slot)
+        except BfstreamError as exc:  # not renewed any more, the slot lapses by itself
+            log.warning("could not release a stream slot now (%s); it lapses by itself", exc.message)
+
+    def held_slots(self) -> list[tuple[str, str]]:
+        """Every ``(app_id, slot)`` this instance holds, for the lease renewal."""
+        held = [(a.app_id, a.slot) for a in self._opening.values() if not a.kept]
+        return held + [(s.record.app_id, s.slot) for s in self._running.values()]
 
     def __len__(self) -> int:
         return len(self._running)
@@ -87,3 +126,5 @@ class StreamRegistry:
         for task in remaining:
             task.cancel()
         await asyncio.gather(*remaining, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._releasing)

@@ -48,13 +48,15 @@ def _function(call: ToolCall) -> dict[str, Any]:
     }
 
 
-class _Publisher:
+class Publisher:
+    """A stream's events as channel messages, numbered from ``record.seq`` on."""
+
     def __init__(self, hub: Hub, record: StreamRecord) -> None:
         self._hub = hub
         self._stream_id = record.id
         self._action_name = record.action_name
         self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
-        self.seq = 0
+        self.seq = record.seq
 
     async def emit(self, type_: str, **fields: Any) -> None:
         event = {"type": type_, "streamId": self._stream_id, "seq": self.seq, **fields}
@@ -78,7 +80,7 @@ async def relay(
     """Drain ``events`` (whose ``Started`` was already consumed) into the channels, then close the
     provider stream, send ``error`` (if any) and ``end``, and record the outcome."""
     record = stream.record
-    out = _Publisher(hub, record)
+    out = Publisher(hub, record)
     source = coalesce(events, coalesce_ms / 1000) if coalesce_ms > 0 else events
     status, finish_reason, usage = "completed", "stop", None
     error: dict[str, Any] | None = None
@@ -126,8 +128,15 @@ async def relay(
     text = "".join(stream.text)
     if error is not None:
         finish_reason, error = "error", {"details": None, **error}
-        await out.emit("error", error=error)
-    await out.emit("end", finish_reason=finish_reason, usage=usage, text=text)
+    try:
+        if error is not None:
+            await out.emit("error", error=error)
+        await out.emit("end", finish_reason=finish_reason, usage=usage, text=text)
+    except BfstreamError as exc:  # the broker is down: the record still says how it ended
+        log.warning("stream %s could not send its end: %s", record.id, exc.message)
+        if error is None:
+            status, finish_reason = "failed", "error"
+            error = {"message": exc.message, "code": exc.code, "details": None}
     record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
     record.ended_at = time.time()
     record.text = text if retain_text else None

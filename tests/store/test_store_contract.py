@@ -32,6 +32,9 @@ async def store(database_url: str, tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
+GONE = {"message": "gone", "code": 503, "details": None}
+
+
 def _record(app_id: str, stream_id: str, owner: str | None = "i1") -> StreamRecord:
     return StreamRecord(stream_id, app_id, "openai", "gpt-4o", ["a", "b"], "onStream", owner=owner)
 
@@ -105,9 +108,12 @@ async def test_orphans_are_claimed_once_and_ended_records_stay_as_they_are(store
     for stream_id, owner in (("s1", "dead"), ("s2", "dead"), ("s3", "alive"), ("s4", None)):
         await store.record_stream_start(_record(app.id, stream_id, owner))
     assert await store.running_owners() == {"dead", "alive", None}
-    first, second = await asyncio.gather(store.claim_orphans("dead"), store.claim_orphans("dead"))
+    first, second = await asyncio.gather(store.claim_orphans("dead", GONE), store.claim_orphans("dead", GONE))
     assert sorted(r.id for r in first + second) == ["s1", "s2"]  # each exactly once
-    assert [r.id for r in await store.claim_orphans(None)] == ["s4"]
+    assert [r.id for r in await store.claim_orphans(None, GONE)] == ["s4"]
+    claimed = await store.stream_by_id("s4")
+    assert claimed is not None
+    assert (claimed.status, claimed.finish_reason, claimed.error) == ("interrupted", "error", GONE)
     assert await store.running_owners() == {"alive"}
     # the dead owner finishing late does not overwrite what the claim said
     late = _record(app.id, "s1", "dead")

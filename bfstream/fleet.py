@@ -1,0 +1,76 @@
+"""What instances share, picked by the ``broker_url`` setting: the broker, presence and leases.
+
+``memory://`` (the default) is one process alone: nothing to run, nothing shared. ``redis://``
+makes every instance with the same URL and ``broker_prefix`` one fleet. The Redis modules, and
+the ``redis`` package itself, are imported only then, so one process needs no Redis installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from bfstream.config import Settings
+from bfstream.messaging.broker import Broker
+from bfstream.messaging.presence import MemoryPresence, Presence
+from bfstream.streams.leases import Leases, MemoryLeases
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    instance_id: str
+    broker: Broker
+    presence: Presence
+    leases: Leases
+    shared: bool  # False: this process is alone (memory), so whatever it did not start is orphaned
+    client: Any = None  # the Redis client of presence and leases, closed last
+
+    async def close(self) -> None:
+        """After the streams ended: take this instance out of the listings and give up its lease."""
+        await self.presence.close()
+        with contextlib.suppress(Exception):  # an unreachable broker lets the lease lapse instead
+            await self.leases.resign()
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def open_fleet(settings: Settings) -> Fleet:
+    """Built, not yet connected: the broker connects when the hub starts."""
+    instance_id = secrets.token_hex(6)
+    limits = settings.messaging
+    if settings.broker_url.startswith("memory://"):
+        from bfstream.messaging.brokers.memory import MemoryBroker
+
+        broker = MemoryBroker(limits.history_size, limits.history_ttl, instance_id)
+        return Fleet(instance_id, broker, MemoryPresence(), MemoryLeases(instance_id), shared=False)
+    try:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError:
+        raise SystemExit("bfstream: broker_url names Redis: install bfstream[redis]") from None
+    from bfstream.messaging.brokers.redis import COMMAND_TIMEOUT, RedisBroker
+    from bfstream.messaging.brokers.redis_presence import RedisPresence
+    from bfstream.streams.redis_leases import RedisLeases
+
+    prefix = settings.broker_prefix
+    broker = RedisBroker(
+        settings.broker_url,
+        instance_id=instance_id,
+        prefix=prefix,
+        history_size=limits.history_size,
+        history_ttl=limits.history_ttl,
+    )
+    # Presence and leases only ever write idempotently, so one retry on a fresh connection is safe,
+    # and it spares the first call after an outage the pooled connection Redis already closed.
+    client = Redis.from_url(
+        settings.broker_url,
+        decode_responses=True,
+        socket_connect_timeout=COMMAND_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+    )
+    presence = RedisPresence(client, prefix, limits.presence_ttl)
+    return Fleet(instance_id, broker, presence, RedisLeases(client, prefix, instance_id), shared=True, client=client)

@@ -1,0 +1,98 @@
+"""Streams whose instance died: noticed by another instance, ended for it, recorded as interrupted.
+
+Every ``RENEW_EVERY`` seconds each instance renews its lease and its slots, then looks for running
+records whose owner's lease has lapsed. It claims them in one statement (so two instances never
+end the same stream twice), sends each stream's channels ``error`` then ``end`` with the text so
+far, and leaves the record ``interrupted``. A dead instance is noticed within
+``LEASE_TTL + RENEW_EVERY`` seconds. Alone on the memory broker, an instance sees no other lease,
+so at start-up it takes over whatever the last run left ``running``, as it always did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from bfstream.errors import BfstreamError
+from bfstream.messaging.hub import Hub, scoped
+from bfstream.store.records import StreamRecord
+from bfstream.store.store import Store
+from bfstream.streams.leases import RENEW_EVERY, Leases
+from bfstream.streams.registry import StreamRegistry
+from bfstream.streams.runner import Publisher
+
+log = logging.getLogger("bfstream.streams")
+
+INTERRUPTED = {
+    "message": "The stream was interrupted: the bfstream instance running it stopped",
+    "code": 503,
+    "details": None,
+}
+
+
+async def end_orphans(store: Store, hub: Hub, leases: Leases, instance_id: str) -> int:
+    """End the streams of every instance whose lease lapsed; returns how many."""
+    owners = await store.running_owners()
+    others = {owner for owner in owners if owner is not None and owner != instance_id}
+    alive = await leases.alive(others) if others else set()
+    ended = 0
+    for owner in owners - alive - {instance_id}:
+        for record in await store.claim_orphans(owner, INTERRUPTED):
+            await _end(store, hub, record)
+            ended += 1
+    return ended
+
+
+async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
+    """Continue the stream's own numbering and give its whole text, as far as the channel's history
+    tells (what the owner published but had not saved yet); else as last saved."""
+    text, seq, ended = record.text or "", record.seq, False
+    try:
+        history = await hub.history(scoped(record.app_id, record.channels[0]), 0)
+    except BfstreamError:
+        history = None
+    parts: list[str] | None = None
+    for publication in history.publications if history else []:
+        try:
+            options = json.loads(publication.data)["actions"][0]["options"]
+            if options.get("streamId") != record.id:
+                continue
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+        seq = max(seq, options["seq"] + 1)
+        if options["seq"] == 0:
+            parts = []  # the stream's start is still there: its text can be rebuilt whole
+        if parts is not None and options["type"] == "delta":
+            parts.append(options["content"])
+        ended = ended or options["type"] == "end"
+    if ended:
+        return  # the owner sent its end and died before recording it
+    if parts is not None:
+        text = "".join(parts)
+    record.seq = seq
+    out = Publisher(hub, record)
+    try:
+        await out.emit("error", error=INTERRUPTED)
+        await out.emit("end", finish_reason="error", usage=None, text=text)
+    except BfstreamError as exc:
+        log.warning("could not end orphaned stream %s on its channels: %s", record.id, exc.message)
+    if record.text is not None or parts:
+        app = await store.app_by_id(record.app_id)
+        await store.record_stream_text(record.id, text if app is not None and app.retain_text else None, out.seq)
+    log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
+
+
+async def keep_alive(registry: StreamRegistry, leases: Leases, store: Store, hub: Hub, instance_id: str) -> None:
+    """Renew this instance's lease and slots, and end the streams of dead instances, until cancelled."""
+    while True:
+        await asyncio.sleep(RENEW_EVERY)
+        try:
+            await leases.renew(registry.held_slots())
+        except BfstreamError as exc:
+            log.warning("could not renew this instance's lease: %s", exc.message)
+            continue
+        try:
+            await end_orphans(store, hub, leases, instance_id)
+        except Exception:
+            log.exception("looking for orphaned streams failed")

@@ -1,0 +1,95 @@
+"""Leases shared by a fleet, in Redis (the contract is in ``leases.py``).
+
+Keys (``<prefix>`` is the ``broker_prefix`` setting):
+
+- ``<prefix>:lease:<instance id>``, a string that expires ``LEASE_TTL`` after its last renewal;
+- ``<prefix>:slots:<app id>``, a sorted set of the app's slots, each scored by the time (Redis's
+  own clock, so instances' clocks need not agree) at which it lapses unless renewed. It holds at
+  most ``max_per_app`` live members and expires with its last slot.
+
+``acquire`` is one Lua script, so the count and the add cannot interleave with another
+instance's: drop lapsed slots, count, add if below the limit.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from bfstream.errors import BrokerError
+from bfstream.streams.leases import LEASE_TTL
+
+_ACQUIRE = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_RENEW = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', ms + tonumber(ARGV[1]), ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return #KEYS
+"""
+
+
+def _unreachable(exc: RedisError) -> BrokerError:
+    return BrokerError(f"The message broker (Redis) is unreachable: {exc}")
+
+
+class RedisLeases:
+    def __init__(self, client: redis.Redis, prefix: str, instance_id: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._lease = f"{prefix}:lease:{instance_id}"
+        self._ttl_ms = int(LEASE_TTL * 1000)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+
+    def _slots(self, app_id: str) -> str:
+        return f"{self._prefix}:slots:{app_id}"
+
+    async def acquire(self, app_id: str, slot: str, limit: int) -> bool:
+        try:
+            return bool(await self._acquire(keys=[self._slots(app_id)], args=[slot, limit, self._ttl_ms]))
+        except RedisError as exc:
+            raise _unreachable(exc) from None
+
+    async def release(self, app_id: str, slot: str) -> None:
+        try:
+            await self._redis.zrem(self._slots(app_id), slot)
+        except RedisError as exc:
+            raise _unreachable(exc) from None
+
+    async def renew(self, slots: list[tuple[str, str]]) -> None:
+        try:
+            await self._redis.set(self._lease, "1", px=self._ttl_ms)
+            if slots:
+                await self._renew(keys=[self._slots(a) for a, _ in slots], args=[self._ttl_ms, *(s for _, s in slots)])
+        except RedisError as exc:
+            raise _unreachable(exc) from None
+
+    async def alive(self, instance_ids: set[str]) -> set[str]:
+        ordered = sorted(instance_ids)
+        if not ordered:
+            return set()
+        try:
+            found = await self._redis.mget([f"{self._prefix}:lease:{i}" for i in ordered])
+        except RedisError as exc:
+            raise _unreachable(exc) from None
+        return {instance for instance, value in zip(ordered, found, strict=True) if value is not None}
+
+    async def resign(self) -> None:
+        try:
+            await self._redis.delete(self._lease)
+        except RedisError as exc:
+            raise _unreachable(exc) from None

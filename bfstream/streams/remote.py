@@ -1,0 +1,69 @@
+"""Stop and status for a stream wherever in the fleet it runs.
+
+The stop button's request may reach any instance. The stream's record names its owner; a stream
+not running here is stopped, or its live text read, by a control request to that owner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bfstream.messaging.control import Control
+from bfstream.store.records import App
+from bfstream.store.store import Store
+from bfstream.streams.registry import RunningStream, StreamRegistry
+
+
+def live_status(stream: RunningStream, retain_text: bool) -> dict[str, Any]:
+    live = stream.record.to_json()
+    live["text"] = "".join(stream.text) if retain_text else None
+    return live
+
+
+class FleetStreams:
+    def __init__(self, registry: StreamRegistry, store: Store, control: Control) -> None:
+        self._registry = registry
+        self._store = store
+        self._control = control
+        control.on("stop", self._stop_here)
+        control.on("status", self._status_here)
+
+    async def stop(self, stream_id: str) -> bool:
+        if await self._registry.stop(stream_id):
+            return True
+        owner = await self._running_elsewhere(stream_id)
+        if owner is None:
+            return False
+        reply = await self._control.call(owner, {"op": "stop", "streamId": stream_id})
+        return bool(reply and reply.get("stopped"))
+
+    async def status(self, app: App, stream_id: str) -> dict[str, Any] | None:
+        """The stream's record, live (with the text so far) while it runs, from whichever instance runs it."""
+        running = self._registry.get(stream_id)
+        if running is not None and running.record.app_id == app.id:
+            return live_status(running, app.retain_text)
+        record = await self._store.stream_record(app.id, stream_id)
+        if record is None:
+            return None
+        if record.status == "running" and record.owner not in (None, self._control.instance_id):
+            request = {"op": "status", "streamId": stream_id, "app": app.id, "retainText": app.retain_text}
+            reply = await self._control.call(record.owner, request)  # type: ignore[arg-type]
+            if reply is not None:
+                return reply
+            record = await self._store.stream_record(app.id, stream_id) or record  # it ended meanwhile
+        return record.to_json()
+
+    async def _running_elsewhere(self, stream_id: str) -> str | None:
+        record = await self._store.stream_by_id(stream_id)
+        if record is None or record.status != "running" or record.owner in (None, self._control.instance_id):
+            return None
+        return record.owner
+
+    async def _stop_here(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"stopped": await self._registry.stop(str(request.get("streamId")))}
+
+    async def _status_here(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        running = self._registry.get(str(request.get("streamId")))
+        if running is None or running.record.app_id != request.get("app"):
+            return None  # it ended meanwhile: the asker reads the record
+        return live_status(running, bool(request.get("retainText")))
