@@ -7,10 +7,11 @@ pass by skipping what it was meant to check.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,3 +67,77 @@ async def throwaway_database() -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail the test if it does not within ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"condition not met within {timeout} s")
+
+
+class Proxy:
+    """A TCP relay on 127.0.0.1 between a broker and the real Redis, so a test can cut Redis off."""
+
+    def __init__(self, target_url: str) -> None:
+        parts = urlsplit(target_url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.url = target_url
+        self.port = 0
+        self.links: list[asyncio.Event] = []  # per connection, in the order opened; cleared: bytes are held
+        self.holding = False  # new connections start held too
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def proxied_url(self) -> str:
+        parts = urlsplit(self.url)
+        auth = parts.netloc.rpartition("@")[0]
+        return urlunsplit(parts._replace(netloc=f"{auth + '@' if auth else ''}127.0.0.1:{self.port}"))
+
+    def hold(self, link: int | None = None) -> None:
+        """Stop relaying bytes, without a reset, as a dead network does: one connection, or all from now on."""
+        for flowing in self.links if link is None else [self.links[link]]:
+            flowing.clear()
+        self.holding = self.holding or link is None
+
+    async def start(self) -> None:
+        """Listen, on the same port as before when restarted, relaying freely."""
+        self.holding = False
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Redis is gone: refuse connections and cut every open one."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        self.links.clear()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, upstream_writer}
+        flowing = asyncio.Event()
+        if not self.holding:
+            flowing.set()
+        self.links.append(flowing)
+        pipes = self._pipe(reader, upstream_writer, flowing), self._pipe(upstream_reader, writer, flowing)
+        await asyncio.gather(*pipes)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
+        try:
+            while data := await reader.read(65536):
+                await flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()  # one side gone: the other goes too
+            self._writers.discard(writer)

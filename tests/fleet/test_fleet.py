@@ -1,0 +1,204 @@
+"""A fleet of real instances on one Redis and one PostgreSQL: whatever instance a request, a
+browser or a stop button reaches, it acts as if there were one server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.conftest import SSEClient, WSClient, assert_well_formed
+from tests.fleet.conftest import WORDS, Fleet, echo_body
+
+pytestmark = pytest.mark.anyio
+
+
+async def ws(instance: Any, app_id: str, query: str = "") -> WSClient:
+    conn = await connect(f"ws://127.0.0.1:{instance.port}/message/ws?app={app_id}{query}")
+    return WSClient(conn, json.loads(await asyncio.wait_for(conn.recv(), 5)))
+
+
+async def test_a_stream_created_on_a_reaches_websocket_and_sse_clients_on_b(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start()
+    client = await b.ws(fleet.app_id, "room")
+    params = {"app": fleet.app_id, "channel": "room"}
+    async with fleet.http.stream("GET", b.url + "/message/sse", params=params) as response:
+        sse = SSEClient(response)
+        assert (await sse.next()).event == "hello"
+        assert (await sse.next()).event == "joined"
+        stream_id = await fleet.create(a)
+        events = await client.stream_events()
+        sse_events = []
+        while not sse_events or sse_events[-1]["type"] != "end":
+            event = await sse.next()
+            sse_events.append(event.data["message"]["actions"][0]["options"])
+    for received in (events, sse_events):
+        assert_well_formed(received, stream_id)
+        assert "".join(e["content"] for e in received if e["type"] == "delta") == WORDS
+        assert received[-1]["text"] == WORDS and received[-1]["finish_reason"] == "stop"
+
+
+async def test_a_client_that_drops_from_b_resumes_on_a_and_loses_nothing(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start()
+    first = await b.ws(fleet.app_id, "room")
+    stream_id = await fleet.create(a)
+    seen: list[dict[str, Any]] = []
+    position: tuple[int, str] = (0, "")
+    while len(seen) < 10:
+        frame = await first.recv()
+        if frame["op"] == "message":
+            seen.append(frame["message"]["actions"][0]["options"])
+            position = (frame["offset"], frame["epoch"])
+    await first.conn.close()  # the phone enters a tunnel mid-answer
+    second = await ws(a, fleet.app_id)
+    since = {"offset": position[0], "epoch": position[1]}
+    joined = await second.request({"op": "join", "channel": "room", "since": since, "id": 1})
+    assert joined["recovered"] is True
+    rest = await second.stream_events()
+    events = seen + rest
+    assert_well_formed(events, stream_id)  # every seq once, in order: nothing lost, nothing twice
+    assert events[-1]["text"] == WORDS
+
+
+async def test_stop_and_status_sent_to_b_act_on_the_stream_running_on_a(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start()
+    client = await a.ws(fleet.app_id, "room")
+    stream_id = await fleet.create(a)
+    await until_text(fleet, b, stream_id)
+    live = await fleet.status(b, stream_id)
+    assert live["status"] == "running" and live["text"] and WORDS.startswith(live["text"])
+    stopped = await fleet.post(b, "/stream/stop", {"streamId": stream_id})
+    assert stopped.json() == {"status": "stopped", "streamId": stream_id}
+    events = await client.stream_events()
+    assert events[-1]["finish_reason"] == "stopped" and len(events[-1]["text"]) < len(WORDS)
+    record = await fleet.status(b, stream_id)
+    assert record["status"] == "stopped" and record["text"] == events[-1]["text"]
+    unknown = await fleet.post(b, "/stream/stop", {"streamId": "no-such-stream"})
+    assert unknown.json()["status"] == "not_found"
+
+
+async def until_text(fleet: Fleet, instance: Any, stream_id: str) -> None:
+    async with asyncio.timeout(5):
+        while not (await fleet.status(instance, stream_id)).get("text"):
+            await asyncio.sleep(0.02)
+
+
+async def test_users_added_on_a_reach_their_open_connection_on_b_at_once(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start()
+    token = (await fleet.post(a, "/message/token", {"apiKey": fleet.api_key, "userId": "u1"})).json()["token"]
+    user = await ws(b, fleet.app_id, f"&token={token}")
+    stranger = await b.ws(fleet.app_id, "vip")  # anonymous, in the channel before it becomes authenticated
+    body = {"apiKey": fleet.api_key, "users": [{"id": "u1", "channels": [{"name": "vip"}]}]}
+    assert (await fleet.post(a, "/message/adduser", body)).status_code == 201
+    joined = await user.recv()
+    assert joined["op"] == "joined" and joined["channel"] == "vip"
+    assert (await stranger.recv())["op"] == "left"  # vip is for its users now
+    message = {"apiKey": fleet.api_key, "channels": ["vip"], "message": {"actions": [{"action": "hi"}]}}
+    assert (await fleet.post(a, "/message/sendmessage", message)).status_code == 201
+    assert (await user.recv())["message"] == {"actions": [{"action": "hi"}]}
+    assert (await fleet.post(a, "/message/removeuser", body)).status_code == 201
+    left = await user.recv()
+    assert left["op"] == "left" and left["channel"] == "vip"
+
+
+async def test_the_listings_on_a_include_connections_on_b(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start()
+    await b.ws(fleet.app_id, "lobby")
+    await a.ws(fleet.app_id, "lobby")
+    token = (await fleet.post(a, "/message/token", {"apiKey": fleet.api_key, "userId": "u7"})).json()["token"]
+    user = await ws(b, fleet.app_id, f"&token={token}")
+    private = user.hello["connectionId"]
+    channels = (await fleet.post(a, "/message/channels", {"apiKey": fleet.api_key})).json()
+    assert channels == {"authenticated": [], "anonymous": ["lobby"]}
+    users = (await fleet.post(a, "/message/users", {"apiKey": fleet.api_key})).json()
+    assert users["lobby"] == 2 and users[f"tab|{private}"] == {"id": "u7", "email": None}
+
+
+async def test_concurrent_publishes_through_a_and_b_share_one_gap_free_sequence(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start()
+    client = await a.ws(fleet.app_id, "count")
+    start = client.frames[-1]["offset"]
+
+    async def send(i: int) -> int:
+        message = {"apiKey": fleet.api_key, "channels": ["count"], "message": {"actions": [{"n": i}]}}
+        return (await fleet.post(a if i % 2 else b, "/message/sendmessage", message)).status_code
+
+    assert set(await asyncio.gather(*(send(i) for i in range(120)))) == {201}
+    offsets, numbers = [], set()
+    while len(offsets) < 120:
+        frame = await client.recv()
+        if frame["op"] == "message":
+            offsets.append(frame["offset"])
+            numbers.add(frame["message"]["actions"][0]["n"])
+    assert offsets == list(range(start + 1, start + 121)) and numbers == set(range(120))
+
+
+async def test_an_app_limited_to_3_streams_gets_429_for_the_4th_whichever_instance(fleet: Fleet) -> None:
+    limit = {"BFSTREAM_STREAMS__MAX_PER_APP": "3", "BFSTREAM_SERVICES__ECHO__DELAY_MS": "100"}
+    a, b = await fleet.start(**limit), await fleet.start(**limit)
+    answers = await asyncio.gather(
+        *(fleet.post(a if i % 2 else b, "/stream/create", echo_body(fleet.api_key)) for i in range(4))
+    )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 200, 200, 429], [r.text for r in answers]
+    refused = next(r for r in answers if r.status_code == 429).json()
+    assert refused["success"] is False and refused["error"]["type"] == "rate_limited"
+    for instance in (a, b):
+        late = await fleet.post(instance, "/stream/create", echo_body(fleet.api_key))
+        assert late.status_code == 429
+    running = [r.json()["streamId"] for r in answers if r.status_code == 200]
+    stopped = await fleet.post(a, "/stream/stop", {"streamId": running[0]})
+    assert stopped.json()["status"] == "stopped"
+    async with asyncio.timeout(5):  # the stopped stream's slot is free again, for the whole fleet
+        while (await fleet.post(b, "/stream/create", echo_body(fleet.api_key))).status_code != 200:
+            await asyncio.sleep(0.05)
+
+
+async def test_sigterm_and_restart_of_a_leave_the_stream_running_on_b_alone(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS="60")
+    client = await b.ws(fleet.app_id, "room")
+    stream_id = await fleet.create(b)
+    a.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(a.proc.wait(), 15) == 0
+    restarted = await fleet.start()
+    events = await client.stream_events(timeout=10)
+    assert events[-1]["finish_reason"] == "stop" and events[-1]["text"] == WORDS
+    assert "error" not in [e["type"] for e in events]
+    record = await fleet.status(restarted, stream_id)
+    assert record["status"] == "completed" and record["text"] == WORDS
+
+
+async def test_sigkill_of_a_mid_stream_ends_it_for_bs_clients_within_10_s(fleet: Fleet) -> None:
+    a, b = await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS="250"), await fleet.start()
+    client = await b.ws(fleet.app_id, "room")
+    await a.ws(fleet.app_id, "room")  # a connection that dies with A
+    listed = await fleet.post(b, "/message/users", {"apiKey": fleet.api_key})
+    assert listed.json()["room"] == 2
+    stream_id = await fleet.create(a)
+    seen = []
+    while len(seen) < 4:
+        frame = await client.recv()
+        if frame["op"] == "message":
+            seen.append(frame["message"]["actions"][0]["options"])
+    a.proc.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    rest = await client.stream_events(timeout=12)
+    assert time.monotonic() - killed_at < 10
+    events = seen + rest
+    assert_well_formed(events, stream_id)  # the numbering goes on where the dead instance left it
+    assert [e["type"] for e in events][-2:] == ["error", "end"]
+    assert "interrupted" in events[-2]["error"]["message"] and events[-2]["error"]["code"] == 503
+    end = events[-1]
+    assert end["finish_reason"] == "error"
+    assert end["text"] == "".join(e["content"] for e in events if e["type"] == "delta")  # the text so far
+    record = await fleet.status(b, stream_id)
+    assert record["status"] == "interrupted" and record["finishReason"] == "error"
+    # and the dead instance's connections leave the listings by themselves
+    async with asyncio.timeout(10):
+        while (await fleet.post(b, "/message/users", {"apiKey": fleet.api_key})).json().get("room") != 1:
+            await asyncio.sleep(0.1)
