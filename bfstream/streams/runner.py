@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from bfstream.errors import BfstreamError
+from bfstream.errors import BfstreamError, BrokerError
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import dumps
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
@@ -31,6 +31,8 @@ from bfstream.streams.registry import RunningStream
 log = logging.getLogger("bfstream.streams")
 
 _SAVE_EVERY = 1.0  # seconds between saves of a running stream's text
+_ENDING_PATIENCE = 30.0  # seconds a stream waits for an unreachable broker to take its end
+_RETRY_ENDING_EVERY = 0.5
 
 
 def _function(call: ToolCall) -> dict[str, Any]:
@@ -59,12 +61,37 @@ class Publisher:
         self.seq = record.seq
 
     async def emit(self, type_: str, **fields: Any) -> None:
+        """The number moves on only once every channel has the event: sent again after a failure,
+        it keeps its ``seq``, so a client can tell a repeat from a new event."""
         event = {"type": type_, "streamId": self._stream_id, "seq": self.seq, **fields}
-        self.seq += 1
         action = {"action": "namedAction", "name": self._action_name, "options": event}
         message = dumps({"actions": [action]})
         for channel in self._channels:
             await self._hub.publish(channel, message)
+        self.seq += 1
+
+
+async def _send_ending(
+    out: Publisher, store: Store, record: StreamRecord, events: list[dict[str, Any]], patience: float
+) -> bool:
+    """Send the closing events, waiting up to ``patience`` seconds for an unreachable broker to come
+    back: every stream ends with ``end``. Gives up early if another instance, taking this one for
+    dead meanwhile, has already ended the stream on the channels (its record is no longer running)."""
+    deadline = time.monotonic() + patience
+    for event in events:
+        while True:
+            try:
+                await out.emit(**event)
+                break
+            except BrokerError as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("stream %s could not send its end: %s", record.id, exc.message)
+                    return False
+            await asyncio.sleep(_RETRY_ENDING_EVERY)
+            current = await store.stream_by_id(record.id)
+            if current is None or current.status != "running":
+                return False
+    return True
 
 
 async def relay(
@@ -128,15 +155,10 @@ async def relay(
     text = "".join(stream.text)
     if error is not None:
         finish_reason, error = "error", {"details": None, **error}
-    try:
-        if error is not None:
-            await out.emit("error", error=error)
-        await out.emit("end", finish_reason=finish_reason, usage=usage, text=text)
-    except BfstreamError as exc:  # the broker is down: the record still says how it ended
-        log.warning("stream %s could not send its end: %s", record.id, exc.message)
-        if error is None:
-            status, finish_reason = "failed", "error"
-            error = {"message": exc.message, "code": exc.code, "details": None}
+    ending = [{"type_": "error", "error": error}] if error is not None else []
+    ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
+    # While shutting down there is no time to wait for the broker.
+    await _send_ending(out, store, record, ending, 0 if shutdown is not None else _ENDING_PATIENCE)
     record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
     record.ended_at = time.time()
     record.text = text if retain_text else None

@@ -1,0 +1,78 @@
+"""Redis goes away for one instance (it talks to Redis through a TCP proxy the test cuts) and
+comes back: that instance refuses what it cannot do with the documented 503, keeps its browsers
+connected, and recovers by itself, with nothing lost that history holds."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.fleet.conftest import Fleet, echo_body
+from tests.services import REDIS_URL, Proxy
+
+pytestmark = pytest.mark.anyio
+
+
+async def until_health(fleet: Fleet, instance: Any, code: int, timeout: float = 10) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while (health := await fleet.http.get(instance.url + "/healthz")).status_code != code:
+            await asyncio.sleep(0.05)
+    return health.json()
+
+
+async def next_message(client: Any) -> dict[str, Any]:
+    while (frame := await client.recv(timeout=10))["op"] != "message":
+        pass
+    return frame
+
+
+async def test_a_redis_outage_answers_503_keeps_connections_and_recovers_by_itself(fleet: Fleet) -> None:
+    proxy = Proxy(REDIS_URL)
+    await proxy.start()
+    try:
+        a = await fleet.start()
+        await fleet.start()
+        c = await fleet.start(redis_url=proxy.proxied_url, BFSTREAM_SERVICES__ECHO__DELAY_MS="200")
+        watcher = await c.ws(fleet.app_id, "news")  # opened before the outage, kept through it
+        listener = await a.ws(fleet.app_id, "room")
+        stream_id = await fleet.create(c)
+        assert (await next_message(listener))["message"]["actions"][0]["options"]["type"] == "threadInfo"
+
+        await proxy.stop()
+        health = await until_health(fleet, c, 503)
+        assert health["broker"] == "down" and health["status"] == "broker_down"
+        for path, body in (
+            ("/stream/create", echo_body(fleet.api_key)),
+            ("/message/sendmessage", {"apiKey": fleet.api_key, "channels": ["news"], "message": {"actions": []}}),
+        ):
+            refused = await fleet.post(c, path, body)
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert refused.json()["success"] is False and error["type"] == "broker_unavailable"
+            assert "broker" in error["message"]
+        assert (await watcher.request({"op": "ping", "id": "still-there"}))["op"] == "pong"
+
+        # The stream that was running on C still ends for its listeners, with error then end.
+        events = []
+        while not events or events[-1]["type"] != "end":
+            events.append((await next_message(listener))["message"]["actions"][0]["options"])
+        assert [e["type"] for e in events][-2:] == ["error", "end"]
+
+        during = {"apiKey": fleet.api_key, "channels": ["news"], "message": {"actions": [{"n": "during"}]}}
+        assert (await fleet.post(a, "/message/sendmessage", during)).status_code == 201
+
+        await proxy.start()
+        assert (await until_health(fleet, c, 200))["broker"] == "up"
+        assert (await next_message(watcher))["message"] == {"actions": [{"n": "during"}]}
+        after = {"apiKey": fleet.api_key, "channels": ["news"], "message": {"actions": [{"n": "after"}]}}
+        assert (await fleet.post(c, "/message/sendmessage", after)).status_code == 201
+        assert (await next_message(watcher))["message"] == {"actions": [{"n": "after"}]}
+        assert (await fleet.post(c, "/stream/create", echo_body(fleet.api_key, words="back"))).status_code == 200
+        record = await fleet.status(a, stream_id)
+        assert record["status"] in ("interrupted", "failed") and record["finishReason"] == "error"
+    finally:
+        for instance in fleet.instances:
+            instance.proc.kill()
+        await proxy.stop()
