@@ -331,13 +331,6 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{port}"
         found = re.search(r"appId:\s+(\S+)\s+apiKey:\s+(\S+)", output)
         self.app_id, self.api_key = found.groups() if found else (None, None)
-        # Keep reading what it prints, or a full pipe would one day block the server mid-test.
-        self._reader = asyncio.create_task(self._keep_reading())
-
-    async def _keep_reading(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.output += line.decode(errors="replace")
 
     @classmethod
     async def start(cls, data_dir: Path, **env: str) -> ServeProcess:
@@ -365,6 +358,4 @@ class ServeProcess:
     async def stop(self) -> int:
         if self.proc.returncode is None:
             self.proc.terminate()
-        code = await asyncio.wait_for(self.proc.wait(), 30)
-        await asyncio.wait_for(self._reader, 5)
-        return code
+        return await asyncio.wait_for(self.proc.wait(), 30)
