@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -202,3 +204,23 @@ async def test_sigkill_of_a_mid_stream_ends_it_for_bs_clients_within_10_s(fleet:
     async with asyncio.timeout(10):
         while (await fleet.post(b, "/message/users", {"apiKey": fleet.api_key})).json().get("room") != 1:
             await asyncio.sleep(0.1)
+
+
+async def test_an_app_made_with_the_cli_is_known_to_every_instance(fleet: Fleet) -> None:
+    a, b = await fleet.start(), await fleet.start()
+    made = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bfstream.cli", "apps", "create", "shop", "--json",
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "BFSTREAM_DATABASE_URL": fleet.env["BFSTREAM_DATABASE_URL"]},
+    )  # fmt: skip
+    out, _ = await made.communicate()
+    assert made.returncode == 0
+    shop = json.loads(out)
+    for instance in (a, b):
+        body = {"apiKey": shop["apiKey"], "channels": ["c"], "message": {"actions": []}}
+        assert (await fleet.post(instance, "/message/sendmessage", body)).status_code == 201
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bfstream.cli", "apps", "list", "--json", "--database-url",
+        fleet.env["BFSTREAM_DATABASE_URL"], stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    names = {app["name"] for app in json.loads((await listing.communicate())[0])}
+    assert names == {"fleet", "shop"}

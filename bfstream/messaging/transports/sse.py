@@ -15,7 +15,8 @@ import contextlib
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bfstream.messaging.protocol import encode_positions
+from bfstream.errors import BfstreamError
+from bfstream.messaging.protocol import encode_positions, error_frame
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.store.records import App
@@ -47,9 +48,20 @@ class EventStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         tasks: list[asyncio.Task[None]] = []
         try:
-            await session.open(self._resume)
-            for channel in self._channels:
-                await session.join(channel, self._resume.get(channel))
+            try:
+                await session.open(self._resume)
+                for channel in self._channels:
+                    await session.join(channel, self._resume.get(channel))
+            except BfstreamError as exc:  # e.g. the broker is down: say so, and let EventSource retry
+                frame = error_frame(exc.message, exc.status)
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": f"event: error\ndata: {frame}\n\n".encode(),
+                        "more_body": True,
+                    }
+                )
+                return
             tasks = [
                 asyncio.create_task(self._write_forever(session, send)),
                 asyncio.create_task(self._until_disconnect(receive)),
