@@ -21,7 +21,7 @@ MAX_CHANNEL_LENGTH = 200
 
 # Close codes, the one table of them. A refused connection closes with 4000 + the HTTP status
 # the same refusal would get over REST: 4400 (no ?app=), 4401 (bad or expired token),
-# 4403 (token of another app), 4404 (unknown app).
+# 4403 (token of another app), 4404 (unknown app), 4503 (the broker is unreachable, so no channel can be joined).
 CLOSE_SLOW_CONSUMER = 4408  # the client read too slowly and its send queue filled up
 
 

@@ -75,7 +75,11 @@ class WebSocketConnection:
         self._writer = asyncio.create_task(self._write_forever())
         reader: asyncio.Task[None] | None = None
         try:
-            await session.open(self._resume)
+            try:
+                await session.open(self._resume)
+            except BfstreamError as exc:  # e.g. the broker is down: the client reconnects later
+                await self._ws.close(protocol.close_code(exc.status), exc.message[:120])
+                return
             # Read only once hello is queued, so it is always the first frame the client sees.
             reader = asyncio.create_task(self._read_forever())
             await asyncio.wait({self._writer, reader}, return_when=asyncio.FIRST_COMPLETED)
