@@ -8,7 +8,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from tests.conftest import SSEClient
 from tests.fleet.conftest import Fleet, echo_body
 from tests.services import REDIS_URL, Proxy
 
@@ -53,6 +56,15 @@ async def test_a_redis_outage_answers_503_keeps_connections_and_recovers_by_itse
             assert refused.json()["success"] is False and error["type"] == "broker_unavailable"
             assert "broker" in error["message"]
         assert (await watcher.request({"op": "ping", "id": "still-there"}))["op"] == "pong"
+        # A new connection cannot join anything meanwhile, and is told why.
+        async with connect(f"ws://127.0.0.1:{c.port}/message/ws?app={fleet.app_id}") as refused_ws:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(refused_ws.recv(), 5)
+            assert refused_ws.close_code == 4503
+        params = {"app": fleet.app_id, "channel": "news"}
+        async with fleet.http.stream("GET", c.url + "/message/sse", params=params) as response:
+            event = await SSEClient(response).next()
+            assert event.event == "error" and event.data["error"]["code"] == 503
 
         # The stream that was running on C still ends for its listeners, with error then end.
         events = []
