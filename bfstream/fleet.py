@@ -46,12 +46,10 @@ def open_fleet(settings: Settings) -> Fleet:
         broker = MemoryBroker(limits.history_size, limits.history_ttl, instance_id)
         return Fleet(instance_id, broker, MemoryPresence(), MemoryLeases(instance_id), shared=False)
     try:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        import redis  # noqa: F401
     except ImportError:
         raise SystemExit("bfstream: broker_url names Redis: install bfstream[redis]") from None
-    from bfstream.messaging.brokers.redis import COMMAND_TIMEOUT, RedisBroker
+    from bfstream.messaging.brokers.redis import RedisBroker, redis_client
     from bfstream.messaging.brokers.redis_presence import RedisPresence
     from bfstream.streams.redis_leases import RedisLeases
 
@@ -65,12 +63,6 @@ def open_fleet(settings: Settings) -> Fleet:
     )
     # Presence and leases only ever write idempotently, so one retry on a fresh connection is safe,
     # and it spares the first call after an outage the pooled connection Redis already closed.
-    client = Redis.from_url(
-        settings.broker_url,
-        decode_responses=True,
-        socket_connect_timeout=COMMAND_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(NoBackoff(), 1),
-    )
+    client = redis_client(settings.broker_url, retries=1)
     presence = RedisPresence(client, prefix, limits.presence_ttl)
     return Fleet(instance_id, broker, presence, RedisLeases(client, prefix, instance_id), shared=True, client=client)

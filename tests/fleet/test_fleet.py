@@ -224,3 +224,19 @@ async def test_an_app_made_with_the_cli_is_known_to_every_instance(fleet: Fleet)
     )  # fmt: skip
     names = {app["name"] for app in json.loads((await listing.communicate())[0])}
     assert names == {"fleet", "shop"}
+
+
+async def test_a_burst_of_joins_on_one_instance_queues_for_redis_instead_of_failing(fleet: Fleet) -> None:
+    """More connections and joins at once than the Redis pool has connections: they wait for one,
+    none gets a 503."""
+    a = await fleet.start()
+
+    async def connect_and_join(i: int) -> tuple[WSClient, dict[str, Any]]:
+        client = await ws(a, fleet.app_id)
+        return client, await client.request({"op": "join", "channel": "burst", "id": i})
+
+    joined = await asyncio.gather(*(connect_and_join(i) for i in range(300)))
+    replies = [reply for _, reply in joined]
+    assert [r["op"] for r in replies] == ["joined"] * 300, [r for r in replies if r["op"] != "joined"][:3]
+    for client, _ in joined:
+        await client.conn.close()

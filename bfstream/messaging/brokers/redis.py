@@ -44,7 +44,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -57,6 +57,7 @@ from bfstream.messaging.broker import BROADCAST, History, Publication
 
 log = logging.getLogger("bfstream.redis")
 
+MAX_CONNECTIONS = 64  # per pool; more callers at once wait for one
 COMMAND_TIMEOUT = 2.0  # connect and command timeout: a dead server fails a request, not hangs it
 PING_AFTER = 1.0  # idle seconds before the reader PINGs the pub/sub connection
 DEAD_AFTER = 3.0  # silent seconds (PINGs unanswered) before the reader gives the connection up
@@ -112,6 +113,23 @@ def _translated() -> Iterator[None]:
         raise BrokerError(f"The message broker (Redis) refused the command: {error}") from error
 
 
+def redis_client(url: str, retries: int) -> Redis:
+    """A client for commands. Its pool waits for a free connection (up to the command timeout)
+    rather than failing at once: a burst of joins on one instance must queue, not see 503s.
+    ``retries``: how often a command that failed on a dead connection is sent again on a new one;
+    only for commands that are harmless twice."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=COMMAND_TIMEOUT,  # the wait for a free connection
+        decode_responses=True,
+        socket_connect_timeout=COMMAND_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(NoBackoff(), retries),
+    )
+    return Redis.from_pool(pool)  # closing the client closes its pool
+
+
 def _new_epoch() -> str:
     return secrets.token_urlsafe(6)  # url-safe: no spaces, so it can sit in the pub/sub payload
 
@@ -144,13 +162,7 @@ class RedisBroker:
         self._published: asyncio.Queue[Publication] = asyncio.Queue()
         self._control: asyncio.Queue[str] = asyncio.Queue()
         self._live = asyncio.Event()  # the reader is connected and every subscription is back
-        self._redis = Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=COMMAND_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis = redis_client(url, retries=0)
         self._publish_script = self._redis.register_script(_PUBLISH)
         self._history_script = self._redis.register_script(_HISTORY)
         self._conn: AbstractConnection | None = None  # the reader's pub/sub connection, while it has one
