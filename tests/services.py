@@ -104,6 +104,12 @@ class Proxy:
             flowing.clear()
         self.holding = self.holding or link is None
 
+    def release(self) -> None:
+        """Relay again what was held, as a healed network delivers what it buffered."""
+        self.holding = False
+        for flowing in self.links:
+            flowing.set()
+
     async def start(self) -> None:
         """Listen, on the same port as before when restarted, relaying freely."""
         self.holding = False

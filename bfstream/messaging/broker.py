@@ -19,6 +19,11 @@ Control: instances also send each other short messages (stop this stream, these 
 changed) addressed by instance id, or to ``"*"``, every instance, the sender included. They are
 delivered at most once, never kept, and read through ``next_control`` from one task.
 
+Fences: a stream's events are published with a fence named after the stream. An instance that
+ends a stream for its dead owner raises the fence first, so that a publish from the owner still on
+its way (held in a network buffer during a partition, say) is refused when it lands, instead of
+arriving after the stream's ``end``. A fence lasts as long as the channel's history.
+
 Failures: while the backend cannot reach its server, ``publish``, ``history``, ``subscribe`` and
 ``control`` raise ``BrokerError``; ``up`` says whether it is reachable right now.
 """
@@ -47,6 +52,10 @@ class History:
     complete: bool  # False: some publications after the asked-for offset are gone
 
 
+class Fenced(Exception):
+    """A publish refused because its fence was raised: someone else ended what it belonged to."""
+
+
 class Broker(Protocol):
     instance_id: str  # this instance, as control messages address it
 
@@ -59,9 +68,12 @@ class Broker(Protocol):
         ...
 
     async def unsubscribe(self, channel: str) -> None: ...
-    async def publish(self, channel: str, data: str) -> Publication:
-        """Append to the channel's history and deliver, atomically: offsets have no gaps."""
+    async def publish(self, channel: str, data: str, fence: str | None = None) -> Publication:
+        """Append to the channel's history and deliver, atomically: offsets have no gaps. With
+        ``fence``, raise ``Fenced`` instead if that fence was raised on the channel."""
         ...
+
+    async def raise_fence(self, channel: str, fence: str) -> None: ...
 
     async def next_published(self) -> Publication: ...
     async def history(self, channel: str, since: int | None) -> History:

@@ -84,8 +84,8 @@ class Hub:
     def broker(self) -> Broker:
         return self._broker
 
-    async def publish(self, channel: str, message_json: str) -> Publication:
-        return await self._broker.publish(channel, message_json)
+    async def publish(self, channel: str, message_json: str, fence: str | None = None) -> Publication:
+        return await self._broker.publish(channel, message_json, fence)
 
     async def history(self, channel: str, since: int | None) -> History:
         return await self._broker.history(channel, since)

@@ -48,12 +48,15 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     """Continue the stream's own numbering and give its whole text, as far as the channel's history
     tells (what the owner published but had not saved yet); else as last saved."""
     text, seq, ended = record.text or "", record.seq, False
+    out = Publisher(hub, record, fenced=False)
     try:
+        await out.raise_fence()  # first: whatever the dead owner still has on its way is refused from now on
         history = await hub.history(scoped(record.app_id, record.channels[0]), 0)
-    except BfstreamError:
-        history = None
+    except BfstreamError as exc:
+        log.warning("could not end orphaned stream %s on its channels: %s", record.id, exc.message)
+        return
     parts: list[str] | None = None
-    for publication in history.publications if history else []:
+    for publication in history.publications:
         try:
             options = json.loads(publication.data)["actions"][0]["options"]
             if options.get("streamId") != record.id:
@@ -70,8 +73,7 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
         return  # the owner sent its end and died before recording it
     if parts is not None:
         text = "".join(parts)
-    record.seq = seq
-    out = Publisher(hub, record)
+    out.seq = seq
     try:
         await out.emit("error", error=INTERRUPTED)
         await out.emit("end", finish_reason="error", usage=None, text=text)

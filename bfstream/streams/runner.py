@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from bfstream.errors import BfstreamError, BrokerError
+from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import dumps
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
@@ -51,10 +52,12 @@ def _function(call: ToolCall) -> dict[str, Any]:
 
 
 class Publisher:
-    """A stream's events as channel messages, numbered from ``record.seq`` on."""
+    """A stream's events as channel messages, numbered from ``record.seq`` on. The owner publishes
+    behind the stream's fence (see ``messaging/broker.py``); whoever ends it for a dead owner, not."""
 
-    def __init__(self, hub: Hub, record: StreamRecord) -> None:
+    def __init__(self, hub: Hub, record: StreamRecord, fenced: bool = True) -> None:
         self._hub = hub
+        self._fence = record.id if fenced else None
         self._stream_id = record.id
         self._action_name = record.action_name
         self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
@@ -67,8 +70,12 @@ class Publisher:
         action = {"action": "namedAction", "name": self._action_name, "options": event}
         message = dumps({"actions": [action]})
         for channel in self._channels:
-            await self._hub.publish(channel, message)
+            await self._hub.publish(channel, message, self._fence)
         self.seq += 1
+
+    async def raise_fence(self) -> None:
+        for channel in self._channels:
+            await self._hub.broker.raise_fence(channel, self._stream_id)
 
 
 async def _send_ending(
@@ -83,6 +90,8 @@ async def _send_ending(
             try:
                 await out.emit(**event)
                 break
+            except Fenced:
+                return False  # another instance ended the stream on the channels already
             except BrokerError as exc:
                 if time.monotonic() >= deadline:
                     log.warning("stream %s could not send its end: %s", record.id, exc.message)
@@ -112,6 +121,7 @@ async def relay(
     status, finish_reason, usage = "completed", "stop", None
     error: dict[str, Any] | None = None
     shutdown: asyncio.CancelledError | None = None
+    taken_over = False
     saved_at = time.monotonic()
     try:
         async with asyncio.timeout(max_duration):
@@ -133,9 +143,16 @@ async def relay(
                     await out.emit("function_call", content={"functions": functions})
                 elif isinstance(event, Finished):
                     finish_reason, usage = event.reason or "stop", event.usage
+    except Fenced:
+        # Another instance took this one for dead and ended the stream on its channels: nothing
+        # more goes out, and the record it wrote stands.
+        log.warning("stream %s was ended by another instance meanwhile", record.id)
+        taken_over = True
     except BfstreamError as exc:
         status, error = "failed", {"message": exc.message, "code": exc.code, "details": exc.details}
         log.warning("stream %s failed: %s", record.id, exc.message)
+        if isinstance(exc, BrokerError):
+            out.seq += 1  # the failed event may still land (a reply lost, not the publish): never reuse its number
     except TimeoutError:
         status, error = "failed", {"message": f"The stream ran longer than {max_duration:g} s", "code": 504}
     except asyncio.CancelledError as exc:
@@ -158,7 +175,8 @@ async def relay(
     ending = [{"type_": "error", "error": error}] if error is not None else []
     ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
     # While shutting down there is no time to wait for the broker.
-    await _send_ending(out, store, record, ending, 0 if shutdown is not None else _ENDING_PATIENCE)
+    if not taken_over:
+        await _send_ending(out, store, record, ending, 0 if shutdown is not None else _ENDING_PATIENCE)
     record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
     record.ended_at = time.time()
     record.text = text if retain_text else None

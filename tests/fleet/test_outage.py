@@ -88,3 +88,31 @@ async def test_a_redis_outage_answers_503_keeps_connections_and_recovers_by_itse
         for instance in fleet.instances:
             instance.proc.kill()
         await proxy.stop()
+
+
+async def test_after_a_partition_heals_nothing_of_the_stream_lands_after_its_end(fleet: Fleet) -> None:
+    """A partition holds the owner's last publish in a network buffer; another instance ends the
+    stream meanwhile. When the network heals, that publish reaches Redis late and must be refused."""
+    proxy = Proxy(REDIS_URL)
+    await proxy.start()
+    try:
+        a = await fleet.start()
+        c = await fleet.start(redis_url=proxy.proxied_url, BFSTREAM_SERVICES__ECHO__DELAY_MS="100")
+        listener = await a.ws(fleet.app_id, "room")
+        stream_id = await fleet.create(c)
+        events = [(await next_message(listener))["message"]["actions"][0]["options"] for _ in range(3)]
+        proxy.hold()  # bytes are held, nothing is reset: C's publishes wait, then time out
+        while events[-1]["type"] != "end":
+            events.append((await next_message(listener))["message"]["actions"][0]["options"])
+        assert [e["type"] for e in events][-2:] == ["error", "end"]
+        assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})  # no number twice
+        proxy.release()  # the held publishes reach Redis now, after the end
+        await until_health(fleet, c, 200, timeout=15)
+        sentinel = {"apiKey": fleet.api_key, "channels": ["room"], "message": {"actions": [{"n": "next"}]}}
+        assert (await fleet.post(a, "/message/sendmessage", sentinel)).status_code == 201
+        assert (await next_message(listener))["message"] == {"actions": [{"n": "next"}]}
+        assert (await fleet.status(a, stream_id))["status"] == "interrupted"
+    finally:
+        for instance in fleet.instances:
+            instance.proc.kill()
+        await proxy.stop()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bfstream.errors import BrokerError
-from bfstream.messaging.broker import BROADCAST, Broker, History, Publication
+from bfstream.messaging.broker import BROADCAST, Broker, Fenced, History, Publication
 from bfstream.messaging.brokers.memory import MemoryBroker
 from tests.services import Proxy, require_redis, unique_prefix, until
 
@@ -169,6 +169,23 @@ async def test_publications_cross_instances_whole_and_in_order(redis_brokers: Br
         got = await received(listener, 30)
         assert got == sent
         assert [p.data for p in got] == messages
+
+
+async def test_a_raised_fence_refuses_the_publishes_behind_it_and_no_others(brokers: Brokers) -> None:
+    owner = await brokers.new("owner")
+    # With a shared broker the fence is raised by another instance, as when it ends a dead one's stream.
+    other = await brokers.new("other") if brokers.shared else owner
+    await owner.subscribe("app/room")
+    first = await owner.publish("app/room", "delta", fence="stream1")
+    await other.raise_fence("app/room", "stream1")
+    with pytest.raises(Fenced):
+        await owner.publish("app/room", "late delta", fence="stream1")
+    end = await other.publish("app/room", "end")  # the one who raised it publishes unfenced
+    other_stream = await owner.publish("app/room", "another stream", fence="stream2")
+    assert [p.offset for p in (first, end, other_stream)] == [1, 2, 3]  # the refused one took no offset
+    assert [p.data for p in await received(owner, 3)] == ["delta", "end", "another stream"]
+    elsewhere = await owner.publish("app/other", "same stream id, another channel", fence="stream1")
+    assert elsewhere.offset == 1
 
 
 async def test_concurrent_publishes_share_one_gapless_sequence(brokers: Brokers) -> None:

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from bfstream.messaging.broker import BROADCAST, History, Publication
+from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication
 
 
 @dataclass(slots=True)
@@ -21,6 +21,7 @@ class _Channel:
     epoch: str = field(default_factory=lambda: secrets.token_urlsafe(6))
     offset: int = 0
     retained: deque[tuple[float, Publication]] = field(default_factory=deque)  # bounded: see _channel()
+    fences: set[str] = field(default_factory=set)  # forgotten with the channel
 
 
 class MemoryBroker:
@@ -54,14 +55,19 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
-    async def publish(self, channel: str, data: str) -> Publication:
+    async def publish(self, channel: str, data: str, fence: str | None = None) -> Publication:
         state = self._channel(channel)
+        if fence is not None and fence in state.fences:
+            raise Fenced(fence)
         state.offset += 1
         publication = Publication(channel, state.offset, state.epoch, data)
         state.retained.append((time.monotonic(), publication))
         if channel in self._subscribed:
             self._published.put_nowait(publication)
         return publication
+
+    async def raise_fence(self, channel: str, fence: str) -> None:
+        self._channel(channel).fences.add(fence)
 
     async def next_published(self) -> Publication:
         return await self._published.get()

@@ -6,6 +6,9 @@ tag, so both keys of a channel share a slot and one script may touch them:
     <prefix>:{<channel>}:meta       hash {epoch, offset}; two fields. PEXPIRE history_ttl, refreshed
                                     by every publish (a history read creates it, with that expiry,
                                     but does not refresh it).
+    <prefix>:{<channel>}:fence:<stream id>   string, set when another instance ends a dead
+                                    instance's stream: that stream's late publishes are refused.
+                                    PEXPIRE history_ttl.
     <prefix>:{<channel>}:history    stream, one entry per publication, id ``<offset>-1``, field ``d``
                                     = data; exact MAXLEN history_size (absent when history_size is
                                     0). PEXPIRE history_ttl, refreshed by every publish.
@@ -53,7 +56,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bfstream.errors import BrokerError
-from bfstream.messaging.broker import BROADCAST, History, Publication
+from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication
 
 log = logging.getLogger("bfstream.redis")
 
@@ -76,10 +79,14 @@ if not epoch then
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 """
-# ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data. XADD, the only call that could fail
-# on a sound key, runs before the offset is counted, so nothing is ever half-written.
+# ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data; KEYS[3], when given, the fence. XADD,
+# the only call that could fail on a sound key, runs before the offset is counted, so nothing is ever
+# half-written.
 _PUBLISH = (
-    _EPOCH
+    """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return false end
+"""
+    + _EPOCH
     + """
 offset = offset + 1
 if tonumber(ARGV[3]) > 0 then
@@ -218,13 +225,20 @@ class RedisBroker:
         with contextlib.suppress(BrokerError):  # while down there is nothing to undo: reconnecting skips it
             await self._send("UNSUBSCRIBE", self._topic(channel))
 
-    async def publish(self, channel: str, data: str) -> Publication:
+    async def publish(self, channel: str, data: str, fence: str | None = None) -> Publication:
+        keys = self._keys(channel) + ([self._fence(channel, fence)] if fence is not None else [])
         with _translated():
-            offset, epoch = await self._publish_script(
-                keys=self._keys(channel),
-                args=[_new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data],
+            published = await self._publish_script(
+                keys=keys, args=[_new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data]
             )
+        if published is None:
+            raise Fenced(fence)
+        offset, epoch = published
         return Publication(channel, int(offset), epoch, data)
+
+    async def raise_fence(self, channel: str, fence: str) -> None:
+        with _translated():
+            await self._redis.set(self._fence(channel, fence), "1", px=self._ttl_ms)
 
     async def next_published(self) -> Publication:
         return await self._published.get()
@@ -248,6 +262,9 @@ class RedisBroker:
 
     async def next_control(self) -> str:
         return await self._control.get()
+
+    def _fence(self, channel: str, fence: str) -> str:
+        return f"{self._prefix}:{{{channel}}}:fence:{fence}"
 
     def _keys(self, channel: str) -> list[str]:
         return [f"{self._prefix}:{{{channel}}}:meta", f"{self._prefix}:{{{channel}}}:history"]
