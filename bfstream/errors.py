@@ -15,7 +15,8 @@ documented JSON shape without knowing where it came from::
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
      │    └── ProviderTimeout          504     provider_timeout
      ├── ShuttingDown                  503     shutting_down      (no new streams while draining)
-     └── BrokerError                   503     broker_unavailable (the broker, e.g. Redis, is unreachable)
+     ├── BrokerError                   503     broker_unavailable (the broker, e.g. Redis, is unreachable)
+     └── Unavailable                   503     unavailable        (another instance needed for this is silent)
 
 Foreign exceptions (httpx, sqlite, redis, asyncpg) are translated where they are raised, at the adapter
 edge; nothing above that edge catches library exceptions.
@@ -102,3 +103,10 @@ class BrokerError(BfstreamError):
 
     status = 503
     type = "broker_unavailable"
+
+
+class Unavailable(BfstreamError):
+    """A request needs an instance of the fleet that does not answer (it may have just died)."""
+
+    status = 503
+    type = "unavailable"

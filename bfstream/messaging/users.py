@@ -47,6 +47,8 @@ async def apply_change(sessions: UserSessions, hub: Hub, store: Store, change: d
     for user_id, names in change.get("added", {}).items():
         for session in sessions.sessions_of(app_id, user_id):
             for name in names:
+                if name in session.channels:
+                    continue  # in it already (it joined while the channel was anonymous): no second joined
                 try:
                     await session.join(name, None)
                 except ClientError as exc:  # e.g. that connection's channel limit: tell it, go on

@@ -16,7 +16,7 @@ from __future__ import annotations
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from bfstream.errors import BrokerError
+from bfstream.messaging.brokers.redis import unreachable
 from bfstream.streams.leases import LEASE_TTL
 
 _ACQUIRE = """
@@ -42,10 +42,6 @@ return #KEYS
 """
 
 
-def _unreachable(exc: RedisError) -> BrokerError:
-    return BrokerError(f"The message broker (Redis) is unreachable: {exc}")
-
-
 class RedisLeases:
     def __init__(self, client: redis.Redis, prefix: str, instance_id: str) -> None:
         self._redis = client
@@ -62,13 +58,13 @@ class RedisLeases:
         try:
             return bool(await self._acquire(keys=[self._slots(app_id)], args=[slot, limit, self._ttl_ms]))
         except RedisError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
 
     async def release(self, app_id: str, slot: str) -> None:
         try:
             await self._redis.zrem(self._slots(app_id), slot)
         except RedisError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
 
     async def renew(self, slots: list[tuple[str, str]]) -> None:
         try:
@@ -76,7 +72,7 @@ class RedisLeases:
             if slots:
                 await self._renew(keys=[self._slots(a) for a, _ in slots], args=[self._ttl_ms, *(s for _, s in slots)])
         except RedisError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
 
     async def alive(self, instance_ids: set[str]) -> set[str]:
         ordered = sorted(instance_ids)
@@ -85,11 +81,11 @@ class RedisLeases:
         try:
             found = await self._redis.mget([f"{self._prefix}:lease:{i}" for i in ordered])
         except RedisError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
         return {instance for instance, value in zip(ordered, found, strict=True) if value is not None}
 
     async def resign(self) -> None:
         try:
             await self._redis.delete(self._lease)
         except RedisError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bfstream.errors import Unavailable
 from bfstream.messaging.control import Control
 from bfstream.store.records import App
 from bfstream.store.store import Store
@@ -35,7 +36,11 @@ class FleetStreams:
         if owner is None:
             return False
         reply = await self._control.call(owner, {"op": "stop", "streamId": stream_id})
-        return bool(reply and reply.get("stopped"))
+        if reply is None:  # the stream exists, but its instance is silent: likely dead, soon swept
+            raise Unavailable(
+                "The instance running this stream does not answer; if it is gone, the stream ends within seconds"
+            )
+        return bool(reply.get("stopped"))
 
     async def status(self, app: App, stream_id: str) -> dict[str, Any] | None:
         """The stream's record, live (with the text so far) while it runs, from whichever instance runs it."""

@@ -94,11 +94,15 @@ async def test_users_added_on_a_reach_their_open_connection_on_b_at_once(fleet: 
     a, b = await fleet.start(), await fleet.start()
     token = (await fleet.post(a, "/message/token", {"apiKey": fleet.api_key, "userId": "u1"})).json()["token"]
     user = await ws(b, fleet.app_id, f"&token={token}")
+    await user.join("lounge")  # joined while anonymous, then the user is added to it
     stranger = await b.ws(fleet.app_id, "vip")  # anonymous, in the channel before it becomes authenticated
-    body = {"apiKey": fleet.api_key, "users": [{"id": "u1", "channels": [{"name": "vip"}]}]}
+    body = {"apiKey": fleet.api_key, "users": [{"id": "u1", "channels": [{"name": "vip"}, {"name": "lounge"}]}]}
     assert (await fleet.post(a, "/message/adduser", body)).status_code == 201
     joined = await user.recv()
-    assert joined["op"] == "joined" and joined["channel"] == "vip"
+    assert joined["op"] == "joined" and joined["channel"] == "vip"  # and no second joined for lounge:
+    lounge = {"apiKey": fleet.api_key, "channels": ["lounge"], "message": {"actions": [{"action": "lounge"}]}}
+    assert (await fleet.post(a, "/message/sendmessage", lounge)).status_code == 201
+    assert (await user.recv())["message"] == {"actions": [{"action": "lounge"}]}
     assert (await stranger.recv())["op"] == "left"  # vip is for its users now
     message = {"apiKey": fleet.api_key, "channels": ["vip"], "message": {"actions": [{"action": "hi"}]}}
     assert (await fleet.post(a, "/message/sendmessage", message)).status_code == 201
@@ -189,6 +193,9 @@ async def test_sigkill_of_a_mid_stream_ends_it_for_bs_clients_within_10_s(fleet:
             seen.append(frame["message"]["actions"][0]["options"])
     a.proc.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
+    # Before its lease lapses the stream exists but its instance is silent: a stop is told so.
+    stop = await fleet.post(b, "/stream/stop", {"streamId": stream_id})
+    assert stop.status_code == 503 and stop.json()["error"]["type"] == "unavailable"
     rest = await client.stream_events(timeout=12)
     assert time.monotonic() - killed_at < 10
     events = seen + rest

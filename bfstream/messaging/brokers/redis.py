@@ -109,15 +109,25 @@ return {offset, epoch, redis.call('XRANGE', KEYS[2], ARGV[3], '+')}
 )
 
 
+UNREACHABLE = "The message broker (Redis) is unreachable"
+
+
+def unreachable(error: BaseException | None) -> BrokerError:
+    """The error callers see. redis-py's own text names internal addresses, so it goes to the log only."""
+    log.debug("%s: %s", UNREACHABLE, error)
+    return BrokerError(UNREACHABLE)
+
+
 @contextlib.contextmanager
 def _translated() -> Iterator[None]:
     """redis-py's errors stop here; above this edge only ``BrokerError`` is seen."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-        raise BrokerError(f"The message broker (Redis) is unreachable: {error}") from error
+        raise unreachable(error) from error
     except RedisError as error:
-        raise BrokerError(f"The message broker (Redis) refused the command: {error}") from error
+        log.warning("the message broker (Redis) refused a command: %s", error)
+        raise BrokerError("The message broker (Redis) refused the command") from error
 
 
 def redis_client(url: str, retries: int) -> Redis:
@@ -188,7 +198,7 @@ class RedisBroker:
                 await self._live.wait()
         except TimeoutError:
             await self.disconnect()
-            raise BrokerError(f"The message broker (Redis) is unreachable: {self._last_error}") from None
+            raise unreachable(self._last_error) from None
 
     async def disconnect(self) -> None:
         if self._reader is not None:
@@ -197,7 +207,7 @@ class RedisBroker:
                 await self._reader
             self._reader = None
         self._live.clear()
-        self._fail_waiting("disconnected")
+        self._fail_waiting("The message broker (Redis) was disconnected")
         self._channels.clear()
         await self._redis.aclose()
 
@@ -276,7 +286,7 @@ class RedisBroker:
         """Subscriptions not yet confirmed fail and go, so a later subscribe starts afresh: no half state."""
         for channel, state in list(self._channels.items()):
             if not state.ready.done():
-                state.ready.set_exception(BrokerError(f"The message broker (Redis) is {why}"))
+                state.ready.set_exception(BrokerError(why))
                 del self._channels[channel]
 
     async def _send(self, *command: str) -> None:
@@ -285,7 +295,7 @@ class RedisBroker:
         # Checked in the same step as the send: redis-py would otherwise quietly reconnect a
         # connection the reader is giving up, subscribed to nothing.
         if conn is None or not conn.is_connected or not self._live.is_set():
-            raise BrokerError(f"The message broker (Redis) is unreachable: {self._last_error or 'reconnecting'}")
+            raise unreachable(self._last_error)
         with _translated():
             await conn.send_command(*command, check_health=False)
 
@@ -304,7 +314,7 @@ class RedisBroker:
             if self._live.is_set():
                 delay = BACKOFF_MIN
             self._live.clear()
-            self._fail_waiting(f"unreachable: {self._last_error}")
+            self._fail_waiting(UNREACHABLE)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jittered, so a fleet does not reconnect at once
             delay = min(delay * 2, BACKOFF_MAX)
 

@@ -25,7 +25,7 @@ import time
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from bfstream.errors import BrokerError
+from bfstream.messaging.brokers.redis import unreachable
 from bfstream.messaging.presence import Listing
 from bfstream.messaging.tokens import User
 
@@ -89,7 +89,7 @@ class RedisPresence:
                     await pipe.execute()
             raw = await self._redis.hgetall(entries)
         except RedisError as exc:
-            raise BrokerError(f"The message broker (Redis) is unreachable: {exc}") from None
+            raise unreachable(exc) from None
         listing: Listing = {}
         for field, value in raw.items():
             channel, _, connection_id = _text(field).partition("\n")

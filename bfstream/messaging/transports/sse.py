@@ -15,8 +15,7 @@ import contextlib
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bfstream.errors import BfstreamError
-from bfstream.messaging.protocol import encode_positions, error_frame
+from bfstream.messaging.protocol import encode_positions
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.store.records import App
@@ -25,43 +24,41 @@ _KEEPALIVE = b": keep-alive\n\n"
 
 
 class EventStream(Response):
-    """A response that lives as long as the browser's connection."""
+    """A response that lives as long as the browser's connection. Made by ``open``, which joins the
+    channels first, so a refusal (the broker down, say) is still an ordinary HTTP error."""
 
-    def __init__(
-        self, context: Context, app: App, user: User | None, channels: list[str], resume: dict[str, Since]
-    ) -> None:
+    def __init__(self, context: Context, session: Session, resume: dict[str, Since], stop: asyncio.Event) -> None:
         super().__init__(media_type="text/event-stream")
         self._context = context
-        self._app = app
-        self._user = user
-        self._channels = channels
+        self._session = session
         self._resume = resume
-        self._stop = asyncio.Event()
+        self._stop = stop
+
+    @classmethod
+    async def open(
+        cls, context: Context, app: App, user: User | None, channels: list[str], resume: dict[str, Since]
+    ) -> EventStream:
+        stop = asyncio.Event()
+        session = Session(context, app, user, stop.set)
+        try:
+            await session.open(resume)
+            for channel in channels:
+                await session.join(channel, resume.get(channel))
+        except BaseException:
+            await session.close()
+            raise
+        return cls(context, session, resume, stop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session = Session(self._context, self._app, self._user, self._stop.set)
+        session = self._session
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
         tasks: list[asyncio.Task[None]] = []
         try:
-            try:
-                await session.open(self._resume)
-                for channel in self._channels:
-                    await session.join(channel, self._resume.get(channel))
-            except BfstreamError as exc:  # e.g. the broker is down: say so, and let EventSource retry
-                frame = error_frame(exc.message, exc.status)
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": f"event: error\ndata: {frame}\n\n".encode(),
-                        "more_body": True,
-                    }
-                )
-                return
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             tasks = [
                 asyncio.create_task(self._write_forever(session, send)),
                 asyncio.create_task(self._until_disconnect(receive)),
