@@ -47,7 +47,8 @@ def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
     schemas["ErrorResponse"].pop("$defs", None)
     error = {
         "description": "An error: 400 invalid request, 401 bad app key, 404 not found, 413 body too large, "
-        "429 too many streams, 502 the provider refused or failed, 503 shutting down, 504 provider time-out.",
+        "429 too many streams, 502 the provider refused or failed, 503 shutting down, broker unreachable or "
+        "another instance silent, 504 provider time-out.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
     }
     for operations in openapi.get("paths", {}).values():
