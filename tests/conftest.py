@@ -342,11 +342,17 @@ class ServeProcess:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
         )  # fmt: skip
         printed = ""
-        async with asyncio.timeout(20):
-            while "Uvicorn running on" not in printed:
-                line = await proc.stdout.readline()  # type: ignore[union-attr]
-                assert line, printed
-                printed += line.decode()
+        try:
+            async with asyncio.timeout(20):
+                while "Uvicorn running on" not in printed:
+                    line = await proc.stdout.readline()  # type: ignore[union-attr]
+                    assert line, printed
+                    printed += line.decode()
+        except BaseException:  # a server that did not come up must not outlive the test
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
         return cls(proc, port, printed)
 
     async def ws(self, app_id: str, channel: str) -> WSClient:
