@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +36,7 @@ class SQLiteDatabase:
             path.parent.mkdir(parents=True, exist_ok=True)
             # timeout: wait up to 5 s for another process's write lock (a CLI command, a second instance).
             db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             # In WAL mode NORMAL is still crash-safe (only a power cut can lose the last commits).
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
@@ -92,6 +93,20 @@ class SQLiteDatabase:
     async def close(self) -> None:
         await self._run(self._db.close)
         self._thread.shutdown()
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once, without
+    waiting, while another process opens the same file: wait a little and try again."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # on the store's own thread, not the event loop
 
 
 def _statements(script: str) -> list[str]:
