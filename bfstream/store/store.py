@@ -230,8 +230,15 @@ class Store:
             _json_or_null(record.error), record.text, record.seq, record.id,
         )  # fmt: skip
 
-    async def record_stream_text(self, stream_id: str, text: str | None, seq: int) -> None:
-        await self._db.execute("UPDATE streams SET text = $1, seq = $2 WHERE id = $3", text, seq, stream_id)
+    async def record_stream_text(self, stream_id: str, text: str | None, seq: int, status: str = "running") -> bool:
+        """Save the text so far of a record in ``status``; False when it is in another (a running
+        stream's owner learns this way that another instance ended the stream for it)."""
+        return (
+            await self._db.execute(
+                "UPDATE streams SET text = $1, seq = $2 WHERE id = $3 AND status = $4", text, seq, stream_id, status
+            )
+            > 0
+        )
 
     async def stream_record(self, app_id: str, stream_id: str) -> StreamRecord | None:
         row = await self._db.fetchrow(

@@ -81,7 +81,8 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
         log.warning("could not end orphaned stream %s on its channels: %s", record.id, exc.message)
     if record.text is not None or parts:
         app = await store.app_by_id(record.app_id)
-        await store.record_stream_text(record.id, text if app is not None and app.retain_text else None, out.seq)
+        kept = text if app is not None and app.retain_text else None
+        await store.record_stream_text(record.id, kept, out.seq, status="interrupted")
     log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
 
 

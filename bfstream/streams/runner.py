@@ -131,13 +131,17 @@ async def relay(
             async for event in source:
                 if isinstance(event, Delta):
                     stream.text.append(event.text)
-                    await out.emit("delta", content=event.text)
                     if time.monotonic() >= saved_at + _SAVE_EVERY:
                         # So that a crash leaves the record with the answer so far, not nothing, and
                         # whoever ends it for a dead instance knows where its numbering stood.
                         text = "".join(stream.text) if retain_text else None
-                        await store.record_stream_text(record.id, text, out.seq)
+                        if not await store.record_stream_text(record.id, text, out.seq):
+                            # Ended for this instance by another, which took it for dead (a freeze or a
+                            # partition longer than its lease, and maybe than the fence): stop before
+                            # this delta goes out.
+                            raise Fenced(record.id)
                         saved_at = time.monotonic()
+                    await out.emit("delta", content=event.text)
                 elif isinstance(event, ToolCalls):
                     functions = [_function(call) for call in event.calls]
                     await out.emit("function_call", content={"functions": functions})
@@ -175,6 +179,9 @@ async def relay(
     ending = [{"type_": "error", "error": error}] if error is not None else []
     ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
     # While shutting down there is no time to wait for the broker.
+    if not taken_over:  # the same question once more, as a stream may end right after a long freeze
+        current = await store.stream_by_id(record.id)
+        taken_over = current is not None and current.status != "running"
     if not taken_over:
         await _send_ending(out, store, record, ending, 0 if shutdown is not None else _ENDING_PATIENCE)
     record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error

@@ -247,3 +247,39 @@ async def test_a_burst_of_joins_on_one_instance_queues_for_redis_instead_of_fail
     assert [r["op"] for r in replies] == ["joined"] * 300, [r for r in replies if r["op"] != "joined"][:3]
     for client, _ in joined:
         await client.conn.close()
+
+
+async def test_an_owner_frozen_past_its_lease_and_fence_stops_its_stream_when_it_thaws(fleet: Fleet) -> None:
+    """A process suspended longer than its lease (and, here, than the fence, which lasts history_ttl)
+    is taken for dead; when it wakes it must find its stream ended and publish nothing more of it."""
+    short = {"BFSTREAM_MESSAGING__HISTORY_TTL": "2"}
+    a = await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS="100", **short)
+    b = await fleet.start(**short)
+    client = await b.ws(fleet.app_id, "room")
+    stream_id = await fleet.create(a)
+    while len([f for f in client.frames if f.get("op") == "message"]) < 4:
+        await client.recv()
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        events = await client.stream_events(timeout=15)  # ended for it by B
+        assert [e["type"] for e in events][-2:] == ["error", "end"]
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(fleet.env["BFSTREAM_BROKER_URL"])
+        fence = f"{fleet.env['BFSTREAM_BROKER_PREFIX']}:{{{fleet.app_id}/room}}:fence:{stream_id}"
+        async with asyncio.timeout(10):  # the fence is gone too: only the owner's own check is left
+            while await redis.exists(fence):
+                await asyncio.sleep(0.1)
+        await redis.aclose()
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    async with asyncio.timeout(10):
+        while "ended by another instance" not in a.output:
+            await asyncio.sleep(0.05)
+    sentinel = {"apiKey": fleet.api_key, "channels": ["room"], "message": {"actions": [{"n": "next"}]}}
+    assert (await fleet.post(b, "/message/sendmessage", sentinel)).status_code == 201
+    while (frame := await client.recv())["op"] != "message":
+        pass
+    assert frame["message"] == {"actions": [{"n": "next"}]}  # nothing of A's stream came first
+    record = await fleet.status(b, stream_id)
+    assert record["status"] == "interrupted" and record["finishReason"] == "error"

@@ -115,6 +115,10 @@ async def test_orphans_are_claimed_once_and_ended_records_stay_as_they_are(store
     assert claimed is not None
     assert (claimed.status, claimed.finish_reason, claimed.error) == ("interrupted", "error", GONE)
     assert await store.running_owners() == {"alive"}
+    # the dead owner, thawed, learns from its next save that the stream is no longer its own
+    assert not await store.record_stream_text("s1", "late", 99)
+    assert await store.record_stream_text("s1", "rebuilt", 5, status="interrupted")
+    assert (await store.stream_by_id("s1")).text == "rebuilt"  # type: ignore[union-attr]
     # the dead owner finishing late does not overwrite what the claim said
     late = _record(app.id, "s1", "dead")
     late.status = "completed"
