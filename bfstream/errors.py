@@ -16,6 +16,7 @@ documented JSON shape without knowing where it came from::
      │    └── ProviderTimeout          504     provider_timeout
      ├── ShuttingDown                  503     shutting_down      (no new streams while draining)
      ├── BrokerError                   503     broker_unavailable (the broker, e.g. Redis, is unreachable)
+     ├── StoreError                    503     store_unavailable  (the database is unreachable)
      └── Unavailable                   503     unavailable        (another instance needed for this is silent)
 
 Foreign exceptions (httpx, sqlite, redis, asyncpg) are translated where they are raised, at the adapter
@@ -103,6 +104,13 @@ class BrokerError(BfstreamError):
 
     status = 503
     type = "broker_unavailable"
+
+
+class StoreError(BfstreamError):
+    """The database cannot be reached; raised at the driver's edge, from the library's own errors."""
+
+    status = 503
+    type = "store_unavailable"
 
 
 class Unavailable(BfstreamError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 try:
@@ -9,7 +12,24 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("database_url names PostgreSQL: install bfstream[postgres] (asyncpg)") from exc
 
+from bfstream.errors import StoreError
 from bfstream.store.store import Row
+
+log = logging.getLogger("bfstream.store")
+
+# What an unreachable or restarting server looks like from here. Other errors are bugs, not outages.
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """asyncpg's errors stop here; above this edge only ``StoreError`` is seen."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        log.warning("the database is unreachable: %s", exc)
+        raise StoreError("The database is unreachable") from exc
+
 
 # Any constant both sides agree on: instances starting together take turns migrating.
 _MIGRATION_LOCK = 0x62667374
@@ -21,24 +41,29 @@ class PostgresDatabase:
 
     @classmethod
     async def connect(cls, url: str) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=10, command_timeout=30)
+        # timeout: a connection attempt to a server that does not answer gives up (asyncpg waits 60 s).
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=10, timeout=5, command_timeout=10)
         return cls(pool)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        status = await self._pool.execute(sql, *args)
+        with _translated():
+            status = await self._pool.execute(sql, *args)
         # "UPDATE 3", "INSERT 0 1", "DELETE 0": the count is the last word.
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
-            await self._pool.executemany(sql, rows)
+            with _translated():
+                await self._pool.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return [tuple(record) for record in await self._pool.fetch(sql, *args)]
+        with _translated():
+            return [tuple(record) for record in await self._pool.fetch(sql, *args)]
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        record = await self._pool.fetchrow(sql, *args)
+        with _translated():
+            record = await self._pool.fetchrow(sql, *args)
         return tuple(record) if record is not None else None
 
     async def migrate(self, steps: list[tuple[int, str]]) -> None:

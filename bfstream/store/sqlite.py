@@ -7,6 +7,7 @@ never stalls the streams. One thread also means one connection, used in order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 import time
@@ -15,7 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bfstream.errors import StoreError
 from bfstream.store.store import Row
+
+log = logging.getLogger("bfstream.store")
 
 T = TypeVar("T")
 
@@ -45,7 +49,11 @@ class SQLiteDatabase:
         return cls(await asyncio.get_running_loop().run_in_executor(thread, open_file), thread)
 
     async def _run(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+        except sqlite3.OperationalError as exc:  # disk full or failing, locked for too long
+            log.warning("the database is unusable: %s", exc)
+            raise StoreError("The database is unavailable") from exc
 
     def _translate(self, sql: str) -> str:
         """``$1`` (PostgreSQL's style, the one the queries are written in) is ``?1`` to SQLite."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from bfstream.errors import BfstreamError, BrokerError
+from bfstream.errors import BfstreamError, BrokerError, StoreError
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import dumps
@@ -97,10 +97,33 @@ async def _send_ending(
                     log.warning("stream %s could not send its end: %s", record.id, exc.message)
                     return False
             await asyncio.sleep(_RETRY_ENDING_EVERY)
-            current = await store.stream_by_id(record.id)
-            if current is None or current.status != "running":
+            if not await _still_running(store, record):
                 return False
     return True
+
+
+async def _record_end(store: Store, record: StreamRecord, patience: float) -> None:
+    """Write the final record, waiting up to ``patience`` seconds for an unreachable database."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await store.record_stream_end(record)
+            return
+        except StoreError:
+            if time.monotonic() >= deadline:  # it stays running, and is swept once this instance stops
+                log.warning("stream %s ended, but its record could not be written", record.id)
+                return
+        await asyncio.sleep(_RETRY_ENDING_EVERY)
+
+
+async def _still_running(store: Store, record: StreamRecord) -> bool:
+    """False once another instance has ended the stream for this one. Not knowing (the database is
+    down) counts as running: only a definite answer stops a stream."""
+    try:
+        current = await store.stream_by_id(record.id)
+    except StoreError:
+        return True
+    return current is None or current.status == "running"
 
 
 async def relay(
@@ -135,7 +158,11 @@ async def relay(
                         # So that a crash leaves the record with the answer so far, not nothing, and
                         # whoever ends it for a dead instance knows where its numbering stood.
                         text = "".join(stream.text) if retain_text else None
-                        if not await store.record_stream_text(record.id, text, out.seq):
+                        try:
+                            saved = await store.record_stream_text(record.id, text, out.seq)
+                        except StoreError:  # the database is down: the next save makes up for it
+                            saved = True
+                        if not saved:
                             # Ended for this instance by another, which took it for dead (a freeze or a
                             # partition longer than its lease, and maybe than the fence): stop before
                             # this delta goes out.
@@ -178,16 +205,14 @@ async def relay(
         finish_reason, error = "error", {"details": None, **error}
     ending = [{"type_": "error", "error": error}] if error is not None else []
     ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
-    # While shutting down there is no time to wait for the broker.
-    if not taken_over:  # the same question once more, as a stream may end right after a long freeze
-        current = await store.stream_by_id(record.id)
-        taken_over = current is not None and current.status != "running"
-    if not taken_over:
+    # Unless another instance ended it for this one (asked once more: a stream may end right after
+    # a long freeze). While shutting down there is no time to wait for the broker.
+    if not taken_over and await _still_running(store, record):
         await _send_ending(out, store, record, ending, 0 if shutdown is not None else _ENDING_PATIENCE)
     record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
     record.ended_at = time.time()
     record.text = text if retain_text else None
     record.seq = out.seq
-    await store.record_stream_end(record)
+    await _record_end(store, record, 0 if shutdown is not None else _ENDING_PATIENCE)
     if shutdown is not None:
         raise shutdown

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.fleet.conftest import Fleet, echo_body
+from tests.fleet.conftest import WORDS, Fleet, echo_body
 from tests.services import REDIS_URL, Proxy
 
 pytestmark = pytest.mark.anyio
@@ -109,6 +109,38 @@ async def test_after_a_partition_heals_nothing_of_the_stream_lands_after_its_end
         assert (await fleet.post(a, "/message/sendmessage", sentinel)).status_code == 201
         assert (await next_message(listener))["message"] == {"actions": [{"n": "next"}]}
         assert (await fleet.status(a, stream_id))["status"] == "interrupted"
+    finally:
+        for instance in fleet.instances:
+            instance.proc.kill()
+        await proxy.stop()
+
+
+async def test_a_database_outage_answers_503_and_recovers_by_itself(fleet: Fleet) -> None:
+    proxy = Proxy(fleet.env["BFSTREAM_DATABASE_URL"])
+    await proxy.start()
+    try:
+        a = await fleet.start(BFSTREAM_DATABASE_URL=proxy.proxied_url, BFSTREAM_SERVICES__ECHO__DELAY_MS="60")
+        message = {"apiKey": fleet.api_key, "channels": ["news"], "message": {"actions": []}}
+        assert (await fleet.post(a, "/message/sendmessage", message)).status_code == 201
+        client = await a.ws(fleet.app_id, "room")
+        running = await fleet.create(a)  # it streams on through the outage: saves only wait for later
+        await proxy.stop()
+        for path, body in (("/stream/create", echo_body(fleet.api_key)), ("/message/sendmessage", message)):
+            refused = await fleet.post(a, path, body)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["type"] == "store_unavailable"
+            assert "127.0.0.1" not in refused.text
+        events = await client.stream_events(timeout=10)
+        assert events[-1]["finish_reason"] == "stop" and events[-1]["text"] == WORDS
+        await proxy.start()
+        async with asyncio.timeout(10):
+            while (await fleet.post(a, "/message/sendmessage", message)).status_code != 201:
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):  # and its record was written once the database was back
+            while (await fleet.status(a, running))["status"] != "completed":
+                await asyncio.sleep(0.1)
+        stream_id = await fleet.create(a, **echo_body(fleet.api_key, words="back again"))
+        assert (await fleet.status(a, stream_id))["streamId"] == stream_id
     finally:
         for instance in fleet.instances:
             instance.proc.kill()
