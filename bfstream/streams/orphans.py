@@ -97,5 +97,7 @@ async def keep_alive(registry: StreamRegistry, leases: Leases, store: Store, hub
             continue
         try:
             await end_orphans(store, hub, leases, instance_id)
+        except BfstreamError as exc:  # an outage: the next round tries again
+            log.warning("could not look for orphaned streams now: %s", exc.message)
         except Exception:
             log.exception("looking for orphaned streams failed")
