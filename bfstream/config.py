@@ -51,6 +51,9 @@ class ServiceConfig(BaseModel):
     coalesce_ms: float = Field(0.0, ge=0)
     # Connect errors, 429 and 5xx before any output are retried this many times.
     retries: int = Field(2, ge=0)
+    # Longest line of a streamed answer, in characters; past it the stream fails (a few MB: a
+    # base64 image in one event fits, a runaway line does not).
+    max_line: int = Field(4 * 1024 * 1024, gt=0)
     # echo only: pause before each word, in milliseconds.
     delay_ms: float = Field(20.0, ge=0)
     timeouts: Timeouts = Timeouts()

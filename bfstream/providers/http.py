@@ -148,8 +148,8 @@ async def _read_chunks(response: httpx.Response, first_deadline: float, idle: fl
         stage = "silent between chunks"
 
 
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
-    decoder = SSEDecoder()
+async def iter_sse(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[ServerSentEvent]:
+    decoder = SSEDecoder(max_line)
     async for chunk in chunks:
         for event in decoder.feed(chunk):
             yield event

@@ -11,6 +11,8 @@ import codecs
 import re
 from dataclasses import dataclass
 
+from bfstream.errors import ProviderError
+
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
@@ -21,35 +23,66 @@ class ServerSentEvent:
     id: str | None = None
 
 
+MAX_LINE = 4 * 1024 * 1024  # characters; one line past this fails the stream
+
+
 class SSEDecoder:
-    def __init__(self) -> None:
+    """Linear in its input: each chunk is scanned once, and an unfinished line is kept as pieces,
+    joined once when it ends (joining at every chunk made one long line quadratic, holding the
+    event loop for seconds). A line longer than ``max_line`` characters fails with ``ProviderError``."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._max_line = max_line
+        self._pieces: list[str] = []  # the unfinished line
+        self._pending = 0  # its length
+        self._after_cr = False  # the last chunk ended with CR: a LF that opens the next one is the same line end
         self._data: list[str] = []
         self._event = ""
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        text = self._pending + self._utf8.decode(chunk)
+        text = self._utf8.decode(chunk)
+        if not text:
+            return []
+        if self._after_cr and text[0] == "\n":
+            text = text[1:]
+        self._after_cr = text[-1:] == "\r"
         events: list[ServerSentEvent] = []
         start = 0
         for match in _LINE_END.finditer(text):
-            if match.group() == "\r" and match.end() == len(text):
-                break  # maybe the first half of a CRLF; wait for the next chunk
-            self._line(text[start : match.start()], events)
+            line = text[start : match.start()]
+            self._line(self._finish(line) if self._pieces or len(line) > self._max_line else line, events)
             start = match.end()
-        self._pending = text[start:]
+        if start < len(text):
+            self._pieces.append(text[start:])
+            self._pending += len(text) - start
+            self._check(self._pending)
         return events
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: finish a last line and event even without their terminators (some servers omit them)."""
-        text = self._pending + self._utf8.decode(b"", final=True)
-        self._pending = ""
+        text = self._finish(self._utf8.decode(b"", final=True))
         events: list[ServerSentEvent] = []
         for line in _LINE_END.split(text):
             self._line(line, events)
         self._line("", events)
         return events
+
+    def _finish(self, tail: str) -> str:
+        """The unfinished line with its last piece, and a fresh start."""
+        if not self._pieces:
+            self._check(len(tail))
+            return tail
+        self._pieces.append(tail)
+        line = "".join(self._pieces)
+        self._pieces, self._pending = [], 0
+        self._check(len(line))
+        return line
+
+    def _check(self, length: int) -> None:
+        if length > self._max_line:
+            raise ProviderError(f"The provider sent a line longer than {self._max_line} characters")
 
     def _line(self, line: str, events: list[ServerSentEvent]) -> None:
         if not line:

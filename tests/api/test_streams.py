@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -287,3 +288,16 @@ async def test_an_explicit_include_usage_false_is_respected(server: Server, fake
     await server.post("/stream/create", seed_body(server, stream_options={"include_usage": False}))
     await client.stream_events()
     assert fake_openai.requests[0].json()["stream_options"] == {"include_usage": False}
+
+
+async def test_a_provider_line_past_the_limit_ends_the_stream_with_error(
+    start_server: Any, fake_openai: FakeOpenAI
+) -> None:
+    server = await start_server(services={"echo": {"delay_ms": 1}, "openai": {"max_line": 10_000}})
+    runaway = b'data: {"choices":[{"delta":{"content":"' + b"z" * 50_000 + b'"}}]}\n\n'
+    fake_openai.enqueue(StreamReply([sse(chunk({"role": "assistant", "content": "Hi"})), runaway]))
+    client = await server.ws(channels=("anonymous",))
+    assert (await server.post("/stream/create", seed_body(server))).status_code == 200
+    events = await client.stream_events()
+    assert [e["type"] for e in events] == ["threadInfo", "delta", "error", "end"]
+    assert "longer than 10000" in events[2]["error"]["message"] and events[-1]["text"] == "Hi"

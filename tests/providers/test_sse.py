@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bfstream.errors import ProviderError
 from bfstream.providers.sse import ServerSentEvent, SSEDecoder
 
 STREAM = (
@@ -50,3 +51,24 @@ def test_last_event_without_blank_line_is_kept() -> None:
 
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
     assert decode([b"data: \xff\xfe ok\n\n"]) == [ServerSentEvent("\ufffd\ufffd ok")]
+
+
+def test_a_long_line_in_many_pieces_is_read_whole() -> None:
+    """Three megabytes in 64 KB reads: the kind of line a base64 image makes."""
+    payload = "x" * (3 * 1024 * 1024)
+    raw = f"data: {payload}\n\n".encode()
+    assert decode([raw[i : i + 65536] for i in range(0, len(raw), 65536)]) == [ServerSentEvent(payload)]
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 64], ids=["one chunk", "7 chunks", "64 chunks"])
+def test_a_line_past_the_limit_fails_the_stream(pieces: int) -> None:
+    raw = b"data: " + b"y" * 1000 + b"\n\n"
+    decoder = SSEDecoder(max_line=500)
+    size = -(-len(raw) // pieces)
+    with pytest.raises(ProviderError, match="longer than 500"):
+        for i in range(0, len(raw), size):
+            decoder.feed(raw[i : i + size])
+
+
+def test_a_cr_ending_one_chunk_and_its_lf_opening_the_next_are_one_line_end() -> None:
+    assert decode([b"data: a\r", b"\ndata: b\r", b"", b"\n\r\n"]) == [ServerSentEvent("a\nb")]
