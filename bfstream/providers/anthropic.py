@@ -142,7 +142,7 @@ async def stream_chat(
         tools = _ToolUses()
         usage: dict[str, Any] = {}
         stop_reason: Any = None
-        async for event in iter_sse(chunks, service.max_line):
+        async for event in iter_sse(chunks, service):
             try:
                 data = json.loads(event.data)
             except ValueError:

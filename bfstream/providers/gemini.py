@@ -185,7 +185,7 @@ async def stream_chat(
         calls: list[ToolCall] = []
         usage: dict[str, int] | None = None
         finish: str | None = None
-        events = iter_sse(chunks, service.max_line)
+        events = iter_sse(chunks, service)
         while True:
             try:
                 event = await anext(events, None)

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from bfstream.config import Timeouts
+from bfstream.config import ServiceConfig, Timeouts
 from bfstream.errors import ProviderError, ProviderTimeout
 from bfstream.providers.sse import ServerSentEvent, SSEDecoder
 
@@ -148,11 +148,22 @@ async def _read_chunks(response: httpx.Response, first_deadline: float, idle: fl
         stage = "silent between chunks"
 
 
-async def iter_sse(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[ServerSentEvent]:
-    decoder = SSEDecoder(max_line)
+async def iter_sse(chunks: AsyncIterator[bytes], service: ServiceConfig) -> AsyncIterator[ServerSentEvent]:
+    """Events of a streamed answer. The idle time-out counts lines, not bytes: a provider that
+    trickles a byte now and then, never finishing a line, times out instead of holding its stream
+    (and its slot) until ``streams.max_duration``. Comment lines count: some servers send them
+    while the model thinks."""
+    decoder = SSEDecoder(service.max_line)
+    loop = asyncio.get_running_loop()
+    idle = service.timeouts.idle
+    lines, progress_at = 0, loop.time()
     async for chunk in chunks:
         for event in decoder.feed(chunk):
             yield event
+        if decoder.lines != lines:
+            lines, progress_at = decoder.lines, loop.time()
+        elif loop.time() - progress_at > idle:
+            raise ProviderTimeout("The provider timed out (no complete line between chunks)", details="idle")
     for event in decoder.close():
         yield event
 

@@ -111,7 +111,7 @@ async def stream_chat(
         tools = _ToolCallBuffer()
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
-        async for event in iter_sse(chunks, service.max_line):
+        async for event in iter_sse(chunks, service):
             if event.data == "[DONE]":
                 if pending := tools.take():
                     yield pending

@@ -40,6 +40,7 @@ class SSEDecoder:
         self._data: list[str] = []
         self._event = ""
         self._id: str | None = None
+        self.lines = 0  # complete lines so far, blank ones and comments too: the stream's progress
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         text = self._utf8.decode(chunk)
@@ -85,6 +86,7 @@ class SSEDecoder:
             raise ProviderError(f"The provider sent a line longer than {self._max_line} characters")
 
     def _line(self, line: str, events: list[ServerSentEvent]) -> None:
+        self.lines += 1
         if not line:
             if self._data:
                 events.append(ServerSentEvent("\n".join(self._data), self._event or "message", self._id))

@@ -301,3 +301,19 @@ async def test_a_provider_line_past_the_limit_ends_the_stream_with_error(
     events = await client.stream_events()
     assert [e["type"] for e in events] == ["threadInfo", "delta", "error", "end"]
     assert "longer than 10000" in events[2]["error"]["message"] and events[-1]["text"] == "Hi"
+
+
+async def test_a_provider_that_trickles_bytes_without_finishing_a_line_times_out(
+    start_server: Any, fake_openai: FakeOpenAI
+) -> None:
+    """Each byte comes well within the idle time-out, but no line is ever finished within it."""
+    timeouts = {"connect": 5, "first_byte": 5, "idle": 0.3, "request": 5}
+    server = await start_server(services={"echo": {"delay_ms": 1}, "openai": {"timeouts": timeouts}})
+    hello = sse(chunk({"role": "assistant", "content": "Hi"}))
+    trickle = [bytes([b]) for b in b'data: {"choices":[{"delta":{"content":"never finished']
+    fake_openai.enqueue(StreamReply([hello, *trickle], delay=0.05))
+    client = await server.ws(channels=("anonymous",))
+    assert (await server.post("/stream/create", seed_body(server))).status_code == 200
+    events = await client.stream_events()
+    assert [e["type"] for e in events] == ["threadInfo", "delta", "error", "end"]
+    assert events[2]["error"]["code"] == 504 and events[-1]["text"] == "Hi"
