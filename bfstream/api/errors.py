@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from bfstream.errors import BfstreamError
+from bfstream.text import repair_json
 
 log = logging.getLogger("bfstream.api")
 
@@ -60,7 +61,9 @@ def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_body(message: str, code: int | str, type_: str, details: Any = None) -> dict[str, Any]:
-    return {"success": False, "error": {"message": message, "code": code, "type": type_, "details": details}}
+    """Repaired text: a provider's error may quote text that is not valid Unicode."""
+    error = {"message": message, "code": code, "type": type_, "details": details}
+    return {"success": False, "error": repair_json(error)}
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

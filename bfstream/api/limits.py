@@ -1,4 +1,5 @@
-"""Request bodies: refuse oversized ones with 413 before any parsing, and read every POST body as
+"""Request bodies: refuse oversized ones with 413 before any parsing, refuse those holding text that
+is not Unicode (lone surrogates, see ``bfstream/text.py``) with 400, and read every POST body as
 JSON whatever its Content-Type says (``curl -d`` and FileMaker's Insert from URL send form types
 by default, and the JSON they carry is what the caller meant)."""
 
@@ -9,6 +10,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bfstream.api.errors import error_body
+from bfstream.text import has_lone_surrogate, may_hold_surrogates
 
 
 class BodyLimit:
@@ -41,9 +43,18 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        if _holds_lone_surrogate(body):
+            await _refuse(
+                send,
+                400,
+                "The request body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape): not text",
+                "invalid_text",
+            )
+            return
         headers[b"content-type"] = b"application/json"
         scope = {**scope, "headers": list(headers.items())}
-        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replay() -> Message:
             return pending.pop() if pending else await receive()
@@ -59,18 +70,30 @@ class BodyLimit:
             budget -= len(message.get("body", b""))
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps(
-            error_body(f"The request body is larger than {self.max_bytes} bytes", 413, "payload_too_large")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _refuse(send, 413, f"The request body is larger than {self.max_bytes} bytes", "payload_too_large")
+
+
+def _holds_lone_surrogate(body: bytes) -> bool:
+    """Only bodies with a surrogate escape are decoded here; the rest cannot hold one."""
+    if not may_hold_surrogates(body):
+        return False
+    try:
+        return has_lone_surrogate(json.loads(body))
+    except ValueError:
+        return False  # not JSON at all: the endpoint answers that
+
+
+async def _refuse(send: Send, status: int, message: str, type_: str) -> None:
+    body = json.dumps(error_body(message, status, type_)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -21,6 +21,7 @@ from bfstream.store.records import StreamRecord
 from bfstream.streams.registry import RunningStream
 from bfstream.streams.retry import with_retries
 from bfstream.streams.runner import relay
+from bfstream.text import repair_json
 
 router = APIRouter()
 
@@ -94,7 +95,7 @@ async def _complete(
         answer.cancel()
         await asyncio.gather(answer, return_exceptions=True)
         return Response(status_code=499)  # nobody is listening any more
-    return JSONResponse(answer.result())
+    return JSONResponse(repair_json(answer.result()))  # the provider's JSON may hold lone surrogates
 
 
 class ChatCompletion(BaseModel):

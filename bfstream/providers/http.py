@@ -21,6 +21,7 @@ import httpx
 from bfstream.config import ServiceConfig, Timeouts
 from bfstream.errors import ProviderError, ProviderTimeout
 from bfstream.providers.sse import ServerSentEvent, SSEDecoder
+from bfstream.text import repair
 
 _MASKED_KEY = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-]*\*+[A-Za-z0-9_\-*]*", re.IGNORECASE)
 _MAX_ERROR_BODY = 64 * 1024
@@ -61,7 +62,9 @@ async def _refusal(response: httpx.Response, api_key: str | None, timeouts: Time
         body = json.loads(text)
     except ValueError:
         body = None
-    detail = scrub((error_message(body) or text).strip() or response.reason_phrase or "no error message", api_key)
+    detail = repair(
+        scrub((error_message(body) or text).strip() or response.reason_phrase or "no error message", api_key)
+    )
     status = response.status_code
     error = ProviderError(f"The provider refused the request (HTTP {status})", code=status, details=detail)
     error.retryable = status == 429 or status >= 500

@@ -28,6 +28,7 @@ from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
 from bfstream.streams.registry import RunningStream
+from bfstream.text import SurrogateJoiner, repair, repair_json
 
 log = logging.getLogger("bfstream.streams")
 
@@ -44,10 +45,10 @@ def _function(call: ToolCall) -> dict[str, Any]:
         parsed = None
     user_message = parsed.get("userMessage") if isinstance(parsed, dict) else None
     return {
-        "id": call.id,
-        "name": call.name,
-        "arguments": call.arguments,
-        "userMessage": user_message if isinstance(user_message, str) else None,
+        "id": call.id and repair(call.id),
+        "name": repair(call.name),
+        "arguments": repair(call.arguments),
+        "userMessage": repair(user_message) if isinstance(user_message, str) else None,
     }
 
 
@@ -146,6 +147,7 @@ async def relay(
     shutdown: asyncio.CancelledError | None = None
     taken_over = False
     saved_at = time.monotonic()
+    joiner = SurrogateJoiner()
     try:
         async with asyncio.timeout(max_duration):
             await out.emit(
@@ -153,7 +155,10 @@ async def relay(
             )
             async for event in source:
                 if isinstance(event, Delta):
-                    stream.text.append(event.text)
+                    piece = joiner.feed(event.text)  # a surrogate pair cut between chunks is joined
+                    if not piece:
+                        continue
+                    stream.text.append(piece)
                     if time.monotonic() >= saved_at + _SAVE_EVERY:
                         # So that a crash leaves the record with the answer so far, not nothing, and
                         # whoever ends it for a dead instance knows where its numbering stood.
@@ -168,19 +173,22 @@ async def relay(
                             # this delta goes out.
                             raise Fenced(record.id)
                         saved_at = time.monotonic()
-                    await out.emit("delta", content=event.text)
+                    await out.emit("delta", content=piece)
                 elif isinstance(event, ToolCalls):
                     functions = [_function(call) for call in event.calls]
                     await out.emit("function_call", content={"functions": functions})
                 elif isinstance(event, Finished):
                     finish_reason, usage = event.reason or "stop", event.usage
+            if tail := joiner.flush():  # a high surrogate that no low half followed
+                stream.text.append(tail)
+                await out.emit("delta", content=tail)
     except Fenced:
         # Another instance took this one for dead and ended the stream on its channels: nothing
         # more goes out, and the record it wrote stands.
         log.warning("stream %s was ended by another instance meanwhile", record.id)
         taken_over = True
     except BfstreamError as exc:
-        status, error = "failed", {"message": exc.message, "code": exc.code, "details": exc.details}
+        status, error = "failed", repair_json({"message": exc.message, "code": exc.code, "details": exc.details})
         log.warning("stream %s failed: %s", record.id, exc.message)
         if isinstance(exc, BrokerError):
             out.seq += 1  # the failed event may still land (a reply lost, not the publish): never reuse its number

@@ -98,7 +98,11 @@ class EventStream(Response):
             if op != "message":
                 lines.append(f"event: {op}\n")
             lines.append(f"data: {frame}\n\n")
-            await send({"type": "http.response.body", "body": "".join(lines).encode(), "more_body": True})
+            try:
+                body = "".join(lines).encode()
+            except UnicodeEncodeError:  # cannot happen with the edges checked; must not cost the connection
+                continue
+            await send({"type": "http.response.body", "body": body, "more_body": True})
 
     @staticmethod
     async def _until_disconnect(receive: Receive) -> None:

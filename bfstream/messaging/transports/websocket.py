@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,9 @@ from bfstream.messaging.hub import scoped
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.store.records import App
+from bfstream.text import has_lone_surrogate, may_hold_surrogates
+
+log = logging.getLogger("bfstream.websocket")
 
 _SLOW_CLOSE_WAIT = 10.0  # seconds
 
@@ -99,7 +103,10 @@ class WebSocketConnection:
     async def _write_forever(self) -> None:
         while True:
             frame = (await self.session.next_outgoing())[1]
-            await self._ws.send_text(frame)
+            try:
+                await self._ws.send_text(frame)
+            except UnicodeEncodeError:  # cannot happen with the edges checked; must not cost the connection
+                log.error("dropped a frame that is not valid Unicode")
 
     async def _read_forever(self) -> None:
         while True:
@@ -117,6 +124,8 @@ class WebSocketConnection:
                     raise ClientError("Frame is not valid JSON") from None
                 if not isinstance(request, dict):
                     raise ClientError("Frame must be a JSON object")
+                if may_hold_surrogates(text) and has_lone_surrogate(request):
+                    raise ClientError("Frame holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)")
                 await self._handle(request)
             except BfstreamError as exc:
                 request_id = request.get("id") if isinstance(request, dict) else None

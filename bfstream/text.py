@@ -1,0 +1,80 @@
+"""Text at the edges: nothing that UTF-8 cannot encode gets into bfstream.
+
+Python strings can hold lone UTF-16 surrogates: JSON's ``"\\ud800"`` decodes to one, and a
+provider that cuts an emoji's surrogate pair between two chunks sends one half in each. No UTF-8
+encoder takes them, so one such string published to a channel used to break every listener's
+connection when its frame was sent. Requests are refused (their bodies and frames are checked
+here), and provider text is repaired: a pair split across deltas is joined, a lone half becomes
+U+FFFD.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# A lone surrogate can only come from a \u escape: raw UTF-8 cannot encode one, and undecodable
+# bytes are refused before this. So text without such an escape needs no closer look.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def may_hold_surrogates(raw: str | bytes) -> bool:
+    """Cheap test of undecoded JSON; False means its decoded strings are all valid Unicode."""
+    pattern = _SURROGATE_ESCAPE_BYTES if isinstance(raw, bytes) else _SURROGATE_ESCAPE
+    return pattern.search(raw) is not None  # type: ignore[arg-type]
+
+
+def _valid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in decoded JSON (keys too) holds a lone surrogate."""
+    if isinstance(value, str):
+        return not _valid(value)
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
+
+
+def repair(text: str) -> str:
+    """Join the surrogate pairs a string holds as two halves, and replace lone halves with U+FFFD."""
+    if _valid(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def repair_json(value: Any) -> Any:
+    """``repair`` every string of decoded JSON, keys included."""
+    if isinstance(value, str):
+        return repair(value)
+    if isinstance(value, dict):
+        return {repair(k): repair_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repair_json(v) for v in value]
+    return value
+
+
+class SurrogateJoiner:
+    """Deltas of one stream: a high surrogate ending one is held back for the low half the next
+    one should open with."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text, self._held = self._held + text, ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self._held = text[:-1], text[-1]
+        return repair(text)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return repair(held)

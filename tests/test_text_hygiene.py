@@ -1,0 +1,74 @@
+"""Lone UTF-16 surrogates: refused at every request edge, repaired in provider text, and never the
+cause of a dropped listener (hardening issue: one such string used to break every listener of a
+channel, again on each rejoin, and leave its stream's record running for good)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Server, assert_well_formed, seed_body
+from tests.fakes.openai_server import FakeOpenAI, StreamReply, chunk, sse
+
+pytestmark = pytest.mark.anyio
+
+LONE = '{"actions": [{"action": "say", "text": "\\ud800"}]}'  # raw JSON text: the escape itself
+
+
+async def test_a_message_with_a_lone_surrogate_is_refused_and_the_channel_lives_on(server: Server) -> None:
+    listener = await server.ws(channels=("room",))
+    body = '{"apiKey": "' + server.api_key + '", "channels": ["room"], "message": ' + LONE + "}"
+    refused = await server.http.post(server.url + "/message/sendmessage", content=body)
+    assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_text"
+    paired = '{"apiKey": "%s", "channels": ["room"], "message": {"actions": [{"e": "\\ud83d\\ude00"}]}}'
+    accepted = await server.http.post(server.url + "/message/sendmessage", content=paired % server.api_key)
+    assert accepted.status_code == 201  # an escaped pair is a valid emoji
+    frame = await listener.recv()
+    assert frame["op"] == "message" and frame["message"] == {"actions": [{"e": "😀"}]}
+    rejoined = await server.ws(channels=("room",))
+    await server.send("room", {"actions": [{"n": 2}]})
+    assert (await listener.recv())["message"] == (await rejoined.recv())["message"] == {"actions": [{"n": 2}]}
+
+
+async def test_a_browser_frame_with_a_lone_surrogate_gets_an_error_frame_and_nobody_is_dropped(
+    server: Server,
+) -> None:
+    publisher = await server.ws(channels=("room",))
+    neighbour = await server.ws(channels=("room",))
+    await publisher.send('{"op": "publish", "channel": "room", "id": 7, "message": ' + LONE + "}")
+    reply = await publisher.recv()
+    assert reply["op"] == "error" and reply["id"] == 7 and reply["error"]["code"] == 400
+    await publisher.send({"op": "publish", "channel": "room", "id": 8, "message": {"actions": [{"ok": 1}]}})
+    assert (await neighbour.recv())["message"] == {"actions": [{"ok": 1}]}
+    assert (await publisher.request({"op": "ping", "id": "alive"}))["op"] == "pong"
+
+
+def _escaped(delta: dict) -> bytes:
+    """An OpenAI chunk written with ASCII escapes, as a server splitting a pair would write it."""
+    return sse(json.dumps(chunk(delta)))
+
+
+async def test_a_provider_that_splits_a_surrogate_pair_across_chunks_streams_the_character_whole(
+    server: Server, fake_openai: FakeOpenAI
+) -> None:
+    pieces = [
+        _escaped({"role": "assistant", "content": "Hi "}),
+        _escaped({"content": "\ud83d"}),  # the emoji's first half ends one chunk...
+        _escaped({"content": "\ude00 and "}),  # ...and its second half opens the next
+        _escaped({"content": "a lone \udc00 half"}),
+        _escaped({"content": "\ud83d"}),  # a first half that nothing follows
+        sse(json.dumps(chunk({}, finish_reason="stop"))),
+        sse("[DONE]"),
+    ]
+    fake_openai.enqueue(StreamReply(pieces))
+    client = await server.ws(channels=("anonymous",))
+    created = await server.post("/stream/create", seed_body(server))
+    assert created.status_code == 200
+    events = await client.stream_events()
+    assert_well_formed(events, created.json()["streamId"])
+    text = "Hi 😀 and a lone \ufffd half\ufffd"
+    assert "".join(e["content"] for e in events if e["type"] == "delta") == text
+    assert events[-1]["text"] == text and events[-1]["finish_reason"] == "stop"
+    status = await server.post("/stream/status", {"apiKey": server.api_key, "streamId": created.json()["streamId"]})
+    assert status.json()["status"] == "completed" and status.json()["text"] == text
