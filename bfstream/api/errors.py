@@ -99,7 +99,9 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(str(exc.detail), exc.status_code, type_), status_code=exc.status_code)
+    # The exception's headers go along: a 405 must say which methods are allowed (Allow).
+    body = error_body(str(exc.detail), exc.status_code, type_)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bfstream.api.errors import error_body
+from bfstream.nesting import nesting_problem
 from bfstream.text import has_lone_surrogate, may_hold_surrogates
 
 
@@ -44,6 +45,9 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if (problem := nesting_problem(body)) is not None:
+            await _refuse(send, 400, problem, "validation_error")
+            return
         if _holds_lone_surrogate(body):
             await _refuse(
                 send,

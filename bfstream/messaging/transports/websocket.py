@@ -21,6 +21,7 @@ from bfstream.messaging import protocol
 from bfstream.messaging.hub import scoped
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
+from bfstream.nesting import nesting_problem
 from bfstream.store.records import App
 from bfstream.text import has_lone_surrogate, may_hold_surrogates
 
@@ -118,6 +119,8 @@ class WebSocketConnection:
             try:
                 if text is None:
                     raise ClientError("Frames must be JSON text")
+                if (problem := nesting_problem(text)) is not None:
+                    raise ClientError(problem)
                 try:
                     request = json.loads(text)
                 except ValueError:
@@ -130,6 +133,9 @@ class WebSocketConnection:
             except BfstreamError as exc:
                 request_id = request.get("id") if isinstance(request, dict) else None
                 self.session.push("error", protocol.error_frame(exc.message, exc.status, request_id))
+            # Frames the client sent ahead arrive without a pause: let the writer send the replies
+            # between them, or a client that pipelines requests is cut off as a slow reader.
+            await asyncio.sleep(0)
 
     async def _handle(self, request: dict[str, Any]) -> None:
         op, request_id, session = request.get("op"), request.get("id"), self.session

@@ -1,0 +1,40 @@
+"""Frames and bodies an attacker would send: refused one by one, never costing the connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Server
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_deeply_nested_json_in_a_frame_gets_an_error_frame(server: Server) -> None:
+    client = await server.ws()
+    await client.send('{"op": "ping", "id": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    reply = await client.recv()
+    assert reply["op"] == "error" and "nest" in reply["error"]["message"]
+    assert (await client.request({"op": "ping", "id": "after"}))["op"] == "pong"
+
+
+async def test_deeply_nested_json_in_a_body_is_a_400(server: Server) -> None:
+    body = '{"apiKey": "k", "channels": ["c"], "message": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    answer = await server.http.post(server.url + "/message/sendmessage", content=body)
+    assert answer.status_code == 400 and "nest" in answer.json()["error"]["message"]
+    shallow = '{"apiKey": "' + server.api_key + '", "channels": ["c"], "message": {"actions": [{"a": {"b": [[1]]}}]}}'
+    assert (await server.http.post(server.url + "/message/sendmessage", content=shallow)).status_code == 201
+
+
+async def test_a_client_that_pipelines_requests_gets_every_reply(server: Server) -> None:
+    """More requests sent ahead than the send queue holds (1024): the replies go out as they come."""
+    client = await server.ws()
+    for i in range(3000):
+        await client.send({"op": "ping", "id": i})
+    replies = [await client.recv() for _ in range(3000)]
+    assert [r["id"] for r in replies] == list(range(3000))
+
+
+async def test_a_405_says_which_methods_are_allowed(server: Server) -> None:
+    answer = await server.http.get(server.url + "/stream/create")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    assert answer.json()["error"]["type"] == "method_not_allowed"
