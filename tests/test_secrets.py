@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import PROVIDER_KEY, ServeProcess, Server, seed_body
-from tests.fakes.openai_server import StreamReply, invalid_key_reply, stream_error, text_stream
+from tests.fakes.openai_server import FakeOpenAI, StreamReply, invalid_key_reply, stream_error, text_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -67,3 +67,16 @@ async def test_connection_tokens_stay_out_of_the_server_log(tmp_path) -> None:
     log = (await server.proc.stdout.read()).decode()
     assert "token=***" in log  # the connections were logged...
     assert token not in log and token.split(".")[1] not in log  # ...without their token
+
+
+@pytest.mark.parametrize("bad_key", ["sk-test-Trailing-Newline-1234\n", "sk-test-Ünicode-1234", "sk test with spaces"])
+async def test_a_provider_key_that_cannot_be_a_header_is_a_400_that_does_not_quote_it(
+    server: Server, fake_openai: FakeOpenAI, bad_key: str
+) -> None:
+    answer = await server.post("/stream/create", seed_body(server, apiKey=bad_key))
+    assert answer.status_code == 400
+    assert answer.json()["error"]["details"] == [
+        {"field": "payload.apiKey", "message": "a key is printable ASCII without spaces or line breaks"}
+    ]
+    assert bad_key.strip() not in answer.text and "Unicode" not in answer.text
+    assert fake_openai.requests == []  # refused before any provider call

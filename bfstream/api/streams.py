@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
@@ -24,6 +25,8 @@ from bfstream.streams.runner import relay
 from bfstream.text import repair_json
 
 router = APIRouter()
+
+_HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no space
 
 
 class StreamPayload(BaseModel):
@@ -132,6 +135,13 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     if model is None:
         raise ValidationFailed(
             "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
+        )
+    if body.payload.apiKey is not None and not _HEADER_SAFE.fullmatch(body.payload.apiKey):
+        # It becomes an HTTP header: a line break or a non-ASCII character would fail there, with
+        # the key quoted in the error. Said here instead, without the key.
+        raise ValidationFailed(
+            "The request body is invalid",
+            details=[{"field": "payload.apiKey", "message": "a key is printable ASCII without spaces or line breaks"}],
         )
     payload = body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"})
     chat = ChatRequest(payload=payload, model=model, api_key=body.payload.apiKey or service.api_key)
