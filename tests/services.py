@@ -47,6 +47,19 @@ def require_postgres() -> str:
     return _require("PostgreSQL", DATABASE_URL, 5432)
 
 
+async def delete_keys(redis_url: str, prefix: str) -> None:
+    """A test's clean-up: every Redis key under its prefix."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 def unique_prefix() -> str:
     """A key prefix of a test's own, so runs never see each other's keys."""
     return f"bfstest-{uuid.uuid4().hex[:12]}"

@@ -15,7 +15,7 @@ import pytest
 
 from bfstream.store.store import open_store
 from tests.conftest import ServeProcess
-from tests.services import require_redis, throwaway_database, unique_prefix
+from tests.services import delete_keys, require_redis, throwaway_database, unique_prefix
 
 WORDS = " ".join(f"w{i}" for i in range(40))
 
@@ -91,22 +91,10 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(instance.proc.wait(), 10)
                 await asyncio.gather(*made._readers, return_exceptions=True)
-        await _delete_keys(redis_url, prefix)
+        await delete_keys(redis_url, prefix)
 
 
 async def _keep_reading(instance: ServeProcess) -> None:
     assert instance.proc.stdout is not None
     while line := await instance.proc.stdout.readline():
         instance.output += line.decode(errors="replace")
-
-
-async def _delete_keys(redis_url: str, prefix: str) -> None:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()

@@ -17,7 +17,7 @@ import pytest
 from bfstream.errors import BrokerError
 from bfstream.messaging.broker import BROADCAST, Broker, Fenced, History, Publication
 from bfstream.messaging.brokers.memory import MemoryBroker
-from tests.services import Proxy, require_redis, unique_prefix, until
+from tests.services import Proxy, delete_keys, require_redis, unique_prefix, until
 
 pytestmark = pytest.mark.anyio
 
@@ -52,13 +52,7 @@ class Brokers:
             await broker.disconnect()
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("bfstream-redis")]
         if self.kind == "redis":
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(self.url)
-            keys = [key async for key in client.scan_iter(match=f"{self.prefix}*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+            await delete_keys(self.url, self.prefix)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -14,7 +14,7 @@ from bfstream.messaging.broker import Publication
 from bfstream.messaging.brokers.redis import RedisBroker
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.tokens import User
-from tests.services import Proxy, require_redis, unique_prefix, until
+from tests.services import Proxy, delete_keys, require_redis, unique_prefix, until
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +35,8 @@ class Collector:
 async def test_a_join_that_fails_with_the_broker_down_is_tried_again_later() -> None:
     proxy = Proxy(require_redis())
     await proxy.start()
-    broker = RedisBroker(proxy.proxied_url, instance_id="hub-test", prefix=unique_prefix())
+    prefix = unique_prefix()
+    broker = RedisBroker(proxy.proxied_url, instance_id="hub-test", prefix=prefix)
     hub = Hub(broker)
     await hub.start()
     listener = Collector()
@@ -53,10 +54,12 @@ async def test_a_join_that_fails_with_the_broker_down_is_tried_again_later() -> 
     finally:
         await hub.stop()
         await proxy.stop()
+        await delete_keys(require_redis(), prefix)
 
 
 async def test_concurrent_joins_of_a_new_channel_all_wait_for_its_subscription() -> None:
-    broker = RedisBroker(require_redis(), instance_id="hub-test", prefix=unique_prefix())
+    prefix = unique_prefix()
+    broker = RedisBroker(require_redis(), instance_id="hub-test", prefix=prefix)
     hub = Hub(broker)
     await hub.start()
     listeners = [Collector() for _ in range(5)]
@@ -66,6 +69,7 @@ async def test_concurrent_joins_of_a_new_channel_all_wait_for_its_subscription()
         await until(lambda: all(listener.received == ['"x"'] for listener in listeners))
     finally:
         await hub.stop()
+        await delete_keys(require_redis(), prefix)
 
 
 def test_one_process_imports_neither_redis_nor_asyncpg() -> None:
