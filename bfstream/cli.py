@@ -85,7 +85,7 @@ async def _apps_create(args: argparse.Namespace, store: Store) -> int:
         raise SystemExit("bfstream: an app needs a name")
     if await store.find_app(name) is not None:
         raise SystemExit(f"bfstream: an app named {name!r} exists already; names pick apps in these commands")
-    app, key = await store.create_app(name)
+    app, key = await store.create_app(name, browser_publish=args.browser_publish == "on")
     _print_new_key(app, key, args.json, "Created")
     return 0
 
@@ -171,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     create = apps.add_parser("create", parents=[common], help="create an app and print its key once")
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.add_argument(
+        "--browser-publish", choices=["on", "off"], default="off", help="may browsers publish to their channels (off)"
+    )
     create.set_defaults(run=_apps_create)
     listing = apps.add_parser("list", parents=[common], help="list apps")
     listing.add_argument("--json", action="store_true")

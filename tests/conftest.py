@@ -120,6 +120,15 @@ class Server:
         response = await self.post("/message/sendmessage", body)
         assert response.status_code == 201, response.text
 
+    async def allow_browser_publish(self) -> None:
+        """Browser publish is off for new apps; tests of it turn it on, as an operator would."""
+        settings = load_settings(data_dir=self.data_dir)
+        store = await open_store(settings.database_url, settings.data_dir)
+        try:
+            await store.set_browser_publish(self.app_id, True)
+        finally:
+            await store.close()
+
     async def token(self, user_id: str, email: str | None = None, **extra: Any) -> str:
         response = await self.post(
             "/message/token", {"apiKey": self.api_key, "userId": user_id, "email": email, **extra}

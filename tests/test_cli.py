@@ -33,7 +33,7 @@ def test_apps_create_list_rotate_delete(tmp_path: Path) -> None:
     assert re.fullmatch(r"BFAPI_[A-Za-z0-9_-]{43}", app["apiKey"])  # 256 random bits
 
     listed = json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)
-    assert [(a["appId"], a["name"], a["browserPublish"]) for a in listed] == [(app["appId"], "shop", True)]
+    assert [(a["appId"], a["name"], a["browserPublish"]) for a in listed] == [(app["appId"], "shop", False)]
     assert "apiKey" not in listed[0]
 
     rotated = json.loads(run("apps", "rotate-key", "shop", "--json", data_dir=tmp_path).stdout)
@@ -44,9 +44,13 @@ def test_apps_create_list_rotate_delete(tmp_path: Path) -> None:
     db.close()
     assert app["apiKey"] not in stored and rotated["apiKey"] not in stored  # only hashes are kept
 
-    updated = run("apps", "update", "shop", "--browser-publish", "off", data_dir=tmp_path)
-    assert json.loads(updated.stdout)["browserPublish"] is False
-    assert json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)[0]["browserPublish"] is False
+    updated = run("apps", "update", "shop", "--browser-publish", "on", data_dir=tmp_path)
+    assert json.loads(updated.stdout)["browserPublish"] is True
+    assert json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)[0]["browserPublish"] is True
+    made_open = json.loads(run("apps", "create", "chat", "--browser-publish", "on", "--json", data_dir=tmp_path).stdout)
+    assert [a["browserPublish"] for a in json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)] == [
+        True, True]  # fmt: skip
+    run("apps", "delete", made_open["appId"], data_dir=tmp_path)
 
     deleted = run("apps", "delete", app["appId"], data_dir=tmp_path)
     assert deleted.returncode == 0

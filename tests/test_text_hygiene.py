@@ -34,6 +34,7 @@ async def test_a_message_with_a_lone_surrogate_is_refused_and_the_channel_lives_
 async def test_a_browser_frame_with_a_lone_surrogate_gets_an_error_frame_and_nobody_is_dropped(
     server: Server,
 ) -> None:
+    await server.allow_browser_publish()
     publisher = await server.ws(channels=("room",))
     neighbour = await server.ws(channels=("room",))
     await publisher.send('{"op": "publish", "channel": "room", "id": 7, "message": ' + LONE + "}")

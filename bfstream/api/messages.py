@@ -13,7 +13,7 @@ from bfstream.errors import ValidationFailed
 from bfstream.messaging import tokens
 from bfstream.messaging.broker import BROADCAST
 from bfstream.messaging.hub import scoped
-from bfstream.messaging.protocol import PRIVATE_PREFIX, Message, channel_problem, dumps
+from bfstream.messaging.protocol import FROM_API, PRIVATE_PREFIX, Message, channel_problem, dumps, publication_data
 from bfstream.messaging.tokens import User
 
 router = APIRouter()
@@ -44,7 +44,7 @@ async def send_message(body: SendMessage, request: Request) -> MessageSent:
     ]
     if problems:
         raise ValidationFailed("The request body is invalid", details=problems)
-    message_json = dumps(body.message.model_dump(exclude_none=True))
+    message_json = publication_data(dumps(body.message.model_dump(exclude_none=True)), FROM_API)
     hub = request.app.state.hub
     for channel in dict.fromkeys(body.channels):
         await hub.publish(scoped(app.id, channel), message_json)

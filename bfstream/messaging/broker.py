@@ -41,7 +41,7 @@ class Publication:
     channel: str
     offset: int
     epoch: str
-    data: str  # the message, JSON-encoded once by the publisher
+    data: str  # JSON-encoded once by the publisher (bfstream publishes {"from", "message"}: protocol.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,13 +55,31 @@ def channel_problem(name: Any) -> str | None:
     return None
 
 
+# Who published a message: the frame's "from", set by the server and never by the publisher, so
+# a browser cannot pass its messages off as a stream's own events.
+FROM_SERVER = '{"kind":"server"}'  # the events of a stream, sent by bfstream itself
+FROM_API = '{"kind":"api"}'  # a back end, with the app key (POST /message/sendmessage)
+
+
+def from_browser(connection_id: str, user_id: str | None, email: str | None) -> str:
+    """A browser connection's publish, with its user when it connected with a token."""
+    user = {"id": user_id, "email": email} if user_id is not None else None
+    return dumps({"kind": "browser", "connectionId": connection_id, "user": user})
+
+
+def publication_data(message_json: str, origin: str) -> str:
+    """What a channel carries: ``{"from", "message"}``, encoded once by the publisher."""
+    return '{"from":' + origin + ',"message":' + message_json + "}"
+
+
 def message_frame(channel: str, publication: Publication) -> str:
-    """Built by concatenation: the message is encoded once per publish, not once per listener."""
+    """Built by concatenation: the publication is encoded once per publish, not once per listener,
+    and its ``from`` and ``message`` are spliced in after the position."""
     return (
         '{"op":"message","channel":' + dumps(channel)
         + ',"offset":' + str(publication.offset)
         + ',"epoch":' + dumps(publication.epoch)
-        + ',"message":' + publication.data + "}"
+        + "," + publication.data[1:]
     )  # fmt: skip
 
 

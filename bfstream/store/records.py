@@ -12,7 +12,7 @@ class App:
     id: str
     name: str
     created_at: float
-    browser_publish: bool = True
+    browser_publish: bool = False  # may browsers publish to the channels they are in (off unless asked for)
     retain_text: bool = True  # keep the answer's text in stream records
 
 

@@ -114,12 +114,13 @@ class Store:
 
     # Apps and keys
 
-    async def create_app(self, name: str) -> tuple[App, str]:
-        app = App(id="app_" + secrets.token_hex(8), name=name, created_at=time.time())
+    async def create_app(self, name: str, browser_publish: bool = False) -> tuple[App, str]:
+        """Browsers may not publish unless asked for: with only the public app id, anyone could."""
+        app = App(id="app_" + secrets.token_hex(8), name=name, created_at=time.time(), browser_publish=browser_publish)
         key = _new_key()
         await self._db.execute(
-            "INSERT INTO apps (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)",
-            app.id, app.name, _hash_key(key), app.created_at,
+            "INSERT INTO apps (id, name, key_hash, created_at, browser_publish) VALUES ($1, $2, $3, $4, $5)",
+            app.id, app.name, _hash_key(key), app.created_at, int(browser_publish),
         )  # fmt: skip
         return app, key
 

@@ -58,7 +58,10 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     parts: list[str] | None = None
     for publication in history.publications:
         try:
-            options = json.loads(publication.data)["actions"][0]["options"]
+            published = json.loads(publication.data)
+            if published["from"]["kind"] != "server":
+                continue  # only bfstream's own events count; a browser may have sent look-alikes
+            options = published["message"]["actions"][0]["options"]
             if options.get("streamId") != record.id:
                 continue
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):

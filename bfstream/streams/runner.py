@@ -22,7 +22,7 @@ from typing import Any
 from bfstream.errors import BfstreamError, BrokerError, StoreError
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub, scoped
-from bfstream.messaging.protocol import dumps
+from bfstream.messaging.protocol import FROM_SERVER, dumps, publication_data
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
@@ -69,7 +69,7 @@ class Publisher:
         it keeps its ``seq``, so a client can tell a repeat from a new event."""
         event = {"type": type_, "streamId": self._stream_id, "seq": self.seq, **fields}
         action = {"action": "namedAction", "name": self._action_name, "options": event}
-        message = dumps({"actions": [action]})
+        message = publication_data(dumps({"actions": [action]}), FROM_SERVER)
         for channel in self._channels:
             await self._hub.publish(channel, message, self._fence)
         self.seq += 1

@@ -70,7 +70,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     prefix = unique_prefix()
     async with throwaway_database() as database_url:
         store = await open_store(database_url, tmp_path)
-        app, key = await store.create_app("fleet")
+        app, key = await store.create_app("fleet", browser_publish=True)  # the forgery checks publish from browsers
         await store.close()
         env = {
             "BFSTREAM_BROKER_URL": redis_url,

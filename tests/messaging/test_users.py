@@ -155,6 +155,7 @@ async def test_listing_channels_and_users(server: Server) -> None:
 
 async def test_browser_publish(start_server) -> None:
     server = await start_server(messaging={"publish_burst": 3, "publish_rate": 0.01, "max_message_bytes": 200})
+    await server.allow_browser_publish()
     sender, receiver = await server.ws(channels=("chat",)), await server.ws(channels=("chat",))
     reply = await sender.request({"op": "publish", "channel": "chat", "message": MESSAGE, "id": "p1"})
     assert reply["op"] == "published" and reply["offset"] == 1
@@ -175,6 +176,7 @@ async def test_browser_publish(start_server) -> None:
 
 
 async def test_browser_publish_can_be_turned_off_per_app(server: Server) -> None:
+    await server.allow_browser_publish()
     client = await server.ws(channels=("chat",))  # already connected when the setting changes
     assert (await client.request({"op": "publish", "channel": "chat", "message": MESSAGE, "id": 1}))[
         "op"
@@ -190,6 +192,7 @@ async def test_browser_publish_can_be_turned_off_per_app(server: Server) -> None
 
 @pytest.mark.parametrize("message", [{"model": {}}, {"actions": [], "junk": 1}, {"actions": "x"}, []])
 async def test_browser_publish_takes_the_same_message_shape_as_sendmessage(server: Server, message: object) -> None:
+    await server.allow_browser_publish()
     client = await server.ws(channels=("chat",))
     reply = await client.request({"op": "publish", "channel": "chat", "message": message, "id": 1})
     assert reply["op"] == "error" and reply["error"]["code"] == 400

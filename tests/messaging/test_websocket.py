@@ -97,7 +97,10 @@ async def test_sendmessage_reaches_its_channels_only(server: Server) -> None:
     assert response.json() == {"message": message, "channels": ["channel1", "channel2"]}
 
     frame = await in_one.recv()
-    assert frame == {"op": "message", "channel": "channel1", "offset": 1, "epoch": frame["epoch"], "message": message}
+    assert frame == {
+        "op": "message", "channel": "channel1", "offset": 1, "epoch": frame["epoch"],
+        "from": {"kind": "api"}, "message": message,
+    }  # fmt: skip
     got = [await in_both.recv(), await in_both.recv()]
     assert sorted(f["channel"] for f in got) == ["channel1", "channel2"]
     assert all(f["message"] == message for f in got)

@@ -46,7 +46,9 @@ async def test_apps_keys_and_settings(store: Store) -> None:
     assert await store.app_by_key(key + "x") is None
     assert await store.app_by_id(app.id) == app
     assert await store.find_app("shop") == app and await store.find_app(app.id) == app
-    assert app.browser_publish and app.retain_text
+    assert not app.browser_publish and app.retain_text  # browsers publish only when the app says so
+    await store.set_browser_publish(app.id, True)
+    assert (await store.app_by_id(app.id)).browser_publish  # type: ignore[union-attr]
     await store.set_browser_publish(app.id, False)
     await store.set_retain_text(app.id, False)
     changed = await store.app_by_id(app.id)

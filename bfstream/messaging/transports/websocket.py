@@ -175,7 +175,11 @@ class WebSocketConnection:
             raise TooManyRequests(
                 f"At most {limits.publish_rate:g} publishes per second (bursts of {limits.publish_burst})"
             )
-        publication = await self._context.hub.publish(scoped(session.app.id, channel), data)
+        user = session.user
+        origin = protocol.from_browser(session.id, user.id if user else None, user.email if user else None)
+        publication = await self._context.hub.publish(
+            scoped(session.app.id, channel), protocol.publication_data(data, origin)
+        )
         session.push(
             "published",
             protocol.reply_frame(
