@@ -195,7 +195,7 @@ async def stream_chat(
 async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> dict[str, Any]:
     """Anthropic's Message reshaped as an OpenAI chat.completion, so callers parse one format."""
     http_request = _request(client, request, service, stream=False)
-    answer = await post_json(client, http_request, service.timeouts, request.api_key)
+    answer = await post_json(client, http_request, service, request.api_key)
     if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
         if isinstance(answer, dict) and answer.get("type") == "error":
             raise _stream_error(answer, "", request.api_key)

@@ -254,7 +254,7 @@ def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
 async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> dict[str, Any]:
     """Gemini's answer as an OpenAI ``chat.completion``, so callers need one shape whatever the service."""
     http_request = _request(client, request, service, stream=False)
-    response = await post_json(client, http_request, service.timeouts, request.api_key)
+    response = await post_json(client, http_request, service, request.api_key)
     if not isinstance(response, dict):
         raise ProviderError("The provider sent an answer that is not a JSON object")
     if "error" in response:

@@ -171,12 +171,22 @@ async def iter_sse(chunks: AsyncIterator[bytes], service: ServiceConfig) -> Asyn
         yield event
 
 
-async def post_json(client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts, api_key: str | None) -> Any:
-    """A non-streaming call: the whole answer, bounded by ``timeouts.request``."""
+async def post_json(
+    client: httpx.AsyncClient, request: httpx.Request, service: ServiceConfig, api_key: str | None
+) -> Any:
+    """A non-streaming call: the whole answer, bounded by ``timeouts.request`` and, in size, by
+    ``max_line`` (the same bound as one line of a stream: the answer is one JSON document)."""
+    timeouts = service.timeouts
     whole = timeouts.model_copy(update={"first_byte": timeouts.request, "idle": timeouts.request})
     try:
         async with asyncio.timeout(timeouts.request), open_stream(client, request, whole, api_key) as chunks:
-            body = b"".join([chunk async for chunk in chunks])
+            pieces, size = [], 0
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > service.max_line:
+                    raise ProviderError(f"The provider's answer is larger than {service.max_line} bytes")
+                pieces.append(chunk)
+            body = b"".join(pieces)
     except TimeoutError as exc:
         raise translate(exc, "waiting for the complete answer") from None
     try:

@@ -164,4 +164,4 @@ def _stream_error(chunk: dict[str, Any], api_key: str | None) -> ProviderError:
 async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> Any:
     """The chat.completion object exactly as OpenAI sent it."""
     http_request = _request(client, request, service, stream=False)
-    return await post_json(client, http_request, service.timeouts, request.api_key)
+    return await post_json(client, http_request, service, request.api_key)

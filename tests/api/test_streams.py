@@ -317,3 +317,12 @@ async def test_a_provider_that_trickles_bytes_without_finishing_a_line_times_out
     events = await client.stream_events()
     assert [e["type"] for e in events] == ["threadInfo", "delta", "error", "end"]
     assert events[2]["error"]["code"] == 504 and events[-1]["text"] == "Hi"
+
+
+async def test_a_non_stream_answer_past_the_limit_is_a_502_not_a_memory_sink(
+    start_server: Any, fake_openai: FakeOpenAI
+) -> None:
+    server = await start_server(services={"echo": {"delay_ms": 1}, "openai": {"max_line": 10_000}})
+    fake_openai.enqueue(JsonReply(200, completion("z" * 50_000)))
+    response = await server.post("/stream/create", seed_body(server, stream=False))
+    assert response.status_code == 502 and "larger than 10000" in response.json()["error"]["message"]
