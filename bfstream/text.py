@@ -10,6 +10,7 @@ U+FFFD.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -60,6 +61,32 @@ def repair_json(value: Any) -> Any:
     if isinstance(value, list):
         return [repair_json(v) for v in value]
     return value
+
+
+def not_json(constant: str) -> Any:
+    """``parse_constant`` for ``json.loads``: NaN and Infinity are Python's, not JSON's, and a frame
+    that carried one on would be refused by every browser's ``JSON.parse``."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def body_problem(body: bytes) -> tuple[str, str] | None:
+    """Why a request body is not JSON text bfstream can carry on, as (message, error type), or None."""
+    if json.detect_encoding(body) != "utf-8":  # json.loads would take UTF-16 and UTF-32 too
+        return "The request body is not valid JSON: JSON is sent as UTF-8", "invalid_json"
+    try:
+        body.decode("utf-8")  # strictly: json.loads would take surrogates written as bytes (CESU-8)
+    except UnicodeDecodeError:
+        return "The request body is not valid JSON: it is not UTF-8", "invalid_json"
+    if may_hold_surrogates(body) or b"NaN" in body or b"Infinity" in body:
+        try:
+            decoded = json.loads(body, parse_constant=not_json)
+        except ValueError as exc:
+            return ("The request body is not valid JSON: " + str(exc).partition(":")[0]), "invalid_json"
+        except RecursionError:
+            return None  # the nesting check answers this one
+        if has_lone_surrogate(decoded):
+            return "The request body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)", "invalid_text"
+    return None
 
 
 class SurrogateJoiner:

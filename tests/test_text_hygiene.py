@@ -73,3 +73,35 @@ async def test_a_provider_that_splits_a_surrogate_pair_across_chunks_streams_the
     assert events[-1]["text"] == text and events[-1]["finish_reason"] == "stop"
     status = await server.post("/stream/status", {"apiKey": server.api_key, "streamId": created.json()["streamId"]})
     assert status.json()["status"] == "completed" and status.json()["text"] == text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"channels": ["room"], "message": {"actions": [{"action": "\xed\xa0\x80"}]}, "apiKey": ',  # CESU-8 bytes
+        '{"channels": ["room"], "message": {"actions": [{"a": "\\ud800"}]}, "apiKey": '.encode("utf-16-le"),
+        b'{"channels": ["room"], "message": {"actions": [{"v": NaN}]}, "apiKey": ',
+        b'{"channels": ["room"], "message": {"actions": [{"v": -Infinity}]}, "apiKey": ',
+    ],
+    ids=["surrogate as bytes", "utf-16 body", "NaN", "Infinity"],
+)
+async def test_bodies_that_are_not_json_text_are_refused_before_anything_is_published(
+    server: Server, raw: bytes
+) -> None:
+    listener = await server.ws(channels=("room",))
+    tail = ('"' + server.api_key + '"}').encode("utf-16-le" if b"\x00" in raw else "utf-8")
+    refused = await server.http.post(server.url + "/message/sendmessage", content=raw + tail)
+    assert refused.status_code == 400 and refused.json()["error"]["type"] in ("invalid_json", "invalid_text")
+    await server.send("room", {"actions": [{"n": "next"}]})
+    frame = await listener.recv()
+    assert frame["offset"] == 1 and frame["message"] == {"actions": [{"n": "next"}]}  # nothing took an offset
+
+
+async def test_frames_with_nan_or_a_bad_id_get_an_error_frame_without_the_id(server: Server) -> None:
+    client = await server.ws()
+    await client.send('{"op": "ping", "id": NaN}')
+    assert (await client.recv())["op"] == "error"
+    await client.send('{"op": "ping", "id": "\\ud800"}')
+    reply = await client.recv()
+    assert reply["op"] == "error" and reply["id"] is None
+    assert (await client.request({"op": "ping", "id": "after"}))["op"] == "pong"

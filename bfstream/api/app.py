@@ -110,6 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
         body = {"status": status, "broker": "up" if broker_up else "down", "version": __version__}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # load balancers probe so
+
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         # Browsers call /stream/stop and /message/sse directly; nothing here relies on cookies.

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bfstream.api.errors import error_body
 from bfstream.nesting import nesting_problem
-from bfstream.text import has_lone_surrogate, may_hold_surrogates
+from bfstream.text import body_problem
 
 
 class BodyLimit:
@@ -48,13 +48,8 @@ class BodyLimit:
         if (problem := nesting_problem(body)) is not None:
             await _refuse(send, 400, problem, "validation_error")
             return
-        if _holds_lone_surrogate(body):
-            await _refuse(
-                send,
-                400,
-                "The request body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape): not text",
-                "invalid_text",
-            )
+        if body and (refusal := body_problem(body)) is not None:
+            await _refuse(send, 400, *refusal)
             return
         headers[b"content-type"] = b"application/json"
         scope = {**scope, "headers": list(headers.items())}
@@ -75,16 +70,6 @@ class BodyLimit:
 
     async def _too_large(self, send: Send) -> None:
         await _refuse(send, 413, f"The request body is larger than {self.max_bytes} bytes", "payload_too_large")
-
-
-def _holds_lone_surrogate(body: bytes) -> bool:
-    """Only bodies with a surrogate escape are decoded here; the rest cannot hold one."""
-    if not may_hold_surrogates(body):
-        return False
-    try:
-        return has_lone_surrogate(json.loads(body))
-    except ValueError:
-        return False  # not JSON at all: the endpoint answers that
 
 
 async def _refuse(send: Send, status: int, message: str, type_: str) -> None:

@@ -27,6 +27,7 @@ from bfstream.text import repair_json
 router = APIRouter()
 
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no space
+_MAX_KEY = 1024  # provider keys are a few hundred characters at most
 
 
 class StreamPayload(BaseModel):
@@ -136,12 +137,18 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
         raise ValidationFailed(
             "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
         )
-    if body.payload.apiKey is not None and not _HEADER_SAFE.fullmatch(body.payload.apiKey):
+    key = body.payload.apiKey
+    if key is not None and (len(key) > _MAX_KEY or not _HEADER_SAFE.fullmatch(key)):
         # It becomes an HTTP header: a line break or a non-ASCII character would fail there, with
         # the key quoted in the error. Said here instead, without the key.
         raise ValidationFailed(
             "The request body is invalid",
-            details=[{"field": "payload.apiKey", "message": "a key is printable ASCII without spaces or line breaks"}],
+            details=[
+                {
+                    "field": "payload.apiKey",
+                    "message": "a key is up to 1024 characters of printable ASCII, without spaces or line breaks",
+                }
+            ],
         )
     payload = body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"})
     chat = ChatRequest(payload=payload, model=model, api_key=body.payload.apiKey or service.api_key)

@@ -105,7 +105,7 @@ def decode_positions(event_id: str | None) -> dict[str, tuple[int, str]]:
         return {}
     try:
         raw = json.loads(base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: nested deep on purpose
         return {}
     if not isinstance(raw, dict):
         return {}

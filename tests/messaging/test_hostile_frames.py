@@ -38,3 +38,24 @@ async def test_a_405_says_which_methods_are_allowed(server: Server) -> None:
     answer = await server.http.get(server.url + "/stream/create")
     assert answer.status_code == 405 and answer.headers["allow"] == "POST"
     assert answer.json()["error"]["type"] == "method_not_allowed"
+
+
+async def test_a_resume_point_nested_deep_on_purpose_counts_as_none(server: Server) -> None:
+    import base64
+
+    deep = base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).rstrip(b"=").decode()
+    params = {"app": server.app_id, "channel": "c", "lastEventId": deep}
+    async with server.http.stream("GET", server.url + "/message/sse", params=params) as response:
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        assert await anext(lines) == "event: hello"
+    client = await server.ws()  # and the same as a WebSocket's since, on a fresh connection
+    from websockets.asyncio.client import connect
+
+    async with connect(f"{server.ws_url}?app={server.app_id}&since={deep}") as ws:
+        assert '"op":"hello"' in await ws.recv()
+    assert (await client.request({"op": "ping", "id": 1}))["op"] == "pong"
+
+
+async def test_health_answers_head_too(server: Server) -> None:
+    assert (await server.http.head(server.url + "/healthz")).status_code == 200

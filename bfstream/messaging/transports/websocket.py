@@ -23,7 +23,7 @@ from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.nesting import nesting_problem
 from bfstream.store.records import App
-from bfstream.text import has_lone_surrogate, may_hold_surrogates
+from bfstream.text import has_lone_surrogate, may_hold_surrogates, not_json
 
 log = logging.getLogger("bfstream.websocket")
 
@@ -122,7 +122,7 @@ class WebSocketConnection:
                 if (problem := nesting_problem(text)) is not None:
                     raise ClientError(problem)
                 try:
-                    request = json.loads(text)
+                    request = json.loads(text, parse_constant=not_json)
                 except ValueError:
                     raise ClientError("Frame is not valid JSON") from None
                 if not isinstance(request, dict):
@@ -132,6 +132,8 @@ class WebSocketConnection:
                 await self._handle(request)
             except BfstreamError as exc:
                 request_id = request.get("id") if isinstance(request, dict) else None
+                if has_lone_surrogate(request_id):
+                    request_id = None  # the reply could not carry it: it is what was wrong
                 self.session.push("error", protocol.error_frame(exc.message, exc.status, request_id))
             # Frames the client sent ahead arrive without a pause: let the writer send the replies
             # between them, or a client that pipelines requests is cut off as a slow reader.
