@@ -3,8 +3,8 @@ change to connections held elsewhere. They travel over the broker's control mess
 by instance id (python-socketio's managers and centrifuge's ``PublishControl`` do the same).
 
 A request is a JSON object with ``op``; ``call`` also sends ``from`` and ``rid`` and waits for the
-reply ``{"rid", "reply"}``. A request to this instance itself runs at once, without the broker.
-An instance that does not answer within the timeout is taken to be gone: ``call`` gives None.
+reply ``{"rid", "reply"}``. Callers act on what this instance holds themselves, before asking
+others. An instance that does not answer within the timeout is taken to be gone: ``call`` gives None.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ class Control:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def call(self, instance_id: str, request: dict[str, Any], wait: float = 2.0) -> Any:
-        if instance_id == self.instance_id:
-            return await self._handlers[request["op"]](request)
         rid = secrets.token_hex(8)
         reply = self._waiting[rid] = asyncio.get_running_loop().create_future()
         try:

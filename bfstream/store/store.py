@@ -252,12 +252,13 @@ class Store:
         return _stream(row) if row else None
 
     async def recent_streams(self, limit: int = 20, app_id: str | None = None) -> list[StreamRecord]:
-        if app_id:
-            sql, args = f"SELECT {_STREAM_COLUMNS} FROM streams WHERE app_id = $1 ORDER BY created_at DESC LIMIT $2", (
-                app_id, limit)  # fmt: skip
-        else:
-            sql, args = f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY created_at DESC LIMIT $1", (limit,)
-        return [_stream(row) for row in await self._db.fetch(sql, *args)]
+        # $2 IS NULL: one query for both, the app filter applying only when an app is named.
+        rows = await self._db.fetch(
+            f"SELECT {_STREAM_COLUMNS} FROM streams WHERE (app_id = $2 OR $2 IS NULL)"
+            " ORDER BY created_at DESC LIMIT $1",
+            limit, app_id,
+        )  # fmt: skip
+        return [_stream(row) for row in rows]
 
     async def running_owners(self) -> set[str | None]:
         rows = await self._db.fetch("SELECT DISTINCT owner FROM streams WHERE status = 'running'")
