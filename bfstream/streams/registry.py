@@ -32,6 +32,7 @@ class RunningStream:
     record: StreamRecord
     text: list[str] = field(default_factory=list)  # the answer so far, for live status
     stop_requested: bool = False
+    ending: bool = False  # past its last event: sending its end and writing its record, not to be cancelled
     task: asyncio.Task[None] | None = None
     slot: str = ""  # its slot in the app's limit
 
@@ -106,9 +107,13 @@ class StreamRegistry:
         return self._running.get(stream_id)
 
     async def stop(self, stream_id: str) -> bool:
-        """Stop a running stream; returns once its ``end`` went out (or after a second at most)."""
+        """Stop a running stream; returns once its ``end`` went out (or after a second at most). False
+        when there is nothing to stop: no such stream here, or one already ending by itself."""
         stream = self._running.get(stream_id)
         if stream is None or stream.task is None:
+            return False
+        if stream.ending:  # it finished by itself an instant ago: nothing is left to stop
+            await asyncio.wait({stream.task}, timeout=1.0)
             return False
         stream.stop_requested = True
         stream.task.cancel()
@@ -122,9 +127,10 @@ class StreamRegistry:
         tasks = [s.task for s in self._running.values() if s.task is not None] + list(self._opening)
         if tasks and seconds > 0:
             await asyncio.wait(tasks, timeout=seconds)
-        remaining = [s.task for s in self._running.values() if s.task is not None]
-        for task in remaining:
-            task.cancel()
-        await asyncio.gather(*remaining, return_exceptions=True)
+        remaining = [s for s in self._running.values() if s.task is not None]
+        for stream in remaining:
+            if not stream.ending:
+                stream.task.cancel()  # type: ignore[union-attr]
+        await asyncio.gather(*(s.task for s in remaining), return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._releasing)

@@ -204,6 +204,9 @@ async def relay(
         log.exception("stream %s failed unexpectedly", record.id)
         status, error = "failed", {"message": "Internal error while streaming", "code": 500}
 
+    # From here on the stream is ending its own way: a stop or a drain must not cut its end short
+    # (set before the next await, so no cancel can slip in between).
+    stream.ending = True
     try:
         await source.aclose()  # closes the provider connection if it is still open
     except Exception:

@@ -68,7 +68,7 @@ async def test_a_client_that_drops_from_b_resumes_on_a_and_loses_nothing(fleet: 
 
 
 async def test_stop_and_status_sent_to_b_act_on_the_stream_running_on_a(fleet: Fleet) -> None:
-    a, b = await fleet.start(), await fleet.start()
+    a, b = await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS="60"), await fleet.start()  # 2.4 s of answer
     client = await a.ws(fleet.app_id, "room")
     stream_id = await fleet.create(a)
     await until_text(fleet, b, stream_id)

@@ -145,3 +145,36 @@ async def test_a_database_outage_answers_503_and_recovers_by_itself(fleet: Fleet
         for instance in fleet.instances:
             instance.proc.kill()
         await proxy.stop()
+
+
+async def test_a_stop_that_reaches_a_stream_waiting_to_send_its_end_does_not_cut_the_end_off(fleet: Fleet) -> None:
+    """A stream whose broker went away waits to send its error and end; a stop arriving meanwhile
+    finds nothing left to stop, and the end still goes out once the broker is back."""
+    proxy = Proxy(REDIS_URL)
+    await proxy.start()
+    try:
+        a = await fleet.start()
+        c = await fleet.start(redis_url=proxy.proxied_url, BFSTREAM_SERVICES__ECHO__DELAY_MS="100")
+        listener = await a.ws(fleet.app_id, "room")
+        stream_id = await fleet.create(c)
+        await next_message(listener)  # threadInfo: the stream runs
+        await proxy.stop()
+        async with asyncio.timeout(5):  # its next delta could not go out: it is ending, waiting to say so
+            while f"stream {stream_id} failed" not in c.output:
+                await asyncio.sleep(0.05)
+        stop = await fleet.post(c, "/stream/stop", {"streamId": stream_id})
+        assert stop.json()["status"] == "not_found"  # its own end is under way; there is nothing to stop
+        await proxy.start()  # back well within its lease: nobody else ends the stream for it
+        events = []
+        while not events or events[-1]["type"] != "end":
+            events.append((await next_message(listener))["message"]["actions"][0]["options"])
+        assert [e["type"] for e in events][-2:] == ["error", "end"]
+        assert events[-1]["finish_reason"] == "error"
+        async with asyncio.timeout(10):
+            while (await fleet.status(a, stream_id))["status"] == "running":
+                await asyncio.sleep(0.1)
+        assert (await fleet.status(a, stream_id))["status"] == "failed"
+    finally:
+        for instance in fleet.instances:
+            instance.proc.kill()
+        await proxy.stop()
