@@ -71,13 +71,18 @@ class StreamSettings(BaseModel):
 class MessagingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Each channel keeps its last history_size messages for history_ttl seconds, for recovery.
+    # Each channel keeps its last history_size messages for history_ttl seconds, for recovery, and
+    # at most history_bytes of them (UTF-8), so big messages cannot make one channel hold gigabytes.
     history_size: int = Field(1000, ge=0)
+    history_bytes: int = Field(1024 * 1024, ge=0)
     history_ttl: float = Field(600.0, gt=0)
     # Frames waiting for one connection; a client that falls this far behind is disconnected.
     send_queue: int = Field(1024, gt=0)
+    # Channels one connection may join, and one request (sendmessage, a stream) may name.
     max_channels: int = Field(100, gt=0)
     max_message_bytes: int = Field(64 * 1024, gt=0)
+    # A bigger WebSocket frame from a browser closes its connection with 1009 (message too big).
+    max_frame_bytes: int = Field(256 * 1024, gt=0)
     # Browser publishes per connection: a token bucket refilling `publish_rate` per second.
     publish_rate: float = Field(10.0, gt=0)
     publish_burst: int = Field(20, gt=0)
@@ -91,6 +96,33 @@ class MessagingSettings(BaseModel):
     presence_ttl: float = Field(15.0, gt=0)
     token_ttl: int = Field(3600, gt=0)
     max_token_ttl: int = Field(7 * 24 * 3600, gt=0)
+
+
+class Rate(BaseModel):
+    """A token bucket: ``burst`` calls at once, then ``rate`` per second."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float = Field(gt=0)
+    burst: int = Field(gt=0)
+
+
+class LimitSettings(BaseModel):
+    """What one app, or one client address, may take; past it calls get 429 with Retry-After.
+    With a shared broker each limit holds for the whole fleet, not per instance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Per app: /stream/create and /llm/query together, streaming or not.
+    streams: Rate = Rate(rate=10, burst=50)
+    # Per app: /message/sendmessage calls.
+    messages: Rate = Rate(rate=100, burst=200)
+    # Per app, all its browsers together (each connection also has messaging.publish_rate).
+    publishes: Rate = Rate(rate=100, burst=200)
+    # Open WebSocket and SSE connections, per app and per client address (behind a proxy, set
+    # FORWARDED_ALLOW_IPS so the address is the browser's, not the proxy's).
+    connections_per_app: int = Field(10_000, gt=0)
+    connections_per_address: int = Field(1_000, gt=0)
 
 
 _DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
@@ -123,9 +155,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     messaging: MessagingSettings = MessagingSettings()
     streams: StreamSettings = StreamSettings()
+    limits: LimitSettings = LimitSettings()
     # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
     # is made on first start and kept in the data directory.
     token_secret: str | None = Field(None, min_length=16)
+    # GET /metrics (Prometheus) answers only requests bearing it (Authorization: Bearer ...); unset: 404.
+    metrics_token: str | None = Field(None, min_length=16, repr=False)
     # Origins whose pages may call the API from the browser (the stop endpoint, SSE). Empty: none.
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     services: dict[str, ServiceConfig] = Field(default_factory=dict)

@@ -73,8 +73,14 @@ class PayloadTooLarge(ClientError):
 
 
 class TooManyRequests(ClientError):
+    """A rate or concurrency limit; ``retry_after`` (seconds) becomes the Retry-After header."""
+
     status = 429
     type = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
 
 
 class ProviderError(BfstreamError):

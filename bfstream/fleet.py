@@ -1,4 +1,5 @@
-"""What instances share, picked by the ``broker_url`` setting: the broker, presence and leases.
+"""What instances share, picked by the ``broker_url`` setting: the broker, presence, leases and
+rate limits.
 
 ``memory://`` (the default) is one process alone: nothing to run, nothing shared. ``redis://``
 makes every instance with the same URL and ``broker_prefix`` one fleet. The Redis modules, and
@@ -15,6 +16,7 @@ from typing import Any
 from bfstream.config import Settings
 from bfstream.messaging.broker import Broker
 from bfstream.messaging.presence import MemoryPresence, Presence
+from bfstream.ratelimits import MemoryRateLimits, RateLimits
 from bfstream.streams.leases import Leases, MemoryLeases
 
 
@@ -24,6 +26,7 @@ class Fleet:
     broker: Broker
     presence: Presence
     leases: Leases
+    rates: RateLimits
     shared: bool  # False: this process is alone (memory), so whatever it did not start is orphaned
     client: Any = None  # the Redis client of presence and leases, closed last
 
@@ -43,14 +46,16 @@ def open_fleet(settings: Settings) -> Fleet:
     if settings.broker_url.startswith("memory://"):
         from bfstream.messaging.brokers.memory import MemoryBroker
 
-        broker = MemoryBroker(limits.history_size, limits.history_ttl, instance_id)
-        return Fleet(instance_id, broker, MemoryPresence(), MemoryLeases(instance_id), shared=False)
+        broker = MemoryBroker(limits.history_size, limits.history_ttl, instance_id, limits.history_bytes)
+        leases = MemoryLeases(instance_id)
+        return Fleet(instance_id, broker, MemoryPresence(), leases, MemoryRateLimits(), shared=False)
     try:
         import redis  # noqa: F401
     except ImportError:
         raise SystemExit("bfstream: broker_url names Redis: install bfstream[redis]") from None
     from bfstream.messaging.brokers.redis import RedisBroker, redis_client
     from bfstream.messaging.brokers.redis_presence import RedisPresence
+    from bfstream.redis_ratelimits import RedisRateLimits
     from bfstream.streams.redis_leases import RedisLeases
 
     prefix = settings.broker_prefix
@@ -60,9 +65,12 @@ def open_fleet(settings: Settings) -> Fleet:
         prefix=prefix,
         history_size=limits.history_size,
         history_ttl=limits.history_ttl,
+        history_bytes=limits.history_bytes,
     )
     # Presence and leases only ever write idempotently, so one retry on a fresh connection is safe,
     # and it spares the first call after an outage the pooled connection Redis already closed.
     client = redis_client(settings.broker_url, retries=1)
     presence = RedisPresence(client, prefix, limits.presence_ttl)
-    return Fleet(instance_id, broker, presence, RedisLeases(client, prefix, instance_id), shared=True, client=client)
+    leases = RedisLeases(client, prefix, instance_id)
+    rates = RedisRateLimits(client, prefix)
+    return Fleet(instance_id, broker, presence, leases, rates, shared=True, client=client)

@@ -33,6 +33,7 @@ from bfstream.store.store import open_store
 from tests.fakes.openai_server import FakeOpenAI
 
 PROVIDER_KEY = "sk-test-SuperSecretProviderKey-1234"
+GENEROUS_RATES = ("streams", "messages", "publishes")
 
 
 @pytest.fixture
@@ -261,6 +262,8 @@ async def start_server(
 
     async def start(data_dir: Path | None = None, **overrides: Any) -> Server:
         overrides.setdefault("services", {"echo": {"delay_ms": 1}})
+        # Tests publish and start streams as fast as they can; tests/api/test_limits.py sets its own.
+        overrides.setdefault("limits", {name: {"rate": 1e6, "burst": 10**6} for name in GENEROUS_RATES})
         data_dir = data_dir or tmp_path / f"data{len(running)}"
         settings = load_settings(data_dir=data_dir, **overrides)
         if data_dir not in apps:

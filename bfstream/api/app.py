@@ -23,6 +23,7 @@ from bfstream.api import errors, messages, realtime, streams
 from bfstream.api.limits import BodyLimit
 from bfstream.config import Settings
 from bfstream.fleet import open_fleet
+from bfstream.messaging.connection_limits import ConnectionLimits
 from bfstream.messaging.control import Control
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.session import Context
@@ -58,13 +59,17 @@ def create_app(settings: Settings) -> FastAPI:
         state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
         state.fleet_streams = FleetStreams(registry, store, control)
         users = UserSessions()
-        state.messaging = Context(hub, store, users, fleet.presence, settings.messaging)
+        connections = ConnectionLimits(fleet.leases, settings.limits)
+        state.messaging = Context(
+            hub, store, users, fleet.presence, settings.messaging, settings.limits, fleet.rates, connections
+        )
         control.on("users", lambda change: apply_change(users, hub, store, change))
         await control.start()
         interrupted = await end_orphans(store, hub, fleet.leases, fleet.instance_id)
         if interrupted:
             log.warning("%d stream(s) were cut short by a shutdown or crash; ended as interrupted", interrupted)
-        keeper = asyncio.create_task(keep_alive(registry, fleet.leases, store, hub, fleet.instance_id))
+        held = lambda: registry.held_slots() + connections.held_slots()  # noqa: E731
+        keeper = asyncio.create_task(keep_alive(held, fleet.leases, store, hub, fleet.instance_id))
         try:
             yield
         finally:
@@ -179,7 +184,7 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         # within two intervals.
         "ws_ping_interval": ping,
         "ws_ping_timeout": ping,
-        "ws_max_size": settings.max_body_bytes,
+        "ws_max_size": settings.messaging.max_frame_bytes,
         "ws_per_message_deflate": settings.messaging.compression,
         # A backstop: requests still open this long after shutdown began are cut.
         "timeout_graceful_shutdown": 5,

@@ -7,6 +7,7 @@ nothing a caller receives is a stack trace.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,8 +79,18 @@ def validation_details(errors: list[Any]) -> list[dict[str, str]]:
     return [{"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")} for e in errors]
 
 
+def retry_after(exc: BfstreamError) -> int | None:
+    """Whole seconds (Retry-After takes no fractions), rounded up so a client that waits is let in."""
+    wait = getattr(exc, "retry_after", None)
+    return None if wait is None else max(1, math.ceil(wait))
+
+
 def error_response(exc: BfstreamError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.code, exc.type, exc.details), status_code=exc.status)
+    wait = retry_after(exc)
+    headers = {"Retry-After": str(wait)} if wait is not None else None
+    return JSONResponse(
+        error_body(exc.message, exc.code, exc.type, exc.details), status_code=exc.status, headers=headers
+    )
 
 
 async def _on_bfstream_error(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ from bfstream.messaging.broker import BROADCAST
 from bfstream.messaging.hub import scoped
 from bfstream.messaging.protocol import FROM_API, PRIVATE_PREFIX, Message, channel_problem, dumps, publication_data
 from bfstream.messaging.tokens import User
+from bfstream.ratelimits import enforce
 
 router = APIRouter()
 
@@ -37,15 +38,20 @@ class MessageSent(BaseModel):
 async def send_message(body: SendMessage, request: Request) -> MessageSent:
     """Publish ``message`` to every channel; answers with what was sent (the app key is not echoed)."""
     app = await authenticate(request, body.apiKey)
+    state = request.app.state
+    await enforce(state.fleet.rates, app.id, "messages", state.settings.limits.messages)
     problems = [
         {"field": f"channels.{i}", "message": why}
         for i, channel in enumerate(body.channels)
         if (why := channel_problem(channel)) is not None
     ]
+    max_channels = state.settings.messaging.max_channels
+    if len(body.channels) > max_channels:
+        problems.append({"field": "channels", "message": f"at most {max_channels} channels"})
     if problems:
         raise ValidationFailed("The request body is invalid", details=problems)
     message_json = publication_data(dumps(body.message.model_dump(exclude_none=True)), FROM_API)
-    hub = request.app.state.hub
+    hub = state.hub
     for channel in dict.fromkeys(body.channels):
         await hub.publish(scoped(app.id, channel), message_json)
     return MessageSent(message=body.message, channels=body.channels)

@@ -78,6 +78,8 @@ async def sse_endpoint(
             if problem is not None:
                 raise ValidationFailed(problem, details=[{"field": "channel", "message": problem}])
             await check_access(context.store, found_app, user, name)
-        return await EventStream.open(context, found_app, user, channels, resume_from(last_event_id or lastEventId))
+        address = request.client.host if request.client else None
+        resume = resume_from(last_event_id or lastEventId)
+        return await EventStream.open(context, found_app, user, channels, resume, address)
     except BfstreamError as exc:
         return error_response(exc)

@@ -18,6 +18,7 @@ from bfstream.errors import BrokerError, NotFound, UnknownService, ValidationFai
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
+from bfstream.ratelimits import enforce
 from bfstream.store.records import StreamRecord
 from bfstream.streams.registry import RunningStream
 from bfstream.streams.retry import with_retries
@@ -65,10 +66,12 @@ class StreamCreated(BaseModel):
     streamId: str
 
 
-def _check_streaming_fields(body: CreateStream) -> None:
+def _check_streaming_fields(body: CreateStream, max_channels: int) -> None:
     problems = []
     if not body.channels:
         problems.append({"field": "channels", "message": "at least one channel is required when streaming"})
+    if len(body.channels) > max_channels:
+        problems.append({"field": "channels", "message": f"at most {max_channels} channels"})
     for i, channel in enumerate(body.channels):
         if (why := channel_problem(channel)) is not None:
             problems.append({"field": f"channels.{i}", "message": why})
@@ -125,6 +128,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     app = await authenticate(request, body.apiKey)
     state = request.app.state
     settings = state.settings
+    await enforce(state.fleet.rates, app.id, "streams", settings.limits.streams)
     given = body.service if body.service is not None else body.payload.provider
     name = (given if given is not None else "openai").strip().lower()
     services = settings.enabled_services()
@@ -158,7 +162,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
         async with state.streams.admitted(app.id):
             return await _complete(request, adapter, chat, service, max_wait)
 
-    _check_streaming_fields(body)
+    _check_streaming_fields(body, settings.messaging.max_channels)
 
     async def open_stream() -> tuple[Started, AsyncGenerator[ProviderEvent, None]]:
         events = adapter.stream_chat(chat, state.http, service)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -83,8 +84,12 @@ def message_frame(channel: str, publication: Publication) -> str:
     )  # fmt: skip
 
 
-def error_frame(message: str, code: int, request_id: Any = None) -> str:
-    return dumps({"op": "error", "error": {"message": message, "code": code}, "id": request_id})
+def error_frame(message: str, code: int, request_id: Any = None, retry_after: float | None = None) -> str:
+    """``retryAfter`` (whole seconds, rounded up) only on a rate limit's refusal, as in HTTP's header."""
+    error: dict[str, Any] = {"message": message, "code": code}
+    if retry_after is not None:
+        error["retryAfter"] = max(1, math.ceil(retry_after))
+    return dumps({"op": "error", "error": error, "id": request_id})
 
 
 def reply_frame(op: str, request_id: Any = None, **fields: Any) -> str:

@@ -18,14 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bfstream.config import MessagingSettings
+from bfstream.config import LimitSettings, MessagingSettings
 from bfstream.errors import ClientError, Forbidden
 from bfstream.messaging import protocol
 from bfstream.messaging.broker import Publication
+from bfstream.messaging.connection_limits import ConnectionLimits
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.presence import Presence
 from bfstream.messaging.tokens import User
 from bfstream.messaging.users import UserSessions
+from bfstream.ratelimits import RateLimits
 from bfstream.store.records import App
 from bfstream.store.store import Store
 
@@ -55,6 +57,9 @@ class Context:
     users: UserSessions  # this instance's connections, by user
     presence: Presence  # who is where, for the listings (the fleet's, with a shared broker)
     limits: MessagingSettings
+    app_limits: LimitSettings
+    rates: RateLimits  # per app, for browser publishes
+    connections: ConnectionLimits
     # Set when the server shuts down: long-lived responses (SSE) end so the process can exit.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,10 +75,18 @@ async def check_access(store: Store, app: App, user: User | None, channel: str, 
 
 
 class Session:
-    def __init__(self, context: Context, app: App, user: User | None, on_too_slow: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        context: Context,
+        app: App,
+        user: User | None,
+        on_too_slow: Callable[[], None],
+        address: str | None = None,
+    ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.app = app
         self.user = user
+        self.address = address  # the client's, for the connections-per-address limit
         self.private_channel = protocol.PRIVATE_PREFIX + self.id
         self.too_slow = False
         self._context = context
@@ -88,7 +101,9 @@ class Session:
 
     async def open(self, resume: dict[str, Since] | None = None) -> None:
         """Join the private channel, greet the client, then join a user's channels, resuming those
-        named in ``resume`` (the positions a reconnecting client brings)."""
+        named in ``resume`` (the positions a reconnecting client brings). Raises 429 when the app or
+        the client's address has as many connections open as it may."""
+        await self._context.connections.acquire(self.id, self.app.id, self.address)
         self._context.users.add(self)
         await self._subscribe(self.private_channel, None, None, announce=False)
         added = await self._context.store.user_channels(self.app.id, self.user.id) if self.user else []
@@ -113,10 +128,13 @@ class Session:
 
     async def close(self) -> None:
         self._context.users.remove(self)
-        for channel in list(self._positions):
-            await self._context.hub.leave(self, scoped(self.app.id, channel))
-            await self._context.presence.remove(self.app.id, channel, self.id)
-        self._positions.clear()
+        try:
+            for channel in list(self._positions):
+                await self._context.hub.leave(self, scoped(self.app.id, channel))
+                await self._context.presence.remove(self.app.id, channel, self.id)
+            self._positions.clear()
+        finally:
+            await self._context.connections.release(self.id)
 
     def push(self, op: str, frame: str, channel: str | None = None, offset: int = 0, epoch: str = "") -> None:
         if self.too_slow:

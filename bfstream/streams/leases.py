@@ -4,10 +4,12 @@ Every instance holds a lease on itself, renewed every ``RENEW_EVERY`` seconds an
 ``LEASE_TTL`` seconds after the last renewal. Each stream record names its owner, so another
 instance that finds the owner's lease lapsed knows the stream is orphaned (``streams/orphans.py``).
 
-An app's running streams, and the calls still opening one, each hold a slot. ``acquire`` takes
-one only while the app holds fewer than its limit, atomically, so two instances admitting at
-the same instant cannot both take the last slot. Slots are leased too: the owner renews them with
-its own lease, and a dead instance's slots lapse with it instead of blocking the app forever.
+An app's running streams, and the calls still opening one, each hold a slot in the pool named by
+the app's id; open connections hold slots in pools of their own (``messaging/connection_limits.py``).
+``acquire`` takes one only while the pool holds fewer than its limit, atomically, so two instances
+admitting at the same instant cannot both take the last slot. Slots are leased too: the owner
+renews them with its own lease, and a dead instance's slots lapse with it instead of blocking
+the app forever.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ RENEW_EVERY = 1.5  # seconds between renewals (and between sweeps for orphans)
 
 
 class Leases(Protocol):
-    async def acquire(self, app_id: str, slot: str, limit: int) -> bool: ...
-    async def release(self, app_id: str, slot: str) -> None: ...
+    async def acquire(self, pool: str, slot: str, limit: int) -> bool: ...
+    async def release(self, pool: str, slot: str) -> None: ...
     async def renew(self, slots: list[tuple[str, str]]) -> None:
-        """Renew this instance's lease and its ``(app_id, slot)`` slots."""
+        """Renew this instance's lease and its ``(pool, slot)`` slots."""
         ...
 
     async def alive(self, instance_ids: set[str]) -> set[str]: ...
@@ -38,19 +40,19 @@ class MemoryLeases:
         self._instance_id = instance_id
         self._slots: dict[str, set[str]] = {}
 
-    async def acquire(self, app_id: str, slot: str, limit: int) -> bool:
-        held = self._slots.setdefault(app_id, set())
+    async def acquire(self, pool: str, slot: str, limit: int) -> bool:
+        held = self._slots.setdefault(pool, set())
         if len(held) >= limit:
             return False
         held.add(slot)
         return True
 
-    async def release(self, app_id: str, slot: str) -> None:
-        held = self._slots.get(app_id)
+    async def release(self, pool: str, slot: str) -> None:
+        held = self._slots.get(pool)
         if held is not None:
             held.discard(slot)
             if not held:
-                del self._slots[app_id]
+                del self._slots[pool]
 
     async def renew(self, slots: list[tuple[str, str]]) -> None:
         pass

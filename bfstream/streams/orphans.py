@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 from bfstream.errors import BfstreamError
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.leases import RENEW_EVERY, Leases
-from bfstream.streams.registry import StreamRegistry
 from bfstream.streams.runner import Publisher
 
 log = logging.getLogger("bfstream.streams")
@@ -89,12 +89,15 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
 
 
-async def keep_alive(registry: StreamRegistry, leases: Leases, store: Store, hub: Hub, instance_id: str) -> None:
-    """Renew this instance's lease and slots, and end the streams of dead instances, until cancelled."""
+async def keep_alive(
+    held_slots: Callable[[], list[tuple[str, str]]], leases: Leases, store: Store, hub: Hub, instance_id: str
+) -> None:
+    """Renew this instance's lease and slots (streams' and connections'), and end the streams of
+    dead instances, until cancelled."""
     while True:
         await asyncio.sleep(RENEW_EVERY)
         try:
-            await leases.renew(registry.held_slots())
+            await leases.renew(held_slots())
         except BfstreamError as exc:
             log.warning("could not renew this instance's lease: %s", exc.message)
             continue

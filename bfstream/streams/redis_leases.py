@@ -3,9 +3,10 @@
 Keys (``<prefix>`` is the ``broker_prefix`` setting):
 
 - ``<prefix>:lease:<instance id>``, a string that expires ``LEASE_TTL`` after its last renewal;
-- ``<prefix>:slots:<app id>``, a sorted set of the app's slots, each scored by the time (Redis's
-  own clock, so instances' clocks need not agree) at which it lapses unless renewed. It holds at
-  most ``max_per_app`` live members and expires with its last slot.
+- ``<prefix>:slots:<pool>``, a sorted set of a pool's slots (the pool is an app id for its streams,
+  ``conn:<app id>`` and ``addr:<address>`` for connections), each scored by the time (Redis's own
+  clock, so instances' clocks need not agree) at which it lapses unless renewed. It holds at most
+  the pool's limit of live members and expires with its last slot.
 
 ``acquire`` is one Lua script, so the count and the add cannot interleave with another
 instance's: drop lapsed slots, count, add if below the limit.
@@ -51,18 +52,18 @@ class RedisLeases:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
 
-    def _slots(self, app_id: str) -> str:
-        return f"{self._prefix}:slots:{app_id}"
+    def _slots(self, pool: str) -> str:
+        return f"{self._prefix}:slots:{pool}"
 
-    async def acquire(self, app_id: str, slot: str, limit: int) -> bool:
+    async def acquire(self, pool: str, slot: str, limit: int) -> bool:
         try:
-            return bool(await self._acquire(keys=[self._slots(app_id)], args=[slot, limit, self._ttl_ms]))
+            return bool(await self._acquire(keys=[self._slots(pool)], args=[slot, limit, self._ttl_ms]))
         except RedisError as exc:
             raise unreachable(exc) from None
 
-    async def release(self, app_id: str, slot: str) -> None:
+    async def release(self, pool: str, slot: str) -> None:
         try:
-            await self._redis.zrem(self._slots(app_id), slot)
+            await self._redis.zrem(self._slots(pool), slot)
         except RedisError as exc:
             raise unreachable(exc) from None
 

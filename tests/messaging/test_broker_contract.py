@@ -118,6 +118,22 @@ async def test_history_after_an_offset_says_when_trimming_lost_some(brokers: Bro
     assert seen(await keepless.history("app/keepless", 2)) == ([], True)
 
 
+async def test_history_is_bounded_in_bytes_as_well_as_in_messages(brokers: Brokers) -> None:
+    broker = await brokers.new(history_size=100, history_bytes=1000)
+    for i in range(1, 11):
+        await broker.publish("app/big", f"{i:03}" + "é" * 147)  # 300 bytes of UTF-8 each
+    history = await broker.history("app/big", 0)
+    assert seen(history) == ([8, 9, 10], False)  # three fit in 1,000 bytes; counted as UTF-8, not characters
+    assert seen(await broker.history("app/big", 7)) == ([8, 9, 10], True)
+
+    huge = await broker.publish("app/big", "x" * 1001)  # bigger than the whole bound: delivered, not kept
+    assert huge.offset == 11
+    assert seen(await broker.history("app/big", 10)) == ([], False)
+    for _ in range(3):
+        await broker.publish("app/big", "small")
+    assert seen(await broker.history("app/big", 11)) == ([12, 13, 14], True)  # the count starts over cleanly
+
+
 async def test_subscribe_then_publish_delivers_in_order(brokers: Brokers) -> None:
     broker = await brokers.new()
     await asyncio.gather(broker.subscribe("app/room"), broker.subscribe("app/room"))  # both wait, one subscription

@@ -20,7 +20,8 @@ from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication
 class _Channel:
     epoch: str = field(default_factory=lambda: secrets.token_urlsafe(6))
     offset: int = 0
-    retained: deque[tuple[float, Publication]] = field(default_factory=deque)  # bounded: see _channel()
+    retained: deque[tuple[float, Publication, int]] = field(default_factory=deque)  # (at, publication, size)
+    retained_bytes: int = 0  # bounded by history_bytes, as the deque's length is by history_size
     fences: set[str] = field(default_factory=set)  # forgotten with the channel
 
 
@@ -29,9 +30,16 @@ class MemoryBroker:
 
     up = True
 
-    def __init__(self, history_size: int = 1000, history_ttl: float = 600.0, instance_id: str = "local") -> None:
+    def __init__(
+        self,
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+        instance_id: str = "local",
+        history_bytes: int = 1024 * 1024,
+    ) -> None:
         self.instance_id = instance_id
         self._history_size = history_size
+        self._history_bytes = history_bytes
         self._history_ttl = history_ttl
         self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
@@ -61,7 +69,12 @@ class MemoryBroker:
             raise Fenced(fence)
         state.offset += 1
         publication = Publication(channel, state.offset, state.epoch, data)
-        state.retained.append((time.monotonic(), publication))
+        size = len(data) if data.isascii() else len(data.encode())
+        retained = state.retained
+        retained.append((time.monotonic(), publication, size))
+        state.retained_bytes += size
+        while retained and (len(retained) > self._history_size or state.retained_bytes > self._history_bytes):
+            state.retained_bytes -= retained.popleft()[2]
         if channel in self._subscribed:
             self._published.put_nowait(publication)
         return publication
@@ -85,20 +98,20 @@ class MemoryBroker:
         if since is None:
             return History([], state.offset, state.epoch, True)
         since = max(since, 0)
-        publications = [p for _, p in state.retained if p.offset > since]
+        publications = [p for _, p, _ in state.retained if p.offset > since]
         oldest = publications[0].offset if publications else state.offset + 1
         return History(publications, state.offset, state.epoch, oldest <= since + 1)
 
     def _channel(self, channel: str) -> _Channel:
         state = self._channels.get(channel)
         if state is None:
-            state = self._channels[channel] = _Channel(retained=deque(maxlen=self._history_size))
+            state = self._channels[channel] = _Channel()
         return state
 
     def _expire(self, state: _Channel, now: float) -> None:
         cutoff = now - self._history_ttl
         while state.retained and state.retained[0][0] < cutoff:
-            state.retained.popleft()
+            state.retained_bytes -= state.retained.popleft()[2]
 
     async def _sweep_forever(self) -> None:
         """Forget channels whose history has all expired and that nobody listens to, so memory stays bounded."""

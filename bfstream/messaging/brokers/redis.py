@@ -3,15 +3,16 @@
 Keys, all under ``prefix`` (default ``bfstream``); the channel name sits in braces, a Cluster hash
 tag, so both keys of a channel share a slot and one script may touch them:
 
-    <prefix>:{<channel>}:meta       hash {epoch, offset}; two fields. PEXPIRE history_ttl, refreshed
-                                    by every publish (a history read creates it, with that expiry,
-                                    but does not refresh it).
+    <prefix>:{<channel>}:meta       hash {epoch, offset, bytes}, bytes the size of the history's
+                                    data. PEXPIRE history_ttl, refreshed by every publish (a history
+                                    read creates it, with that expiry, but does not refresh it).
     <prefix>:{<channel>}:fence:<stream id>   string, set when another instance ends a dead
                                     instance's stream: that stream's late publishes are refused.
                                     PEXPIRE history_ttl.
     <prefix>:{<channel>}:history    stream, one entry per publication, id ``<offset>-1``, field ``d``
-                                    = data; exact MAXLEN history_size (absent when history_size is
-                                    0). PEXPIRE history_ttl, refreshed by every publish.
+                                    = data; at most history_size entries and history_bytes bytes of
+                                    data, the oldest trimmed first (absent when history_size is 0).
+                                    PEXPIRE history_ttl, refreshed by every publish.
 
 Pub/sub names (not keys, so nothing to expire or bound; Redis keeps no copy once delivered):
 
@@ -21,7 +22,7 @@ Pub/sub names (not keys, so nothing to expire or bound; Redis keeps no copy once
 
 A stream rather than a list: entry ids are the offsets, so "everything after offset N" is one
 ``XRANGE`` from ``N+1`` whatever was trimmed, where a list needs index arithmetic that trimming
-shifts; ``MAXLEN`` trims in the same command that appends. Expiry is per channel, not per entry:
+shifts; the script that appends trims in the same step. Expiry is per channel, not per entry:
 a busy channel keeps its last ``history_size`` entries, a quiet one loses all of them (and its
 epoch, so clients are told they cannot recover) ``history_ttl`` after its last publish.
 
@@ -79,9 +80,11 @@ if not epoch then
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 """
-# ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data; KEYS[3], when given, the fence. XADD,
-# the only call that could fail on a sound key, runs before the offset is counted, so nothing is ever
-# half-written.
+# ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data, ARGV[6] history_bytes; KEYS[3], when
+# given, the fence. XADD, the only call that could fail on a sound key, runs before the offset is counted,
+# so nothing is ever half-written. Trimming drops the oldest entries until both bounds hold; the byte
+# count lives in meta (``bytes``) and starts over with the history (a lost epoch, or an older version's
+# history that it never counted, clamped at 0).
 _PUBLISH = (
     """
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return false end
@@ -90,7 +93,17 @@ if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return false end
     + """
 offset = offset + 1
 if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-1', 'd', ARGV[5])
+  redis.call('XADD', KEYS[2], offset .. '-1', 'd', ARGV[5])
+  local size = redis.call('HINCRBY', KEYS[1], 'bytes', #ARGV[5])
+  local count = redis.call('XLEN', KEYS[2])
+  while count > tonumber(ARGV[3]) or size > tonumber(ARGV[6]) do
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    if not oldest then break end
+    redis.call('XDEL', KEYS[2], oldest[1])
+    size = redis.call('HINCRBY', KEYS[1], 'bytes', -#oldest[2][2])
+    count = count - 1
+  end
+  if size < 0 or count == 0 then redis.call('HSET', KEYS[1], 'bytes', 0) end
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 redis.call('HINCRBY', KEYS[1], 'offset', 1)
@@ -168,11 +181,13 @@ class RedisBroker:
         instance_id: str,
         prefix: str = "bfstream",
         history_size: int = 1000,
+        history_bytes: int = 1024 * 1024,
         history_ttl: float = 600.0,
     ) -> None:
         self.instance_id = instance_id
         self._prefix = prefix
         self._history_size = history_size
+        self._history_bytes = history_bytes
         self._ttl_ms = max(int(history_ttl * 1000), 1)
         self._control_names = (f"{prefix}:control:{instance_id}", f"{prefix}:control:{BROADCAST}")
         self._channels: dict[str, _Subscription] = {}
@@ -239,8 +254,11 @@ class RedisBroker:
         keys = self._keys(channel) + ([self._fence(channel, fence)] if fence is not None else [])
         with _translated():
             published = await self._publish_script(
-                keys=keys, args=[_new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data]
-            )
+                keys=keys,
+                args=[
+                    _new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data, self._history_bytes
+                ],
+            )  # fmt: skip
         if published is None:
             raise Fenced(fence)
         offset, epoch = published

@@ -36,10 +36,16 @@ class EventStream(Response):
 
     @classmethod
     async def open(
-        cls, context: Context, app: App, user: User | None, channels: list[str], resume: dict[str, Since]
+        cls,
+        context: Context,
+        app: App,
+        user: User | None,
+        channels: list[str],
+        resume: dict[str, Since],
+        address: str | None = None,
     ) -> EventStream:
         stop = asyncio.Event()
-        session = Session(context, app, user, stop.set)
+        session = Session(context, app, user, stop.set, address)
         try:
             await session.open(resume)
             for channel in channels:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,29 +21,13 @@ from bfstream.messaging.hub import scoped
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.nesting import nesting_problem
+from bfstream.ratelimits import TokenBucket, enforce
 from bfstream.store.records import App
 from bfstream.text import has_lone_surrogate, may_hold_surrogates, not_json
 
 log = logging.getLogger("bfstream.websocket")
 
 _SLOW_CLOSE_WAIT = 10.0  # seconds
-
-
-class _TokenBucket:
-    """Allows ``burst`` requests at once, refilled at ``rate`` per second."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate, self._burst = rate, float(burst)
-        self._tokens, self._at = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 def _since(value: Any) -> Since | None:
@@ -66,9 +49,10 @@ class WebSocketConnection:
         self._resume = resume
         self._context = context
         self._writer: asyncio.Task[None] | None = None
-        self.session = Session(context, app, user, self._too_slow)
+        address = websocket.client.host if websocket.client else None
+        self.session = Session(context, app, user, self._too_slow, address)
         limits = context.limits
-        self._publishes = _TokenBucket(limits.publish_rate, limits.publish_burst)
+        self._publishes = TokenBucket(limits.publish_rate, limits.publish_burst)
 
     def _too_slow(self) -> None:
         if self._writer is not None:
@@ -134,7 +118,8 @@ class WebSocketConnection:
                 request_id = request.get("id") if isinstance(request, dict) else None
                 if has_lone_surrogate(request_id):
                     request_id = None  # the reply could not carry it: it is what was wrong
-                self.session.push("error", protocol.error_frame(exc.message, exc.status, request_id))
+                wait = getattr(exc, "retry_after", None)
+                self.session.push("error", protocol.error_frame(exc.message, exc.status, request_id, wait))
             # Frames the client sent ahead arrive without a pause: let the writer send the replies
             # between them, or a client that pipelines requests is cut off as a slow reader.
             await asyncio.sleep(0)
@@ -173,10 +158,13 @@ class WebSocketConnection:
         data = protocol.dumps(message)
         if len(data.encode()) > limits.max_message_bytes:
             raise PayloadTooLarge(f"Messages are at most {limits.max_message_bytes} bytes")
-        if not self._publishes.take():
+        if wait := self._publishes.take():
             raise TooManyRequests(
-                f"At most {limits.publish_rate:g} publishes per second (bursts of {limits.publish_burst})"
+                f"At most {limits.publish_rate:g} publishes per second per connection"
+                f" (bursts of {limits.publish_burst})",
+                retry_after=wait,
             )
+        await enforce(self._context.rates, session.app.id, "publishes", self._context.app_limits.publishes)
         user = session.user
         origin = protocol.from_browser(session.id, user.id if user else None, user.email if user else None)
         publication = await self._context.hub.publish(
