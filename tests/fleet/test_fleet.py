@@ -165,6 +165,34 @@ async def test_an_app_limited_to_3_streams_gets_429_for_the_4th_whichever_instan
             await asyncio.sleep(0.05)
 
 
+
+async def test_rate_and_connection_limits_hold_for_the_fleet_not_per_instance(fleet: Fleet) -> None:
+    limits = {
+        "BFSTREAM_LIMITS__STREAMS__RATE": "0.01",  # no refill to speak of during the test
+        "BFSTREAM_LIMITS__STREAMS__BURST": "4",
+        "BFSTREAM_LIMITS__CONNECTIONS_PER_APP": "3",
+    }
+    a, b = await fleet.start(**limits), await fleet.start(**limits)
+    answers = await asyncio.gather(
+        *(fleet.post(a if i % 2 else b, "/stream/create", echo_body(fleet.api_key)) for i in range(10))
+    )
+    assert sorted(r.status_code for r in answers) == [200] * 4 + [429] * 6, [r.text for r in answers]
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in answers if r.status_code == 429)
+
+    held = [await ws(a, fleet.app_id), await ws(b, fleet.app_id), await ws(a, fleet.app_id)]
+    assert [c.hello["op"] for c in held] == ["hello"] * 3
+    for instance in (a, b):  # the fourth is refused on either instance
+        async with connect(f"ws://127.0.0.1:{instance.port}/message/ws?app={fleet.app_id}") as extra:
+            await extra.wait_closed()
+            assert extra.close_code == 4429
+    await held[1].conn.close()  # a slot freed on b is free on a
+    async with asyncio.timeout(5):
+        while True:
+            async with connect(f"ws://127.0.0.1:{a.port}/message/ws?app={fleet.app_id}") as again:
+                if json.loads(await again.recv())["op"] == "hello":
+                    break
+            await asyncio.sleep(0.05)
+
 async def test_sigterm_and_restart_of_a_leave_the_stream_running_on_b_alone(fleet: Fleet) -> None:
     a, b = await fleet.start(), await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS="60")
     client = await b.ws(fleet.app_id, "room")
