@@ -113,7 +113,10 @@ async def _find(store: Store, ref: str) -> App:
 @_with_store
 async def _apps_rotate(args: argparse.Namespace, store: Store) -> int:
     app = await _find(store, args.app)
-    _print_new_key(app, await store.rotate_key(app.id), args.json, "New key for")
+    _print_new_key(app, await store.rotate_key(app.id, args.grace), args.json, "New key for")
+    if args.grace > 0 and not args.json:
+        until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + args.grace))
+        print(f"The old key keeps working until {until} ({args.grace:g} s).")
     return 0
 
 
@@ -178,8 +181,15 @@ def _parser() -> argparse.ArgumentParser:
     listing = apps.add_parser("list", parents=[common], help="list apps")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_apps_list)
-    rotate = apps.add_parser("rotate-key", parents=[common], help="replace an app's key; the old one stops working")
+    rotate = apps.add_parser("rotate-key", parents=[common], help="replace an app's key")
     rotate.add_argument("app", help="app id or name")
+    rotate.add_argument(
+        "--grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the old key working this long, while back ends switch (default 0: it stops at once)",
+    )
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(run=_apps_rotate)
     update = apps.add_parser("update", parents=[common], help="change an app's settings")

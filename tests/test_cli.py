@@ -38,6 +38,9 @@ def test_apps_create_list_rotate_delete(tmp_path: Path) -> None:
 
     rotated = json.loads(run("apps", "rotate-key", "shop", "--json", data_dir=tmp_path).stdout)
     assert rotated["appId"] == app["appId"] and rotated["apiKey"] != app["apiKey"]
+    graced = run("apps", "rotate-key", "shop", "--grace", "90", data_dir=tmp_path)
+    assert graced.returncode == 0 and "The old key keeps working until" in graced.stdout and "(90 s)" in graced.stdout
+    rotated = json.loads(run("apps", "rotate-key", "shop", "--json", data_dir=tmp_path).stdout)
 
     db = sqlite3.connect(tmp_path / "bfstream.sqlite3")
     stored = " ".join(str(v) for row in db.execute("SELECT * FROM apps") for v in row)

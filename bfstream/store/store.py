@@ -139,15 +139,33 @@ class Store:
         return _app(row) if row else None
 
     async def app_by_key(self, api_key: str) -> App | None:
-        wanted = _hash_key(api_key)
-        row = await self._db.fetchrow(f"SELECT {_APP_COLUMNS}, key_hash FROM apps WHERE key_hash = $1", wanted)
-        if row is None or not hmac.compare_digest(row[5], wanted):
+        """The app whose current key this is, or whose previous key it is while its grace lasts."""
+        wanted, now = _hash_key(api_key), time.time()
+        row = await self._db.fetchrow(
+            f"SELECT {_APP_COLUMNS}, key_hash, old_key_hash, old_key_until FROM apps"
+            " WHERE key_hash = $1 OR (old_key_hash = $1 AND old_key_until > $2)",
+            wanted,
+            now,
+        )
+        if row is None:
             return None
-        return _app(row)
+        current = hmac.compare_digest(row[5], wanted)
+        previous = row[6] is not None and hmac.compare_digest(row[6], wanted) and float(row[7]) > now
+        return _app(row) if current or previous else None
 
-    async def rotate_key(self, app_id: str) -> str:
+    async def rotate_key(self, app_id: str, grace: float = 0) -> str:
+        """A new key; with ``grace`` seconds, the key it replaces keeps working until then (only the
+        one it replaces: a second rotation within the grace ends the first key's at once)."""
         key = _new_key()
-        await self._db.execute("UPDATE apps SET key_hash = $1 WHERE id = $2", _hash_key(key), app_id)
+        until = time.time() + grace if grace > 0 else None
+        await self._db.execute(
+            "UPDATE apps SET old_key_hash = CASE WHEN $3 THEN key_hash ELSE NULL END, old_key_until = $4,"
+            " key_hash = $1 WHERE id = $2",
+            _hash_key(key),
+            app_id,
+            until is not None,
+            until,
+        )
         return key
 
     async def delete_app(self, app_id: str) -> bool:

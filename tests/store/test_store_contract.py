@@ -63,6 +63,22 @@ async def test_apps_keys_and_settings(store: Store) -> None:
     assert [a.id for a in await store.list_apps()] == [other.id]
 
 
+async def test_a_key_rotated_with_grace_keeps_working_until_the_grace_ends(store: Store) -> None:
+    app, first = await store.create_app("shop")
+    second = await store.rotate_key(app.id, grace=60)
+    assert await store.app_by_key(first) == app and await store.app_by_key(second) == app
+    third = await store.rotate_key(app.id, grace=0.3)  # only the key it replaces is kept: the first ends now
+    assert await store.app_by_key(first) is None
+    assert await store.app_by_key(second) == app and await store.app_by_key(third) == app
+    deadline = time.monotonic() + 5
+    while await store.app_by_key(second) is not None:  # the grace lapses by itself, no sweep needed
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert await store.app_by_key(third) == app
+    fourth = await store.rotate_key(app.id)  # no grace: the old key stops at once
+    assert await store.app_by_key(third) is None and await store.app_by_key(fourth) == app
+
+
 async def test_an_app_and_its_name_are_found_by_id_first(store: Store) -> None:
     first, _ = await store.create_app("x")
     second, _ = await store.create_app(first.id)  # named like the other's id
