@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -28,6 +27,7 @@ from bfstream.messaging.control import Control
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.session import Context
 from bfstream.messaging.users import UserSessions, apply_change
+from bfstream.scrub import hold, install_log_scrubber
 from bfstream.store.store import open_store
 from bfstream.streams.orphans import end_orphans, keep_alive
 from bfstream.streams.registry import StreamRegistry
@@ -41,6 +41,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
         state.settings = settings
+        # Secrets of the configuration are scrubbed by value, whatever their shape.
+        releases = [hold(secret) for secret in _configured_secrets(settings)]
         state.store = store = await open_store(settings.database_url, settings.data_dir)
         secret = settings.token_secret
         state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else await state.store.signing_key()
@@ -81,6 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
             await hub.stop()
             await state.http.aclose()
             await store.close()
+            for release in releases:
+                release()
 
     app = FastAPI(
         title="bfstream",
@@ -126,15 +130,14 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-class _HideTokens(logging.Filter):
-    """Log lines show URLs, and browsers pass their connection token in the query string."""
-
-    _TOKEN = re.compile(r"(token=)[^&\s]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
-        return True
+def _configured_secrets(settings: Settings) -> list[str | None]:
+    found = [settings.token_secret, getattr(settings, "metrics_token", None)]
+    found += [service.api_key for service in settings.services.values()]
+    # Headers configured for a service that carry a credential (Azure's api-key, a proxy's token).
+    credential = ("authorization", "key", "token", "secret")
+    for service in settings.services.values():
+        found += [v for k, v in service.headers.items() if any(word in k.lower() for word in credential)]
+    return found
 
 
 class DrainingServer(uvicorn.Server):
@@ -171,10 +174,8 @@ class DrainingServer(uvicorn.Server):
 
 def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The one uvicorn configuration, shared by ``bfstream serve`` and the tests."""
-    for name in ("uvicorn.access", "uvicorn.error"):  # WebSocket connections are logged on the latter
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _HideTokens) for f in logger.filters):
-            logger.addFilter(_HideTokens())
+    # Log lines show URLs (browsers pass connection tokens in the query string) and error texts.
+    install_log_scrubber()
     ping = settings.messaging.ping_interval
     options: dict[str, Any] = {
         "host": settings.host,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from bfstream.errors import BfstreamError
+from bfstream.scrub import scrub_json
 from bfstream.text import repair_json
 
 log = logging.getLogger("bfstream.api")
@@ -62,9 +63,9 @@ def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_body(message: str, code: int | str, type_: str, details: Any = None) -> dict[str, Any]:
-    """Repaired text: a provider's error may quote text that is not valid Unicode."""
+    """Scrubbed of secrets, and repaired: a provider's error may quote text that is not valid Unicode."""
     error = {"message": message, "code": code, "type": type_, "details": details}
-    return {"success": False, "error": repair_json(error)}
+    return {"success": False, "error": scrub_json(repair_json(error))}
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bfstream.messaging.broker import Publication
+from bfstream.scrub import scrub
 
 PRIVATE_PREFIX = "tab|"
 MAX_CHANNEL_LENGTH = 200
@@ -86,7 +87,7 @@ def message_frame(channel: str, publication: Publication) -> str:
 
 def error_frame(message: str, code: int, request_id: Any = None, retry_after: float | None = None) -> str:
     """``retryAfter`` (whole seconds, rounded up) only on a rate limit's refusal, as in HTTP's header."""
-    error: dict[str, Any] = {"message": message, "code": code}
+    error: dict[str, Any] = {"message": scrub(message), "code": code}
     if retry_after is not None:
         error["retryAfter"] = max(1, math.ceil(retry_after))
     return dumps({"op": "error", "error": error, "id": request_id})

@@ -26,7 +26,8 @@ from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.anthropic_payload import build_body
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
-from bfstream.providers.http import error_message, iter_sse, open_stream, post_json, scrub
+from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.scrub import scrub
 
 ANTHROPIC_VERSION = "2023-06-01"
 

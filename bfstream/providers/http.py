@@ -1,15 +1,15 @@
 """The HTTP edge every adapter shares: send, check the status, read with time-outs, and turn
 httpx's exceptions into ``ProviderError`` so nothing above this module sees a library error.
 
-Provider error texts are scrubbed of the caller's key here too: OpenAI, for one, quotes a masked
-copy of a rejected key in its 401 message, and that text goes on to HTTP responses and channels.
+Provider error texts are scrubbed of the caller's key here (``bfstream/scrub.py``): OpenAI, for one,
+quotes a masked copy of a rejected key in its 401 message, and that text goes on to HTTP responses
+and channels.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,17 +21,10 @@ import httpx
 from bfstream.config import ServiceConfig, Timeouts
 from bfstream.errors import ProviderError, ProviderTimeout
 from bfstream.providers.sse import ServerSentEvent, SSEDecoder
+from bfstream.scrub import hold, scrub
 from bfstream.text import repair
 
-_MASKED_KEY = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-]*\*+[A-Za-z0-9_\-*]*", re.IGNORECASE)
 _MAX_ERROR_BODY = 64 * 1024
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """Remove a provider key, whole or masked, from text bound for a caller or a channel."""
-    if secret:
-        text = text.replace(secret, "***")
-    return _MASKED_KEY.sub("***", text)
 
 
 def error_message(body: Any) -> str | None:
@@ -103,11 +96,12 @@ def translate(exc: Exception, stage: str) -> ProviderError:
     """One place that names what went wrong with the connection, in words a caller can act on."""
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return ProviderTimeout(f"The provider timed out ({stage})", details=type(exc).__name__)
+    # httpx's texts may quote a header or a URL, key and all: scrubbed like everything leaving.
     if isinstance(exc, httpx.ConnectError):
-        error = ProviderError("Could not connect to the provider", details=str(exc) or type(exc).__name__)
+        error = ProviderError("Could not connect to the provider", details=scrub(str(exc)) or type(exc).__name__)
         error.retryable = True
         return error
-    return ProviderError(f"The provider connection failed ({stage})", details=str(exc) or type(exc).__name__)
+    return ProviderError(f"The provider connection failed ({stage})", details=scrub(str(exc)) or type(exc).__name__)
 
 
 @asynccontextmanager
@@ -120,17 +114,21 @@ async def open_stream(
     response is always closed on exit, which is what makes the provider stop generating."""
     loop = asyncio.get_running_loop()
     first_deadline = loop.time() + timeouts.first_byte
+    release = hold(api_key)  # while the key is in use, any text quoting it is scrubbed by value
     try:
-        async with asyncio.timeout_at(first_deadline):
-            response = await client.send(request, stream=True)
-    except (TimeoutError, httpx.HTTPError) as exc:
-        raise translate(exc, "waiting for response headers") from None
-    try:
-        if not response.is_success:
-            raise await _refusal(response, api_key, timeouts)
-        yield _read_chunks(response, first_deadline, timeouts.idle)
+        try:
+            async with asyncio.timeout_at(first_deadline):
+                response = await client.send(request, stream=True)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise translate(exc, "waiting for response headers") from None
+        try:
+            if not response.is_success:
+                raise await _refusal(response, api_key, timeouts)
+            yield _read_chunks(response, first_deadline, timeouts.idle)
+        finally:
+            await response.aclose()
     finally:
-        await response.aclose()
+        release()
 
 
 async def _read_chunks(response: httpx.Response, first_deadline: float, idle: float) -> AsyncIterator[bytes]:

@@ -18,7 +18,8 @@ import httpx
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
-from bfstream.providers.http import error_message, iter_sse, open_stream, post_json, scrub
+from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.scrub import scrub
 
 # Compatible servers and legacy models use other words for OpenAI's finish reasons.
 _FINISH_REASONS = {"function_call": "tool_calls", "end_turn": "stop", "eos": "stop", "max_tokens": "length"}

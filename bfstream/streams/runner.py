@@ -24,6 +24,7 @@ from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import FROM_SERVER, dumps, publication_data
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
+from bfstream.scrub import scrub_json
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
@@ -212,8 +213,8 @@ async def relay(
     except Exception:
         log.exception("closing the provider stream of %s failed", record.id)
     text = "".join(stream.text)
-    if error is not None:
-        finish_reason, error = "error", {"details": None, **error}
+    if error is not None:  # it goes to the channels and the record: scrubbed, whatever raised it
+        finish_reason, error = "error", scrub_json({"details": None, **error})
     ending = [{"type_": "error", "error": error}] if error is not None else []
     ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
     # Unless another instance ended it for this one (asked once more: a stream may end right after
