@@ -48,7 +48,14 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             if settings.create_first_app and not await store.list_apps():
                 app, key = await store.create_app("default")
-                _print_new_key(app, key, False, "Created your first")
+                if sys.stdout.isatty():
+                    _print_new_key(app, key, False, "Created your first")
+                else:  # a supervisor's log, a file, a pipe: somewhere that keeps it, so not the key
+                    print(
+                        f"Created your first app 'default'\n  appId:  {app.id}\n"
+                        "  apiKey: not shown, as this output is not a terminal and may be kept in a log;\n"
+                        "          make one with: bfstream apps rotate-key default"
+                    )
                 print(f"Browsers connect to ws://{settings.host}:{settings.port}/message/ws?app={app.id}", flush=True)
         finally:
             await store.close()

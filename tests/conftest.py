@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -338,14 +337,25 @@ def seed_body(server: Server, **payload: Any) -> dict[str, Any]:
 class ServeProcess:
     """``bfstream serve`` as users run it: a separate process on a free port, for tests of signals."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, output: str) -> None:
+    # The app of each data directory, made as an operator would (serve shows the first app's key
+    # only on a terminal), and the same again when a test restarts a server on it.
+    _apps: dict[Path, tuple[str, str]] = {}  # noqa: RUF012
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, output: str, app: tuple[str, str] | None) -> None:
         self.proc, self.port, self.output = proc, port, output
         self.url = f"http://127.0.0.1:{port}"
-        found = re.search(r"appId:\s+(\S+)\s+apiKey:\s+(\S+)", output)
-        self.app_id, self.api_key = found.groups() if found else (None, None)
+        self.app_id, self.api_key = app if app else (None, None)
 
     @classmethod
     async def start(cls, data_dir: Path, **env: str) -> ServeProcess:
+        app = None
+        if "BFSTREAM_DATABASE_URL" not in env:  # a fleet's tests bring their own app
+            if data_dir not in cls._apps:
+                store = await open_store(None, data_dir)
+                made, key = await store.create_app("default")
+                await store.close()
+                cls._apps[data_dir] = (made.id, key)
+            app = cls._apps[data_dir]
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -365,7 +375,7 @@ class ServeProcess:
                 proc.kill()
                 await proc.wait()
             raise
-        return cls(proc, port, printed)
+        return cls(proc, port, printed, app)
 
     async def ws(self, app_id: str, channel: str) -> WSClient:
         conn = await connect(f"ws://127.0.0.1:{self.port}/message/ws?app={app_id}")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import re
 import socket
 import sqlite3
 import subprocess
 import sys
+import tty
 from pathlib import Path
 
 import httpx
@@ -88,19 +90,26 @@ async def test_serve_creates_a_first_app_and_streams_echo(tmp_path: Path) -> Non
     """The README's first run: start, take the printed key, stream with echo, watch it on a WebSocket."""
     port = free_port()
     env = {**os.environ, "BFSTREAM_SERVICES__ECHO__DELAY_MS": "1"}
+    terminal, terminal_side = pty.openpty()  # a user runs it in a terminal: the key is shown there
+    tty.setraw(terminal_side)
     proc = await asyncio.create_subprocess_exec(
         *BFSTREAM, "serve", "--port", str(port), "--data-dir", str(tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+        stdout=terminal_side, stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
     )  # fmt: skip
+    os.close(terminal_side)
+    log = ""
     try:
-        printed = ""
+        shown = ""
         async with asyncio.timeout(20):
-            while "Uvicorn running on" not in printed:
-                line = await proc.stdout.readline()
-                assert line, printed
-                printed += line.decode()
-        app_id = re.search(r"appId:\s+(\S+)", printed).group(1)
-        api_key = re.search(r"apiKey:\s+(\S+)", printed).group(1)
+            while "Browsers connect to" not in shown:
+                shown += (await asyncio.to_thread(os.read, terminal, 4096)).decode()
+            while "Uvicorn running on" not in log:  # uvicorn's log goes to stderr
+                line = await proc.stderr.readline()
+                assert line, log
+                log += line.decode()
+        app_id = re.search(r"appId:\s+(\S+)", shown).group(1)
+        api_key = re.search(r"apiKey:\s+(\S+)", shown).group(1)
+        assert api_key.startswith("BFAPI_") and api_key not in log
         async with connect(f"ws://127.0.0.1:{port}/message/ws?app={app_id}") as ws, httpx.AsyncClient() as http:
             assert json.loads(await ws.recv())["op"] == "hello"
             await ws.send(json.dumps({"op": "join", "channel": "anonymous"}))
@@ -121,8 +130,35 @@ async def test_serve_creates_a_first_app_and_streams_echo(tmp_path: Path) -> Non
             assert text == "hello there"
     finally:
         proc.terminate()
+        log += (await proc.stderr.read()).decode()
         await proc.wait()
+        os.close(terminal)
     assert proc.returncode == 0
+    assert api_key not in log
+
+
+@pytest.mark.anyio
+async def test_serve_does_not_print_the_first_key_where_it_could_be_kept(tmp_path: Path) -> None:
+    """Under a supervisor, or with its output sent to a file, the first app is made without showing its key."""
+    proc = await asyncio.create_subprocess_exec(
+        *BFSTREAM, "serve", "--port", str(free_port()), "--data-dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    printed = ""
+    try:
+        async with asyncio.timeout(20):
+            while "Uvicorn running on" not in printed:
+                line = await proc.stdout.readline()
+                assert line, printed
+                printed += line.decode()
+    finally:
+        proc.terminate()
+        printed += (await proc.stdout.read()).decode()
+        await proc.wait()
+    assert "BFAPI_" not in printed
+    assert "apiKey: not shown" in printed and "bfstream apps rotate-key default" in printed
+    rotated = run("apps", "rotate-key", "default", "--json", data_dir=tmp_path)
+    assert json.loads(rotated.stdout)["apiKey"].startswith("BFAPI_")  # the way out that it names works
 
 
 def test_app_names_are_unique_and_not_empty(tmp_path: Path) -> None:
