@@ -11,6 +11,7 @@ U+FFFD.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -69,6 +70,20 @@ def not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
+def finite_float(literal: str) -> float:
+    """``parse_float`` for ``json.loads``: a number past the largest double (``1e400``) is valid JSON,
+    but Python reads it as infinity and ``json.dumps`` writes that back as ``Infinity``, which no
+    browser's ``JSON.parse`` takes: one such number in a message broke the frame for every listener."""
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"the number {literal[:24]}{'...' if len(literal) > 24 else ''} is out of range")
+    return value
+
+
+# Numbers that may be too large for a double: a three-digit exponent, or 309 digits in a row.
+_MAY_OVERFLOW = re.compile(rb"[eE]\+?[0-9]{3}|[0-9]{309}")
+
+
 def body_problem(body: bytes) -> tuple[str, str] | None:
     """Why a request body is not JSON text bfstream can carry on, as (message, error type), or None."""
     if json.detect_encoding(body) != "utf-8":  # json.loads would take UTF-16 and UTF-32 too
@@ -77,9 +92,9 @@ def body_problem(body: bytes) -> tuple[str, str] | None:
         body.decode("utf-8")  # strictly: json.loads would take surrogates written as bytes (CESU-8)
     except UnicodeDecodeError:
         return "The request body is not valid JSON: it is not UTF-8", "invalid_json"
-    if may_hold_surrogates(body) or b"NaN" in body or b"Infinity" in body:
+    if may_hold_surrogates(body) or b"NaN" in body or b"Infinity" in body or _MAY_OVERFLOW.search(body):
         try:
-            decoded = json.loads(body, parse_constant=not_json)
+            decoded = json.loads(body, parse_constant=not_json, parse_float=finite_float)
         except ValueError as exc:
             return ("The request body is not valid JSON: " + str(exc).partition(":")[0]), "invalid_json"
         except RecursionError:

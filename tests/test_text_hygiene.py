@@ -4,6 +4,7 @@ channel, again on each rejoin, and leave its stream's record running for good)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -82,8 +83,11 @@ async def test_a_provider_that_splits_a_surrogate_pair_across_chunks_streams_the
         '{"channels": ["room"], "message": {"actions": [{"a": "\\ud800"}]}, "apiKey": '.encode("utf-16-le"),
         b'{"channels": ["room"], "message": {"actions": [{"v": NaN}]}, "apiKey": ',
         b'{"channels": ["room"], "message": {"actions": [{"v": -Infinity}]}, "apiKey": ',
+        # Valid JSON, but past the largest double: read as infinity, it would go out as Infinity.
+        b'{"channels": ["room"], "message": {"actions": [{"v": 1e400}]}, "apiKey": ',
+        b'{"channels": ["room"], "message": {"model": {"v": [-' + b"9" * 400 + b'.5]}, "actions": []}, "apiKey": ',
     ],
-    ids=["surrogate as bytes", "utf-16 body", "NaN", "Infinity"],
+    ids=["surrogate as bytes", "utf-16 body", "NaN", "Infinity", "1e400", "400 digits"],
 )
 async def test_bodies_that_are_not_json_text_are_refused_before_anything_is_published(
     server: Server, raw: bytes
@@ -105,3 +109,20 @@ async def test_frames_with_nan_or_a_bad_id_get_an_error_frame_without_the_id(ser
     reply = await client.recv()
     assert reply["op"] == "error" and reply["id"] is None
     assert (await client.request({"op": "ping", "id": "after"}))["op"] == "pong"
+
+
+async def test_numbers_past_a_double_in_frames_are_refused_not_sent_on_as_infinity(server: Server) -> None:
+    """1e400 is valid JSON, but Python reads it as infinity and writes that back as ``Infinity``, which
+    no browser's JSON.parse takes: a publish holding one broke the frame for every listener."""
+    await server.allow_browser_publish()
+    publisher = await server.ws(channels=("room",))
+    neighbour = await server.ws(channels=("room",))
+    await publisher.send('{"op": "ping", "id": 1e400}')
+    reply = await publisher.recv()
+    assert reply["op"] == "error" and reply["error"]["code"] == 400 and reply["id"] is None
+    await publisher.send('{"op": "publish", "channel": "room", "id": 9, "message": {"actions": [{"v": -1E+999}]}}')
+    raw = await asyncio.wait_for(publisher.conn.recv(), 5)
+    assert "Infinity" not in raw and json.loads(raw)["op"] == "error"
+    assert (await publisher.request({"op": "ping", "id": 1e308}))["id"] == 1e308  # a large finite one is fine
+    await publisher.send({"op": "publish", "channel": "room", "id": 10, "message": {"actions": [{"v": 1.5e300}]}})
+    assert (await neighbour.recv())["message"] == {"actions": [{"v": 1.5e300}]}  # the first thing it got

@@ -23,7 +23,7 @@ from bfstream.messaging.tokens import User
 from bfstream.nesting import nesting_problem
 from bfstream.ratelimits import TokenBucket, enforce
 from bfstream.store.records import App
-from bfstream.text import has_lone_surrogate, may_hold_surrogates, not_json
+from bfstream.text import finite_float, has_lone_surrogate, may_hold_surrogates, not_json
 
 log = logging.getLogger("bfstream.websocket")
 
@@ -106,7 +106,7 @@ class WebSocketConnection:
                 if (problem := nesting_problem(text)) is not None:
                     raise ClientError(problem)
                 try:
-                    request = json.loads(text, parse_constant=not_json)
+                    request = json.loads(text, parse_constant=not_json, parse_float=finite_float)
                 except ValueError:
                     raise ClientError("Frame is not valid JSON") from None
                 if not isinstance(request, dict):
