@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Server
 
@@ -50,8 +55,6 @@ async def test_a_resume_point_nested_deep_on_purpose_counts_as_none(server: Serv
         lines = response.aiter_lines()
         assert await anext(lines) == "event: hello"
     client = await server.ws()  # and the same as a WebSocket's since, on a fresh connection
-    from websockets.asyncio.client import connect
-
     async with connect(f"{server.ws_url}?app={server.app_id}&since={deep}") as ws:
         assert '"op":"hello"' in await ws.recv()
     assert (await client.request({"op": "ping", "id": 1}))["op"] == "pong"
@@ -59,3 +62,25 @@ async def test_a_resume_point_nested_deep_on_purpose_counts_as_none(server: Serv
 
 async def test_health_answers_head_too(server: Server) -> None:
     assert (await server.http.head(server.url + "/healthz")).status_code == 200
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_logs_no_traceback(server: Server) -> None:
+    """A lone surrogate sent as its CESU-8 bytes: uvicorn closes with 1007, as RFC 6455 says, but
+    logged an ERROR with a traceback for it, one per frame any page chose to send."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log = logging.getLogger("uvicorn.error")  # uvicorn's own logging set-up keeps it from the root logger
+    log.addHandler(handler)
+    try:
+        async with connect(f"{server.ws_url}?app={server.app_id}") as ws:
+            assert '"op":"hello"' in await ws.recv()
+            await ws.send(b'{"op": "ping", "id": "\xed\xa0\x80"}', text=True)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1007
+        client = await server.ws()  # the server itself carries on
+        assert (await client.request({"op": "ping", "id": 1}))["op"] == "pong"
+    finally:
+        log.removeHandler(handler)
+    assert not [r for r in records if r.levelno >= logging.WARNING or r.exc_info], [r.getMessage() for r in records]

@@ -30,6 +30,28 @@ log = logging.getLogger("bfstream.websocket")
 _SLOW_CLOSE_WAIT = 10.0  # seconds
 
 
+class _InvalidTextFrames(logging.Filter):
+    """For uvicorn's error log. A text frame that is not UTF-8 (lone surrogates sent as CESU-8
+    bytes, stray bytes) is the client's mistake: uvicorn closes the connection with 1007, as it
+    should, but logs it as an ERROR with a traceback, so any page could write tracebacks into the
+    log at will. It becomes one line at INFO."""
+
+    _UVICORN = "Invalid UTF-8 sequence received from client."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self._UVICORN:
+            return True
+        record.msg, record.args = "WebSocket closed with 1007: the client sent a text frame that is not UTF-8", ()
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+# Installed with this module, which every server imports: logging set-ups (uvicorn's own included)
+# replace a logger's handlers, never its filters.
+logging.getLogger("uvicorn.error").addFilter(_InvalidTextFrames())
+
+
 def _since(value: Any) -> Since | None:
     if value is None:
         return None
