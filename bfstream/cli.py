@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -127,6 +128,20 @@ async def _apps_rotate(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
+
+def _origins(value: str) -> list[str] | None:
+    """``any``, or origins separated by commas, as a browser sends them: scheme://host[:port]."""
+    if value.strip().lower() == "any":
+        return None
+    origins = [o.strip() for o in value.split(",") if o.strip()]
+    wrong = [o for o in origins if not _ORIGIN.fullmatch(o.rstrip("/"))]
+    if wrong or not origins:
+        raise SystemExit(f"bfstream: origins look like https://shop.example or http://localhost:3000, not {wrong}")
+    return origins
+
+
 @_with_store
 async def _apps_update(args: argparse.Namespace, store: Store) -> int:
     app = await _find(store, args.app)
@@ -134,8 +149,19 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         await store.set_browser_publish(app.id, args.browser_publish == "on")
     if args.retain_text is not None:
         await store.set_retain_text(app.id, args.retain_text == "on")
+    if args.origins is not None:
+        await store.set_origins(app.id, _origins(args.origins))
     app = await _find(store, app.id)
-    print(json.dumps({**_app_json(app), "browserPublish": app.browser_publish, "retainText": app.retain_text}))
+    print(
+        json.dumps(
+            {
+                **_app_json(app),
+                "browserPublish": app.browser_publish,
+                "retainText": app.retain_text,
+                "origins": list(app.origins) if app.origins is not None else None,
+            }
+        )
+    )
     return 0
 
 
@@ -205,6 +231,12 @@ def _parser() -> argparse.ArgumentParser:
         "--browser-publish", choices=["on", "off"], help="may browsers publish to the channels they are in"
     )
     update.add_argument("--retain-text", choices=["on", "off"], help="keep each answer's text in stream records")
+    update.add_argument(
+        "--origins",
+        metavar="ORIGINS",
+        help="page origins allowed to connect and stop streams from a browser, comma-separated "
+        "(https://shop.example,http://localhost:3000), or 'any' (the default)",
+    )
     update.set_defaults(run=_apps_update)
     delete = apps.add_parser("delete", parents=[common], help="delete an app")
     delete.add_argument("app", help="app id or name")

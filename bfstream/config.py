@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -161,7 +161,11 @@ class Settings(BaseSettings):
     token_secret: str | None = Field(None, min_length=16)
     # GET /metrics (Prometheus) answers only requests bearing it (Authorization: Bearer ...); unset: 404.
     metrics_token: str | None = Field(None, min_length=16, repr=False)
+    # HTTPS and WSS directly, without a proxy in front: both paths (PEM files), or neither.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     # Origins whose pages may call the API from the browser (the stop endpoint, SSE). Empty: none.
+    # Each app may narrow this further (bfstream apps update APP --origins ...).
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 
@@ -193,6 +197,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _tls_needs_both_files(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: set both, or neither")
+        return self
 
     def enabled_services(self) -> dict[str, ServiceConfig]:
         return {name: conf for name, conf in sorted(self.services.items()) if conf.enabled}

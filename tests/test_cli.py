@@ -51,6 +51,15 @@ def test_apps_create_list_rotate_delete(tmp_path: Path) -> None:
 
     updated = run("apps", "update", "shop", "--browser-publish", "on", data_dir=tmp_path)
     assert json.loads(updated.stdout)["browserPublish"] is True
+    assert json.loads(updated.stdout)["origins"] is None  # any origin, until the app lists some
+    limited = run(
+        "apps", "update", "shop", "--origins", "https://Shop.example/,http://localhost:3000", data_dir=tmp_path
+    )
+    assert json.loads(limited.stdout)["origins"] == ["http://localhost:3000", "https://shop.example"]
+    wrong = run("apps", "update", "shop", "--origins", "https://shop.example/page", data_dir=tmp_path)
+    assert wrong.returncode != 0 and "origins look like" in wrong.stderr
+    anyone = run("apps", "update", "shop", "--origins", "any", data_dir=tmp_path)
+    assert json.loads(anyone.stdout)["origins"] is None
     assert json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)[0]["browserPublish"] is True
     made_open = json.loads(run("apps", "create", "chat", "--browser-publish", "on", "--json", data_dir=tmp_path).stdout)
     assert [a["browserPublish"] for a in json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)] == [

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from bfstream import __version__
 from bfstream.api import errors, messages, realtime, streams
+from bfstream.api.headers import SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.config import Settings
 from bfstream.fleet import open_fleet
@@ -122,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # load balancers probe so
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
     if settings.cors_origins:
         # Browsers call /stream/stop and /message/sse directly; nothing here relies on cookies.
         app.add_middleware(
@@ -189,6 +191,8 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "ws_per_message_deflate": settings.messaging.compression,
         # A backstop: requests still open this long after shutdown began are cut.
         "timeout_graceful_shutdown": 5,
+        "ssl_certfile": settings.tls_certfile,
+        "ssl_keyfile": settings.tls_keyfile,
         **overrides,
     }
     return uvicorn.Config(create_app(settings), **options)

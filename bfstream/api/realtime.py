@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from bfstream.api.errors import error_response
-from bfstream.errors import BfstreamError, NotFound, ValidationFailed
+from bfstream.errors import BfstreamError, Forbidden, NotFound, ValidationFailed
 from bfstream.messaging import protocol, tokens
 from bfstream.messaging.session import Context, check_access, resume_from
 from bfstream.messaging.tokens import User
@@ -24,7 +24,8 @@ router = APIRouter()
 
 
 async def identify(connection: HTTPConnection) -> tuple[App, User | None]:
-    """The app a connection belongs to, and its user when it brings a token."""
+    """The app a connection belongs to, and its user when it brings a token. A page whose origin
+    the app does not list is refused (a browser always sends Origin on a WebSocket upgrade)."""
     app_id = connection.query_params.get("app")
     if not app_id:
         raise ValidationFailed("The app query parameter is required", details=[{"field": "app", "message": "required"}])
@@ -32,6 +33,8 @@ async def identify(connection: HTTPConnection) -> tuple[App, User | None]:
     app = await store.app_by_id(app_id)
     if app is None:
         raise NotFound(f"Unknown app {app_id[:80]!r}")
+    if not app.allows_origin(connection.headers.get("origin")):
+        raise Forbidden("This page's origin may not connect to this app (bfstream apps update --origins)")
     token = connection.query_params.get("token")
     user = tokens.verify(connection.app.state.signing_key, token, app.id) if token else None
     return app, user

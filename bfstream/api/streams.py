@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.config import ServiceConfig
-from bfstream.errors import BrokerError, NotFound, UnknownService, ValidationFailed
+from bfstream.errors import BrokerError, Forbidden, NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
@@ -209,7 +209,14 @@ class StopResult(BaseModel):
 async def stop_stream(body: StopStream, request: Request) -> StopResult:
     """Stop a running stream: the provider connection closes at once and the channels get ``end`` with
     ``finish_reason: "stopped"``. The random stream id is the capability, so a browser may call this."""
-    stopped = await request.app.state.fleet_streams.stop(body.streamId)
+    state = request.app.state
+    origin = request.headers.get("origin")
+    if origin is not None:  # from a page: only from one of the stream's app's origins
+        record = await state.store.stream_by_id(body.streamId)
+        app = await state.store.app_by_id(record.app_id) if record is not None else None
+        if app is not None and not app.allows_origin(origin):
+            raise Forbidden("This page's origin may not stop this app's streams")
+    stopped = await state.fleet_streams.stop(body.streamId)
     return StopResult(status="stopped" if stopped else "not_found", streamId=body.streamId)
 
 

@@ -14,6 +14,14 @@ class App:
     created_at: float
     browser_publish: bool = False  # may browsers publish to the channels they are in (off unless asked for)
     retain_text: bool = True  # keep the answer's text in stream records
+    # Page origins allowed to connect and stop streams from a browser; None: any.
+    origins: tuple[str, ...] | None = None
+
+    def allows_origin(self, origin: str | None) -> bool:
+        """No Origin header is a same-origin page or not a browser: nothing to check against."""
+        if self.origins is None or origin is None or "*" in self.origins:
+            return True
+        return origin.lower().rstrip("/") in self.origins
 
 
 @dataclass(slots=True)

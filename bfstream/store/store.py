@@ -72,7 +72,7 @@ async def open_store(database_url: str | None, data_dir: Path) -> Store:
     return Store(database)
 
 
-_APP_COLUMNS = "id, name, created_at, browser_publish, retain_text"
+_APP_COLUMNS = "id, name, created_at, browser_publish, retain_text, origins"
 _STREAM_COLUMNS = (
     "id, app_id, service, model, channels, action_name, status, created_at, ended_at, finish_reason, usage, error, "
     "text, owner, seq"
@@ -80,8 +80,9 @@ _STREAM_COLUMNS = (
 
 
 def _app(row: Row) -> App:
-    app_id, name, created_at, browser_publish, retain_text = row[:5]
-    return App(str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text))
+    app_id, name, created_at, browser_publish, retain_text, origins = row[:6]
+    allowed = tuple(json.loads(origins)) if origins is not None else None
+    return App(str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text), allowed)
 
 
 def _stream(row: Row) -> StreamRecord:
@@ -149,8 +150,8 @@ class Store:
         )
         if row is None:
             return None
-        current = hmac.compare_digest(row[5], wanted)
-        previous = row[6] is not None and hmac.compare_digest(row[6], wanted) and float(row[7]) > now
+        current = hmac.compare_digest(row[6], wanted)
+        previous = row[7] is not None and hmac.compare_digest(row[7], wanted) and float(row[8]) > now
         return _app(row) if current or previous else None
 
     async def rotate_key(self, app_id: str, grace: float = 0) -> str:
@@ -173,6 +174,11 @@ class Store:
 
     async def set_browser_publish(self, app_id: str, allowed: bool) -> None:
         await self._db.execute("UPDATE apps SET browser_publish = $1 WHERE id = $2", int(allowed), app_id)
+
+    async def set_origins(self, app_id: str, origins: list[str] | None) -> None:
+        """Origins as browsers send them (``scheme://host[:port]``, lower case); None allows any."""
+        value = json.dumps(sorted({o.lower().rstrip("/") for o in origins})) if origins is not None else None
+        await self._db.execute("UPDATE apps SET origins = $1 WHERE id = $2", value, app_id)
 
     async def set_retain_text(self, app_id: str, retain: bool) -> None:
         await self._db.execute("UPDATE apps SET retain_text = $1 WHERE id = $2", int(retain), app_id)
