@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bfstream.errors import BrokerError
 from bfstream.messaging.broker import Broker
 from bfstream.messaging.protocol import dumps
 
@@ -32,6 +33,7 @@ class Control:
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._pump: asyncio.Task[None] | None = None
+        self.broker_errors = 0  # requests and replies the broker failed to send, for /metrics
 
     def on(self, op: str, handler: Handler) -> None:
         """``handler(request)`` answers requests with this ``op``; what it returns is the reply."""
@@ -50,7 +52,7 @@ class Control:
         rid = secrets.token_hex(8)
         reply = self._waiting[rid] = asyncio.get_running_loop().create_future()
         try:
-            await self._broker.control(instance_id, dumps({**request, "from": self.instance_id, "rid": rid}))
+            await self._send(instance_id, dumps({**request, "from": self.instance_id, "rid": rid}))
             return await asyncio.wait_for(reply, wait)
         except TimeoutError:
             return None
@@ -59,7 +61,14 @@ class Control:
 
     async def tell(self, instance_id: str, request: dict[str, Any]) -> None:
         """Send without waiting; ``"*"`` reaches every instance, this one too, through the broker."""
-        await self._broker.control(instance_id, dumps(request))
+        await self._send(instance_id, dumps(request))
+
+    async def _send(self, instance_id: str, data: str) -> None:
+        try:
+            await self._broker.control(instance_id, data)
+        except BrokerError:
+            self.broker_errors += 1
+            raise
 
     async def _receive_forever(self) -> None:
         while True:
@@ -88,6 +97,6 @@ class Control:
         try:
             reply = await handler(message)
             if "rid" in message and "from" in message:
-                await self._broker.control(message["from"], dumps({"rid": message["rid"], "reply": reply}))
+                await self._send(message["from"], dumps({"rid": message["rid"], "reply": reply}))
         except Exception:
             log.exception("control request %r failed", message.get("op"))

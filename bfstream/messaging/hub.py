@@ -3,6 +3,9 @@
 Every message goes through the broker, even in one process, so there is one delivery path: the
 hub subscribes the broker to a channel when its first local listener joins, reads what the broker
 delivers from one task, encodes each frame once and hands it to every local listener.
+
+It also keeps the counts /metrics reads (``published``, ``delivered``, ``broker_errors``): plain
+integers, one addition per message, however many listeners it reaches.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from bfstream.errors import BrokerError
 from bfstream.messaging.broker import Broker, History, Publication
-from bfstream.messaging.protocol import message_frame
+from bfstream.messaging.protocol import PRIVATE_PREFIX, message_frame
 from bfstream.messaging.tokens import User
 
 log = logging.getLogger("bfstream.hub")
@@ -45,6 +49,9 @@ class Hub:
         self._listeners: dict[str, set[Listener]] = {}
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._pump: asyncio.Task[None] | None = None
+        self.published = 0  # messages this instance published
+        self.delivered = 0  # messages handed to this instance's listeners, once per listener
+        self.broker_errors = 0  # broker calls made here that failed
 
     async def start(self) -> None:
         await self._broker.connect()
@@ -67,6 +74,7 @@ class Hub:
             if subscribing is None:
                 subscribing = self._subscribing[channel] = asyncio.ensure_future(self._broker.subscribe(channel))
                 subscribing.add_done_callback(lambda _: self._subscribing.pop(channel, None))
+                subscribing.add_done_callback(self._count_failure)  # once, however many joins wait for it
             await asyncio.shield(subscribing)
             listeners = self._listeners.setdefault(channel, set())
         listeners.add(listener)
@@ -78,17 +86,45 @@ class Hub:
         listeners.discard(listener)
         if not listeners:
             del self._listeners[channel]
-            await self._broker.unsubscribe(channel)
+            try:
+                await self._broker.unsubscribe(channel)
+            except BrokerError:
+                self.broker_errors += 1
+                raise
+
+    def _count_failure(self, subscribing: asyncio.Future[None]) -> None:
+        if not subscribing.cancelled() and isinstance(subscribing.exception(), BrokerError):
+            self.broker_errors += 1
 
     @property
     def broker(self) -> Broker:
         return self._broker
 
     async def publish(self, channel: str, message_json: str, fence: str | None = None) -> Publication:
-        return await self._broker.publish(channel, message_json, fence)
+        try:
+            publication = await self._broker.publish(channel, message_json, fence)
+        except BrokerError:
+            self.broker_errors += 1
+            raise
+        self.published += 1
+        return publication
 
     async def history(self, channel: str, since: int | None) -> History:
-        return await self._broker.history(channel, since)
+        try:
+            return await self._broker.history(channel, since)
+        except BrokerError:
+            self.broker_errors += 1
+            raise
+
+    def local_channels(self) -> tuple[int, int]:
+        """How many channels have a listener here, and how many listeners they have together, the
+        connections' private ``tab|`` channels left out (every connection has one)."""
+        channels = members = 0
+        for channel, listeners in self._listeners.items():
+            if not unscoped(channel).startswith(PRIVATE_PREFIX):
+                channels += 1
+                members += len(listeners)
+        return channels, members
 
     def listeners(self, app_id: str) -> Iterator[tuple[str, set[Listener]]]:
         """This process's listeners of each of the app's channels (names unscoped)."""
@@ -105,6 +141,7 @@ class Hub:
                 continue
             name = unscoped(publication.channel)  # once per message, not once per listener
             frame = message_frame(name, publication)
+            self.delivered += len(listeners)
             for listener in tuple(listeners):
                 try:
                     listener.deliver(name, publication, frame)

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from bfstream.errors import StoreError
 from bfstream.store.records import App, StreamRecord
 
 KEY_PREFIX = "BFAPI_"
@@ -106,9 +107,57 @@ def _new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-class Store:
+class _Counted:
+    """A database that counts its failed statements, for /metrics: one place for every backend
+    and every caller (requests, streams, the orphan sweep)."""
+
     def __init__(self, database: Database) -> None:
         self._db = database
+        self.errors = 0
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            return await self._db.execute(sql, *args)
+        except StoreError:
+            self.errors += 1
+            raise
+
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            await self._db.executemany(sql, rows)
+        except StoreError:
+            self.errors += 1
+            raise
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return await self._db.fetch(sql, *args)
+        except StoreError:
+            self.errors += 1
+            raise
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        try:
+            return await self._db.fetchrow(sql, *args)
+        except StoreError:
+            self.errors += 1
+            raise
+
+    async def migrate(self, steps: list[tuple[int, str]]) -> None:
+        await self._db.migrate(steps)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+class Store:
+    def __init__(self, database: Database) -> None:
+        self._db = _Counted(database)
+
+    @property
+    def errors(self) -> int:
+        """Statements that failed because the database could not be reached or used."""
+        return self._db.errors
 
     async def close(self) -> None:
         await self._db.close()
