@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from bfstream.errors import BfstreamError
@@ -27,6 +27,9 @@ _HTTP_TYPES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed",
 
 
 class ErrorInfo(BaseModel):
+    # Serialization mode: every field is always sent, so every one is required in the document.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     message: str
     code: int | str = Field(description="An HTTP status, or the provider's own status or code.")
     type: str
@@ -36,29 +39,72 @@ class ErrorInfo(BaseModel):
 class ErrorResponse(BaseModel):
     """Every failure, whatever the endpoint."""
 
-    success: bool = False
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    success: Literal[False] = False
     error: ErrorInfo
 
 
+_STATUS_TEXT = {
+    400: "Invalid request: not JSON, invalid fields (`details` lists `{field, message}`), text that is not "
+    "Unicode, nesting too deep, or an unknown service.",
+    401: "Bad or missing app key; for /message/sse, a bad or expired connection token.",
+    403: "Not allowed: a private tab| channel, a channel for its added users only, or a token of another app.",
+    404: "Not found: no such stream, or no such app.",
+    413: "The body is larger than max_body_bytes.",
+    429: "Too many streams running at once, or past a rate limit; Retry-After says when to try again.",
+    502: "The provider refused (`code` is its HTTP status, `details` its message) or broke off.",
+    503: "Shutting down (shutting_down), the broker or the database unreachable (broker_unavailable, "
+    "store_unavailable) or, in a fleet, the instance running a stream silent (unavailable).",
+    504: "The provider timed out.",
+}
+# Every JSON body can be unreadable (400) or too large (413), and every endpoint that reads the
+# database or the broker can find it unreachable (503).
+_BODY = (400, 413, 503)
+_STREAM = (*_BODY, 401, 429, 502, 504)
+_APP = (*_BODY, 401)
+# What each operation answers besides its success. A path not named here keeps the responses its
+# route declares (``/healthz``).
+ERRORS_BY_PATH: dict[str, tuple[int, ...]] = {
+    "/stream/create": _STREAM,
+    "/llm/query": _STREAM,
+    "/stream/stop": _BODY,
+    "/llm/query/stop": _BODY,
+    "/stream/status": (*_APP, 404),
+    "/message/sendmessage": (*_APP, 429),
+    "/message/token": _APP,
+    "/message/adduser": _APP,
+    "/message/removeuser": _APP,
+    "/message/channels": _APP,
+    "/message/users": _APP,
+    "/message/sse": (400, 401, 403, 404, 429, 503),
+}
+
+
 def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
-    """Describe the errors as they are sent: one shape, 4xx and 5xx, never FastAPI's 422."""
+    """Describe the errors as they are sent: one shape, the statuses each operation can answer, never
+    FastAPI's 422."""
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    schemas.update(ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs"))
-    schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas["ErrorResponse"].pop("$defs", None)
-    error = {
-        "description": "An error: 400 invalid request, 401 bad app key, 404 not found, 413 body too large, "
-        "429 too many streams, 502 the provider refused or failed, 503 shutting down, broker unreachable or "
-        "another instance silent, 504 provider time-out.",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    shape = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+    schemas.update(shape.pop("$defs"))
+    schemas["ErrorResponse"] = shape
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    retry_after = {
+        "description": "Whole seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
     }
-    for operations in openapi.get("paths", {}).values():
+    for path, operations in openapi.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            responses["default"] = error
+            for status in ERRORS_BY_PATH.get(path, ()):
+                response: dict[str, Any] = {"description": _STATUS_TEXT[status], "content": content}
+                if status == 429:
+                    response["headers"] = {"Retry-After": retry_after}
+                responses[str(status)] = response
     return openapi
 
 
