@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from bfstream.api.auth import authenticate
+from bfstream.api.openapi import AppKey, ChannelName, UserChannelName
 from bfstream.errors import ValidationFailed
 from bfstream.messaging import tokens
 from bfstream.messaging.broker import BROADCAST
@@ -23,9 +24,9 @@ router = APIRouter()
 class SendMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    apiKey: str
+    apiKey: AppKey
     domain: str | None = Field(None, description="Ignored: the Helper file's script passes it along.")
-    channels: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+    channels: Annotated[list[ChannelName], Field(min_length=1)]
     message: Message
 
 
@@ -63,10 +64,16 @@ async def send_message(body: SendMessage, request: Request) -> MessageSent:
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    apiKey: str
+    apiKey: AppKey
     userId: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     email: str | None = None
     ttl: int | None = Field(None, gt=0, description="Seconds the token stays valid (default 3600).")
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        """JSON has one kind of number: 3600.0 is the integer 3600, as the document's integer says."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class TokenIssued(BaseModel):
@@ -92,7 +99,7 @@ async def issue_token(body: TokenRequest, request: Request) -> TokenIssued:
 class ChannelRef(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: Annotated[str, StringConstraints(min_length=1)]
+    name: UserChannelName
     mode: Literal["ignore", "listen", "receive"] = "ignore"
 
 
@@ -106,7 +113,7 @@ class UserChannels(BaseModel):
 class ChangeUsers(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    apiKey: str
+    apiKey: AppKey
     users: Annotated[list[UserChannels], Field(min_length=1)]
 
 
@@ -162,7 +169,7 @@ async def remove_users(body: ChangeUsers, request: Request) -> UsersChanged:
 class AppOnly(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    apiKey: str
+    apiKey: AppKey
 
 
 class ActiveChannels(BaseModel):
@@ -186,7 +193,7 @@ async def active_channels(body: AppOnly, request: Request) -> ActiveChannels:
 class UsersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    apiKey: str
+    apiKey: AppKey
     channel: str | None = None
 
 

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from bfstream.api.errors import error_response
+from bfstream.api.openapi import ChannelParameter
 from bfstream.errors import BfstreamError, Forbidden, NotFound, ValidationFailed
 from bfstream.messaging import protocol, tokens
 from bfstream.messaging.session import Context, check_access, resume_from
@@ -63,8 +64,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 )
 async def sse_endpoint(
     request: Request,
-    app: Annotated[str, Query(description="The app id.")],
-    channel: Annotated[list[str], Query(description="Channels to join; repeat for several.")] = [],  # noqa: B006
+    app: Annotated[str, Query(description="The app id (app_...).", json_schema_extra={"minLength": 1})],
+    channel: Annotated[list[ChannelParameter], Query(description="Channels to join; repeat for several.")] = [],  # noqa: B006
     token: Annotated[str | None, Query(description="A connection token from POST /message/token.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     lastEventId: Annotated[str | None, Query(description="Resume point, when a header cannot be set.")] = None,
@@ -74,7 +75,7 @@ async def sse_endpoint(
         found_app, user = await identify(request)
         context: Context = request.app.state.messaging
         channels = list(dict.fromkeys(channel))
-        if len(channels) > context.limits.max_channels:
+        if len(channel) > context.limits.max_channels:  # as given, as the document's maxItems counts
             raise ValidationFailed(f"At most {context.limits.max_channels} channels per connection")
         for name in channels:
             problem = protocol.channel_problem(name)
