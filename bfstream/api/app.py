@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from bfstream import __version__
-from bfstream.api import errors, messages, realtime, streams
+from bfstream.api import errors, messages, metrics, realtime, streams
 from bfstream.api.headers import SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.config import Settings
@@ -28,6 +28,7 @@ from bfstream.messaging.control import Control
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.session import Context
 from bfstream.messaging.users import UserSessions, apply_change
+from bfstream.metrics import ConnectionCounter, Metrics
 from bfstream.scrub import hold, install_log_scrubber
 from bfstream.store.store import open_store
 from bfstream.streams.orphans import end_orphans, keep_alive
@@ -38,12 +39,16 @@ log = logging.getLogger("bfstream")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # Made here, not in the lifespan: the connection counter below needs it when the app is built.
+    counts = Metrics(settings.enabled_services())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
         state.settings = settings
         # Secrets of the configuration are scrubbed by value, whatever their shape.
         releases = [hold(secret) for secret in _configured_secrets(settings)]
+        state.metrics = counts
         state.store = store = await open_store(settings.database_url, settings.data_dir)
         secret = settings.token_secret
         state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else await state.store.signing_key()
@@ -67,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
             hub, store, users, fleet.presence, settings.messaging, settings.limits, fleet.rates, connections
         )
         control.on("users", lambda change: apply_change(users, hub, store, change))
+        counts.watch(state)
         await control.start()
         interrupted = await end_orphans(store, hub, fleet.leases, fleet.instance_id)
         if interrupted:
@@ -97,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(streams.router)
     app.include_router(messages.router)
     app.include_router(realtime.router)
+    app.include_router(metrics.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -123,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # load balancers probe so
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ConnectionCounter, connections=counts.connections)
     app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
     if settings.cors_origins:
         # Browsers call /stream/stop and /message/sse directly; nothing here relies on cookies.

@@ -160,7 +160,8 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
 
     if not body.payload.stream:
         async with state.streams.admitted(app.id):
-            return await _complete(request, adapter, chat, service, max_wait)
+            with state.metrics.provider_errors(name):
+                return await _complete(request, adapter, chat, service, max_wait)
 
     _check_streaming_fields(body, settings.messaging.max_channels)
 
@@ -177,7 +178,8 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
     if not state.hub.broker.up:  # refuse before the provider is called (and paid) for nothing
         raise BrokerError("The message broker is unreachable: streams cannot reach their channels now")
     async with state.streams.admitted(app.id) as admission:
-        started, events = await with_retries(open_stream, service.retries, max_wait)
+        with state.metrics.provider_errors(name):
+            started, events = await with_retries(open_stream, service.retries, max_wait)
         record = StreamRecord(
             secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or "",
             owner=state.fleet.instance_id,
@@ -188,6 +190,7 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
         work = relay(
             state.hub, state.store, stream, events,
             retain_text=app.retain_text, coalesce_ms=coalesce_ms, max_duration=settings.streams.max_duration,
+            metrics=state.metrics,
         )  # fmt: skip
         state.streams.start(stream, work, admission)
     return StreamCreated(streamId=record.id)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class RunningStream:
     ending: bool = False  # past its last event: sending its end and writing its record, not to be cancelled
     task: asyncio.Task[None] | None = None
     slot: str = ""  # its slot in the app's limit
+    admitted_at: float = 0.0  # time.monotonic() when its call was admitted, for the time to first token
 
 
 @dataclass(eq=False)
@@ -42,6 +44,7 @@ class Admission:
     app_id: str
     slot: str
     kept: bool = False  # the slot went on to a running stream
+    at: float = field(default_factory=time.monotonic)
 
 
 class StreamRegistry:
@@ -77,7 +80,7 @@ class StreamRegistry:
 
     def start(self, stream: RunningStream, work: Coroutine[Any, Any, None], admission: Admission) -> None:
         stream_id = stream.record.id
-        admission.kept, stream.slot = True, admission.slot
+        admission.kept, stream.slot, stream.admitted_at = True, admission.slot, admission.at
         stream.task = asyncio.create_task(work, name=f"stream-{stream_id}")
         self._running[stream_id] = stream
 

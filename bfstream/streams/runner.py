@@ -19,10 +19,11 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from bfstream.errors import BfstreamError, BrokerError, StoreError
+from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import FROM_SERVER, dumps, publication_data
+from bfstream.metrics import Metrics
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
 from bfstream.scrub import scrub_json
 from bfstream.store.records import StreamRecord
@@ -137,10 +138,17 @@ async def relay(
     retain_text: bool,
     coalesce_ms: float,
     max_duration: float,
+    metrics: Metrics,
 ) -> None:
     """Drain ``events`` (whose ``Started`` was already consumed) into the channels, then close the
-    provider stream, send ``error`` (if any) and ``end``, and record the outcome."""
+    provider stream, send ``error`` (if any) and ``end``, and record the outcome.
+
+    Deltas are counted in a local and added to the metrics with each save and at the end: one
+    addition a second rather than one per delta."""
     record = stream.record
+    counted = metrics.service(record.service)
+    counted.started.inc()
+    deltas = deltas_counted = 0
     out = Publisher(hub, record)
     source = coalesce(events, coalesce_ms / 1000) if coalesce_ms > 0 else events
     status, finish_reason, usage = "completed", "stop", None
@@ -160,7 +168,11 @@ async def relay(
                     if not piece:
                         continue
                     stream.text.append(piece)
+                    if not deltas:
+                        counted.first_token.observe(time.monotonic() - (stream.admitted_at or saved_at))
                     if time.monotonic() >= saved_at + _SAVE_EVERY:
+                        counted.deltas.inc(deltas - deltas_counted)
+                        deltas_counted = deltas
                         # So that a crash leaves the record with the answer so far, not nothing, and
                         # whoever ends it for a dead instance knows where its numbering stood.
                         text = "".join(stream.text) if retain_text else None
@@ -175,6 +187,7 @@ async def relay(
                             raise Fenced(record.id)
                         saved_at = time.monotonic()
                     await out.emit("delta", content=piece)
+                    deltas += 1
                 elif isinstance(event, ToolCalls):
                     functions = [_function(call) for call in event.calls]
                     await out.emit("function_call", content={"functions": functions})
@@ -182,7 +195,10 @@ async def relay(
                     finish_reason, usage = event.reason or "stop", event.usage
             if tail := joiner.flush():  # a high surrogate that no low half followed
                 stream.text.append(tail)
+                if not deltas:
+                    counted.first_token.observe(time.monotonic() - (stream.admitted_at or saved_at))
                 await out.emit("delta", content=tail)
+                deltas += 1
     except Fenced:
         # Another instance took this one for dead and ended the stream on its channels: nothing
         # more goes out, and the record it wrote stands.
@@ -191,6 +207,8 @@ async def relay(
     except BfstreamError as exc:
         status, error = "failed", repair_json({"message": exc.message, "code": exc.code, "details": exc.details})
         log.warning("stream %s failed: %s", record.id, exc.message)
+        if isinstance(exc, ProviderError):
+            metrics.provider_error(record.service, exc)
         if isinstance(exc, BrokerError):
             out.seq += 1  # the failed event may still land (a reply lost, not the publish): never reuse its number
     except TimeoutError:
@@ -215,6 +233,9 @@ async def relay(
     text = "".join(stream.text)
     if error is not None:  # it goes to the channels and the record: scrubbed, whatever raised it
         finish_reason, error = "error", scrub_json({"details": None, **error})
+    # Counted before the end goes out: whoever sees the end and then scrapes finds the stream counted.
+    counted.deltas.inc(deltas - deltas_counted)
+    counted.finished["interrupted" if taken_over else status].inc()
     ending = [{"type_": "error", "error": error}] if error is not None else []
     ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
     # Unless another instance ended it for this one (asked once more: a stream may end right after
