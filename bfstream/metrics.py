@@ -56,8 +56,9 @@ class ServiceMetrics:
 
 
 def error_code(exc: ProviderError) -> str:
-    """The HTTP status, when there is one: providers also send codes of their own ("SAFETY",
-    "overloaded_error"), which no one bounds, so those all read ``other``."""
+    """The HTTP status, when there is one (bfstream's own 502 or 504 when the provider sent none):
+    providers also send codes of their own ("SAFETY", "overloaded_error"), which no one bounds, so
+    those all read ``other``."""
     code = exc.code
     return str(code) if type(code) is int and 100 <= code <= 599 else "other"
 
@@ -94,7 +95,7 @@ class Metrics:
         self._provider_errors = Counter(
             "bfstream_provider_errors",
             "Provider calls that failed: refused before a stream started, a stream: false call, or "
-            "a stream broken off. code is the provider's HTTP status, or other.",
+            "a stream broken off. code is the provider's HTTP status (502 or 504 when it sent none), or other.",
             ["service", "type", "code"],
             registry=registry,
         )
