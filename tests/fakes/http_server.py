@@ -12,12 +12,35 @@ import json
 import socket
 import time
 from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
+
+
+@asynccontextmanager
+async def _pieces(pieces: list[bytes] | AsyncIterable[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """A reply's pieces as one async iterator, closed at the end (an async generator stopped half-way
+    by a client that hung up runs its ``finally`` now, not whenever it is collected)."""
+    if isinstance(pieces, list):
+
+        async def listed() -> AsyncIterator[bytes]:
+            for piece in pieces:
+                yield piece
+
+        iterator: AsyncIterator[bytes] = listed()
+    else:
+        iterator = aiter(pieces)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
 
 
 @dataclass
@@ -35,9 +58,12 @@ class RecordedRequest:
 
 @dataclass
 class StreamReply:
-    """200 text/event-stream reply sent as HTTP/1.1 chunked encoding, one HTTP chunk per item of `pieces`."""
+    """200 text/event-stream reply sent as HTTP/1.1 chunked encoding, one HTTP chunk per item of `pieces`.
 
-    pieces: list[bytes]
+    `pieces` may be an async iterable, for a reply that is made up as it goes (paced by its own
+    awaits, or lasting until the test says so); it is closed when the client hangs up."""
+
+    pieces: list[bytes] | AsyncIterable[bytes]
     delay: float = 0.002
     disconnect: bool = False
     status: int = 200
@@ -225,17 +251,18 @@ class FakeProvider:
         writer.write(self._head(reply.status, started, {**ctype, **reply.headers}))
         await writer.drain()
         first = True
-        for piece in reply.pieces:
-            if conn.closed.is_set() or writer.is_closing():
-                return False
-            if not piece:
-                continue  # a zero-length HTTP chunk would end the body
-            if first:
-                self.first_byte_at.append(time.perf_counter())
-                first = False
-            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            await writer.drain()
-            await asyncio.sleep(reply.delay)
+        async with _pieces(reply.pieces) as pieces:
+            async for piece in pieces:
+                if conn.closed.is_set() or writer.is_closing():
+                    return False
+                if not piece:
+                    continue  # a zero-length HTTP chunk would end the body
+                if first:
+                    self.first_byte_at.append(time.perf_counter())
+                    first = False
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                await asyncio.sleep(reply.delay)
         if reply.disconnect:
             conn.server_closing = True
             writer.transport.abort()
