@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +30,27 @@ from bfstream.api.app import DrainingServer, server_config
 from bfstream.config import load_settings
 from bfstream.store.store import open_store
 from tests.fakes.openai_server import FakeOpenAI
+from tests.secret_scan import PROVIDER_KEY, Scan
 
-PROVIDER_KEY = "sk-test-SuperSecretProviderKey-1234"
 GENEROUS_RATES = ("streams", "messages", "publishes")
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def secret_scan(request: pytest.FixtureRequest) -> Iterator[Scan]:
+    """Every test is also a secret-scan scenario (``tests/secret_scan.py``): a key found in what it
+    captured fails the test at teardown."""
+    scan = Scan()
+    scan.start()
+    yield scan
+    tmp_path = request.node.funcargs.get("tmp_path")
+    scan.stop([tmp_path] if isinstance(tmp_path, Path) else [])
+    if leaks := scan.captured.leaks():
+        pytest.fail("a key left bfstream:\n" + "\n".join(leaks[:10]), pytrace=False)
 
 
 class WSClient:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from bfstream.store.store import open_store
+from tests import secret_scan
 from tests.conftest import ServeProcess
 from tests.services import delete_keys, require_redis, throwaway_database, unique_prefix
 
@@ -79,6 +80,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
             "BFSTREAM_CREATE_FIRST_APP": "false",
             "BFSTREAM_SERVICES__ECHO__DELAY_MS": "20",
             "BFSTREAM_MESSAGING__PRESENCE_TTL": "3",
+            "BFSTREAM_LOG_LEVEL": "debug",  # for the secret scan
         }
         async with httpx.AsyncClient(timeout=10) as http:
             made = Fleet(app.id, key, env, tmp_path, http)
@@ -91,6 +93,8 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(instance.proc.wait(), 10)
                 await asyncio.gather(*made._readers, return_exceptions=True)
+                for instance in made.instances:  # what each instance logged, at debug level
+                    secret_scan.record("serve output", instance.output)
         await delete_keys(redis_url, prefix)
 
 
