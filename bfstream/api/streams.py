@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
+from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
 from bfstream.config import ServiceConfig
 from bfstream.errors import BrokerError, Forbidden, NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
@@ -28,7 +29,7 @@ from bfstream.text import repair_json
 router = APIRouter()
 
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no space
-_MAX_KEY = 1024  # provider keys are a few hundred characters at most
+_MAX_KEY = PROVIDER_KEY_MAX  # provider keys are a few hundred characters at most
 
 
 class StreamPayload(BaseModel):
@@ -36,7 +37,11 @@ class StreamPayload(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    apiKey: str | None = Field(None, description="The provider's API key. Used for this call only, never stored.")
+    apiKey: str | None = Field(
+        None,
+        description="The provider's API key. Used for this call only, never stored.",
+        json_schema_extra={"pattern": PROVIDER_KEY_PATTERN, "maxLength": PROVIDER_KEY_MAX},
+    )
     provider: str | None = Field(None, description="Alias of the top-level `service`.")
     stream: bool = Field(True, description="false: the provider's answer comes back in this HTTP response.")
     model: str | None = Field(None, description="Required by every service but echo.")
@@ -46,7 +51,7 @@ class StreamPayload(BaseModel):
 class CreateStream(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    apiKey: str = Field(description="The app's key (BFAPI_...).")
+    apiKey: AppKey
     channels: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         default_factory=list, description="Channels that receive the stream events. Required when streaming."
     )
@@ -226,7 +231,7 @@ async def stop_stream(body: StopStream, request: Request) -> StopResult:
 class StreamStatus(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    apiKey: str
+    apiKey: AppKey
     streamId: str
 
 
