@@ -70,6 +70,19 @@ def not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
+def provider_json(text: str | bytes) -> Any:
+    """Parse what a provider sent. Its ``NaN``, ``Infinity`` and numbers past a double become null:
+    refusing them would fail a whole answer over one odd number, and passing them on would put a
+    frame no browser can parse into every listener's channel (or make a ``stream: false`` answer
+    impossible to encode)."""
+    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
+
+
+def _finite_or_none(literal: str) -> float | None:
+    value = float(literal)
+    return None if math.isinf(value) else value
+
+
 def finite_float(literal: str) -> float:
     """``parse_float`` for ``json.loads``: a number past the largest double (``1e400``) is valid JSON,
     but Python reads it as infinity and ``json.dumps`` writes that back as ``Infinity``, which no

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.conftest import Server, assert_well_formed, seed_body
-from tests.fakes.openai_server import FakeOpenAI, StreamReply, chunk, sse
+from tests.fakes.openai_server import FakeOpenAI, JsonReply, StreamReply, chunk, completion, sse
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +126,31 @@ async def test_numbers_past_a_double_in_frames_are_refused_not_sent_on_as_infini
     assert (await publisher.request({"op": "ping", "id": 1e308}))["id"] == 1e308  # a large finite one is fine
     await publisher.send({"op": "publish", "channel": "room", "id": 10, "message": {"actions": [{"v": 1.5e300}]}})
     assert (await neighbour.recv())["message"] == {"actions": [{"v": 1.5e300}]}  # the first thing it got
+
+
+def strict_json(value: object) -> str:
+    """As a browser's JSON.parse would need it: no NaN, no Infinity."""
+    return json.dumps(value, allow_nan=False)
+
+
+async def test_a_providers_nan_and_infinity_become_null_instead_of_breaking_frames_or_answers(
+    server: Server, fake_openai: FakeOpenAI
+) -> None:
+    odd_error = '{"error": {"message": "odd", "type": "server_error", "param": NaN, "code": 1e400, "t": -Infinity}}'
+    fake_openai.enqueue(StreamReply([sse(json.dumps(chunk({"role": "assistant", "content": "hi"}))), sse(odd_error)]))
+    client = await server.ws(channels=("anonymous",))
+    created = await server.post("/stream/create", seed_body(server))
+    events = await client.stream_events()
+    assert_well_formed(events, created.json()["streamId"])
+    error = next(e for e in events if e["type"] == "error")["error"]
+    assert error["details"]["param"] is None and error["details"]["code"] is None and error["details"]["t"] is None
+    strict_json(events)  # every frame is one a browser can parse
+
+    answer = completion("fine")
+    answer["choices"][0]["logprobs"] = {"content": [{"token": "fine", "logprob": float("-inf")}]}
+    answer["usage"]["odd"] = float("nan")
+    fake_openai.enqueue(JsonReply(200, answer))  # written as -Infinity and NaN
+    whole = await server.post("/stream/create", seed_body(server, stream=False))
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["choices"][0]["logprobs"]["content"][0]["logprob"] is None
+    assert whole.json()["usage"]["odd"] is None and whole.json()["choices"][0]["message"]["content"] == "fine"

@@ -28,6 +28,7 @@ from bfstream.providers.anthropic_payload import build_body
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
 from bfstream.scrub import scrub
+from bfstream.text import provider_json
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -145,7 +146,7 @@ async def stream_chat(
         stop_reason: Any = None
         async for event in iter_sse(chunks, service):
             try:
-                data = json.loads(event.data)
+                data = provider_json(event.data)
             except ValueError:
                 data = None
             # The event name and the data's type agree on Anthropic; a proxy may drop either.

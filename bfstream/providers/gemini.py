@@ -40,6 +40,7 @@ from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEven
 from bfstream.providers.gemini_payload import build_body
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
 from bfstream.scrub import scrub
+from bfstream.text import provider_json
 
 API_VERSION = "v1beta"
 
@@ -197,7 +198,7 @@ async def stream_chat(
             if event is None:
                 break
             try:
-                response = json.loads(event.data)
+                response = provider_json(event.data)
             except ValueError:
                 continue  # a stray non-JSON line from a proxy is not ours to judge
             if not isinstance(response, dict):

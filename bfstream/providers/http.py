@@ -9,7 +9,6 @@ and channels.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from bfstream.config import ServiceConfig, Timeouts
 from bfstream.errors import ProviderError, ProviderTimeout
 from bfstream.providers.sse import ServerSentEvent, SSEDecoder
 from bfstream.scrub import hold, scrub
-from bfstream.text import repair
+from bfstream.text import provider_json, repair
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -52,7 +51,7 @@ async def _refusal(response: httpx.Response, api_key: str | None, timeouts: Time
         raw = b""
     text = raw[:_MAX_ERROR_BODY].decode("utf-8", "replace")
     try:
-        body = json.loads(text)
+        body = provider_json(text)
     except ValueError:
         body = None
     detail = repair(
@@ -188,7 +187,7 @@ async def post_json(
     except TimeoutError as exc:
         raise translate(exc, "waiting for the complete answer") from None
     try:
-        return json.loads(body)
+        return provider_json(body)
     except ValueError:
         raise ProviderError(
             "The provider sent an answer that is not JSON",

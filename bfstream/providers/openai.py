@@ -20,6 +20,7 @@ from bfstream.errors import ProviderError
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
 from bfstream.scrub import scrub
+from bfstream.text import provider_json
 
 # Compatible servers and legacy models use other words for OpenAI's finish reasons.
 _FINISH_REASONS = {"function_call": "tool_calls", "end_turn": "stop", "eos": "stop", "max_tokens": "length"}
@@ -119,7 +120,7 @@ async def stream_chat(
                 yield Finished(_FINISH_REASONS.get(finish_reason or "", finish_reason), _usage(usage))
                 return
             try:
-                chunk = json.loads(event.data)
+                chunk = provider_json(event.data)
             except ValueError:
                 chunk = None
             if event.event == "error" or (isinstance(chunk, dict) and "error" in chunk):
