@@ -75,12 +75,16 @@ def provider_json(text: str | bytes) -> Any:
     refusing them would fail a whole answer over one odd number, and passing them on would put a
     frame no browser can parse into every listener's channel (or make a ``stream: false`` answer
     impossible to encode)."""
-    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
+    # One decoder made once: json.loads with hooks would build a new one for every chunk.
+    return _PROVIDER_DECODER.decode(text.decode("utf-8", "surrogatepass") if isinstance(text, bytes) else text)
 
 
 def _finite_or_none(literal: str) -> float | None:
     value = float(literal)
     return None if math.isinf(value) else value
+
+
+_PROVIDER_DECODER = json.JSONDecoder(parse_constant=lambda _: None, parse_float=_finite_or_none)
 
 
 def finite_float(literal: str) -> float:
