@@ -21,6 +21,7 @@ from bfstream import __version__
 from bfstream.api import errors, messages, metrics, realtime, streams
 from bfstream.api.headers import SecurityHeaders
 from bfstream.api.limits import BodyLimit
+from bfstream.api.openapi import describe
 from bfstream.config import Settings
 from bfstream.fleet import open_fleet
 from bfstream.messaging.connection_limits import ConnectionLimits
@@ -107,9 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = errors.document_errors(
-                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            )
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = describe(errors.document_errors(document), settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
