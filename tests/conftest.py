@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,6 +39,17 @@ GENEROUS_RATES = ("streams", "messages", "publishes")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def hypothesis_home(tmp_path: Path) -> Iterator[None]:
+    """Hypothesis caches (its character tables, the constants it collects) go to a temporary directory."""
+    previous = getattr(hypothesis.configuration, "__hypothesis_home_directory", None)
+    hypothesis.configuration.set_hypothesis_home_dir(tmp_path / "hypothesis")
+    try:
+        yield
+    finally:
+        hypothesis.configuration.set_hypothesis_home_dir(previous)
 
 
 @pytest.fixture(autouse=True)

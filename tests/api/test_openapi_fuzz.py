@@ -24,12 +24,9 @@ import string
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import hypothesis.configuration
 import pytest
 import schemathesis
 from schemathesis.engine import events
@@ -78,17 +75,6 @@ class AnyRequestOpenAI(FakeOpenAI):
 async def fake_openai() -> Any:
     async with AnyRequestOpenAI() as fake:
         yield fake
-
-
-@pytest.fixture
-def hypothesis_home(tmp_path: Path) -> Iterator[None]:
-    """Hypothesis caches (its character tables, the constants it collects) go to a temporary directory."""
-    previous = getattr(hypothesis.configuration, "__hypothesis_home_directory", None)
-    hypothesis.configuration.set_hypothesis_home_dir(tmp_path / "hypothesis")
-    try:
-        yield
-    finally:
-        hypothesis.configuration.set_hypothesis_home_dir(previous)
 
 
 @dataclass

@@ -167,7 +167,6 @@ async def test_an_app_limited_to_3_streams_gets_429_for_the_4th_whichever_instan
             await asyncio.sleep(0.05)
 
 
-
 async def test_rate_and_connection_limits_hold_for_the_fleet_not_per_instance(fleet: Fleet) -> None:
     limits = {
         "BFSTREAM_LIMITS__STREAMS__RATE": "0.01",  # no refill to speak of during the test
@@ -195,6 +194,7 @@ async def test_rate_and_connection_limits_hold_for_the_fleet_not_per_instance(fl
                     if json.loads(await again.recv())["op"] == "hello":
                         break
             await asyncio.sleep(0.05)
+
 
 async def test_sigterm_and_restart_of_a_leave_the_stream_running_on_b_alone(fleet: Fleet) -> None:
     a, b = await fleet.start(), await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS="60")
