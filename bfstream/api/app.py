@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from bfstream import __version__
 from bfstream.api import errors, messages, metrics, realtime, streams
-from bfstream.api.headers import SecurityHeaders
+from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
 from bfstream.config import Settings
@@ -137,6 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
+    app.add_middleware(AppOrigins)
     return app
 
 

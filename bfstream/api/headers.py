@@ -1,5 +1,6 @@
-"""Security headers on every HTTP answer: what browsers need to be told so that a page of bfstream
-cannot be framed, sniffed into another type, or made to load scripts from elsewhere.
+"""Response headers for browsers: security headers on every HTTP answer, so that a page of
+bfstream cannot be framed, sniffed into another type, or made to load scripts from elsewhere; and
+the per-app narrowing of CORS.
 
 Pages bfstream serves itself get a strict Content-Security-Policy (same origin only). FastAPI's
 API docs (``/docs``, ``/redoc``) load their viewer from a CDN with an inline start-up script, so
@@ -46,3 +47,42 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# Kept in the request's state, the one dict that every middleware's copy of the scope shares.
+APP_ORIGINS = "bfstream.app_origins"  # the origins of the app a request turned out to be for
+
+
+def narrow_to_app(scope: Scope, origins: tuple[str, ...] | None) -> None:
+    """Called by a handler once it knows the app: its answer may be read only by the app's origins."""
+    if origins is not None and "*" not in origins and "state" in scope:
+        scope["state"][APP_ORIGINS] = origins
+
+
+class AppOrigins:
+    """CORS per app. The preflight of a browser-callable endpoint cannot name its app (it has no
+    body, and a stream id names none), so the server-wide ``cors_origins`` answer it; the answer
+    itself then carries ``Access-Control-Allow-Origin`` only for an origin the app lists. Outside
+    Starlette's CORSMiddleware, so this has the last word."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_narrowed(message: Message) -> None:
+            origins = scope.get("state", {}).get(APP_ORIGINS)
+            if message["type"] == "http.response.start" and origins is not None:
+                headers = MutableHeaders(scope=message)
+                origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+                if origin is not None and origin.lower().rstrip("/") in origins:
+                    headers["Access-Control-Allow-Origin"] = origin
+                    headers.add_vary_header("Origin")
+                elif "access-control-allow-origin" in headers:
+                    del headers["Access-Control-Allow-Origin"]
+            await send(message)
+
+        await self.app(scope, receive, send_narrowed)

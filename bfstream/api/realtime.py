@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from bfstream.api.errors import error_response
+from bfstream.api.headers import narrow_to_app
 from bfstream.api.openapi import ChannelParameter
 from bfstream.errors import BfstreamError, Forbidden, NotFound, ValidationFailed
 from bfstream.messaging import protocol, tokens
@@ -34,6 +35,7 @@ async def identify(connection: HTTPConnection) -> tuple[App, User | None]:
     app = await store.app_by_id(app_id)
     if app is None:
         raise NotFound(f"Unknown app {app_id[:80]!r}")
+    narrow_to_app(connection.scope, app.origins)
     if not app.allows_origin(connection.headers.get("origin")):
         raise Forbidden("This page's origin may not connect to this app (bfstream apps update --origins)")
     token = connection.query_params.get("token")

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
+from bfstream.api.headers import narrow_to_app
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
 from bfstream.config import ServiceConfig
 from bfstream.errors import BrokerError, Forbidden, NotFound, UnknownService, ValidationFailed
@@ -222,8 +223,10 @@ async def stop_stream(body: StopStream, request: Request) -> StopResult:
     if origin is not None:  # from a page: only from one of the stream's app's origins
         record = await state.store.stream_by_id(body.streamId)
         app = await state.store.app_by_id(record.app_id) if record is not None else None
-        if app is not None and not app.allows_origin(origin):
-            raise Forbidden("This page's origin may not stop this app's streams")
+        if app is not None:
+            narrow_to_app(request.scope, app.origins)
+            if not app.allows_origin(origin):
+                raise Forbidden("This page's origin may not stop this app's streams")
     stopped = await state.fleet_streams.stop(body.streamId)
     return StopResult(status="stopped" if stopped else "not_found", streamId=body.streamId)
 

@@ -121,3 +121,30 @@ async def test_tls_from_certificate_paths_in_the_settings(
 def test_tls_needs_both_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tls_certfile and tls_keyfile go together"):
         load_settings(data_dir=tmp_path, tls_certfile=tmp_path / "cert.pem")
+
+
+async def test_cors_answers_are_readable_only_by_the_origins_an_app_lists(server: Server) -> None:
+    await set_origins(server, [SHOP])
+    params = {"app": server.app_id, "channel": "x"}
+    refused = await server.http.get(server.url + "/message/sse", params=params, headers={"Origin": "https://x.y"})
+    assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    stop = {"streamId": "0" * 32}
+    preflight = await server.http.options(
+        server.url + "/stream/stop",
+        headers={
+            "Origin": SHOP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200  # the server-wide policy answers it: no app can be known yet
+    async with server.http.stream("GET", server.url + "/message/sse", params=params, headers={"Origin": SHOP}) as sse:
+        assert sse.status_code == 200
+        assert sse.headers["access-control-allow-origin"] == SHOP and "Origin" in sse.headers["vary"]
+    unknown = await server.http.post(server.url + "/stream/stop", json=stop, headers={"Origin": "https://x.y"})
+    assert unknown.json()["status"] == "not_found"  # no stream, no app to narrow to
+    other_app = {**params, "app": server.other_app_id}
+    async with server.http.stream(
+        "GET", server.url + "/message/sse", params=other_app, headers={"Origin": "https://x.y"}
+    ) as other:
+        assert other.headers["access-control-allow-origin"] == "*"  # an app without a list: the server-wide policy
