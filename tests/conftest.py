@@ -7,10 +7,13 @@ is fake, and it speaks OpenAI's wire format byte for byte (``tests/fakes/openai_
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,20 +39,16 @@ from tests.secret_scan import PROVIDER_KEY, Scan
 GENEROUS_RATES = ("streams", "messages", "publishes")
 
 
+# Hypothesis keeps caches (character tables, constants it collects) in its home directory: a
+# temporary one, so that no test run writes into the checkout.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="bfstream-hypothesis-")
+hypothesis.configuration.set_hypothesis_home_dir(Path(_HYPOTHESIS_HOME))
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def hypothesis_home(tmp_path: Path) -> Iterator[None]:
-    """Hypothesis caches (its character tables, the constants it collects) go to a temporary directory."""
-    previous = getattr(hypothesis.configuration, "__hypothesis_home_directory", None)
-    hypothesis.configuration.set_hypothesis_home_dir(tmp_path / "hypothesis")
-    try:
-        yield
-    finally:
-        hypothesis.configuration.set_hypothesis_home_dir(previous)
 
 
 @pytest.fixture(autouse=True)

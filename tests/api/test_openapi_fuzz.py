@@ -189,9 +189,7 @@ def _redact(text: str, *secrets: str) -> str:
     return re.sub(r"BFAPI_[A-Za-z0-9_-]+", "BFAPI_***", text)
 
 
-async def test_the_served_openapi_document_holds(
-    start_server: ServerFactory, fake_openai: FakeOpenAI, hypothesis_home: None
-) -> None:
+async def test_the_served_openapi_document_holds(start_server: ServerFactory, fake_openai: FakeOpenAI) -> None:
     server = await start_server(**FUZZ_SETTINGS)
     token = await server.token("fuzz-user", "fuzz@example.com")
     started = time.perf_counter()

@@ -973,7 +973,7 @@ def server_log() -> Iterator[Collect]:
 
 
 async def test_hostile_frames_cost_no_one_anything(
-    start_server: ServerFactory, fake_openai: FakeOpenAI, server_log: Collect, hypothesis_home: None
+    start_server: ServerFactory, fake_openai: FakeOpenAI, server_log: Collect
 ) -> None:
     server = await start_server(
         services={"echo": {"delay_ms": 4}},
