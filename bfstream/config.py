@@ -83,6 +83,11 @@ class MessagingSettings(BaseModel):
     max_message_bytes: int = Field(64 * 1024, gt=0)
     # A bigger WebSocket frame from a browser closes its connection with 1009 (message too big).
     max_frame_bytes: int = Field(256 * 1024, gt=0)
+    # What one connection's frames may cost the server: beyond read_burst bytes at once, its frames
+    # are read at read_rate bytes a second (the client is slowed by TCP, nothing is refused), so no
+    # connection takes the event loop from the others. A frame counts 64 bytes more than its length.
+    read_rate: float = Field(1024 * 1024, gt=0)
+    read_burst: int = Field(1024 * 1024, gt=0)
     # Browser publishes per connection: a token bucket refilling `publish_rate` per second.
     publish_rate: float = Field(10.0, gt=0)
     publish_burst: int = Field(20, gt=0)
@@ -121,6 +126,9 @@ class LimitSettings(BaseModel):
     publishes: Rate = Rate(rate=100, burst=200)
     # Open WebSocket and SSE connections, per app and per client address (behind a proxy, set
     # FORWARDED_ALLOW_IPS so the address is the browser's, not the proxy's).
+    # Request body bytes per client address, on each instance: parsing JSON costs the event loop
+    # about 40 ns a byte, so this bounds what one address can take from everyone else's streams.
+    body_bytes_per_address: Rate = Rate(rate=2 * 1024 * 1024, burst=24 * 1024 * 1024)
     connections_per_app: int = Field(10_000, gt=0)
     connections_per_address: int = Field(1_000, gt=0)
 

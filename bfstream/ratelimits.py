@@ -24,15 +24,30 @@ class TokenBucket:
         self._rate, self._burst = rate, float(burst)
         self._tokens, self._at = float(burst), time.monotonic()
 
-    def take(self) -> float:
-        """0 when a token was taken, else the seconds until one will be there."""
+    def _refill(self) -> None:
         now = time.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
         self._at = now
-        if self._tokens < 1:
-            return (1 - self._tokens) / self._rate
-        self._tokens -= 1
+
+    def take(self, cost: float = 1.0) -> float:
+        """0 when ``cost`` tokens were taken, else the seconds until they will be there (nothing taken)."""
+        self._refill()
+        if self._tokens < cost:
+            return (cost - self._tokens) / self._rate
+        self._tokens -= cost
         return 0.0
+
+    @property
+    def full(self) -> bool:
+        self._refill()
+        return self._tokens >= self._burst
+
+    def spend(self, cost: float) -> float:
+        """Take ``cost`` tokens even into debt; the seconds until the debt is paid off (0 if none).
+        For pacing rather than refusing: the caller waits that long before its next spend."""
+        self._refill()
+        self._tokens -= cost
+        return -self._tokens / self._rate if self._tokens < 0 else 0.0
 
 
 class RateLimits(Protocol):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Server
+from tests.conftest import Server, ServerFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +85,24 @@ async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_logs_no_traceb
     finally:
         log.removeHandler(handler)
     assert not [r for r in records if r.levelno >= logging.WARNING or r.exc_info], [r.getMessage() for r in records]
+
+
+async def test_a_connection_sending_more_than_its_share_is_read_slower_and_its_neighbours_are_not(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server(messaging={"read_rate": 200_000, "read_burst": 50_000})
+    flooder, neighbour = await server.ws(), await server.ws()
+    pad = "x" * 20_000
+    started = time.monotonic()
+    for i in range(10):  # 200 KB: 50 KB at once, then 150 KB at 200 KB/s
+        await flooder.send({"op": "ping", "id": i, "pad": pad})
+    neighbour_waited = []
+    for i in range(5):  # meanwhile, the neighbour is answered at once
+        asked = time.monotonic()
+        assert (await neighbour.request({"op": "ping", "id": f"n{i}"}))["op"] == "pong"
+        neighbour_waited.append(time.monotonic() - asked)
+    replies = [await flooder.recv() for _ in range(10)]
+    assert [r["id"] for r in replies] == list(range(10))  # nothing refused, nothing lost: only later
+    assert time.monotonic() - started >= 0.6  # paced: at least the debt's worth of time
+    assert max(neighbour_waited) < 0.5
+    assert (await server.post("/stream/stop", {"streamId": "x" * 70_000})).status_code == 413  # small bodies

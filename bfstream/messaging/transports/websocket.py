@@ -28,6 +28,7 @@ from bfstream.text import finite_float, has_lone_surrogate, may_hold_surrogates,
 log = logging.getLogger("bfstream.websocket")
 
 _SLOW_CLOSE_WAIT = 10.0  # seconds
+_FRAME_OVERHEAD = 64  # bytes a frame costs beyond its length: an empty frame still has to be handled
 
 
 class _InvalidTextFrames(logging.Filter):
@@ -75,6 +76,7 @@ class WebSocketConnection:
         self.session = Session(context, app, user, self._too_slow, address)
         limits = context.limits
         self._publishes = TokenBucket(limits.publish_rate, limits.publish_burst)
+        self._reads = TokenBucket(limits.read_rate, limits.read_burst)
 
     def _too_slow(self) -> None:
         if self._writer is not None:
@@ -143,8 +145,9 @@ class WebSocketConnection:
                 wait = getattr(exc, "retry_after", None)
                 self.session.push("error", protocol.error_frame(exc.message, exc.status, request_id, wait))
             # Frames the client sent ahead arrive without a pause: let the writer send the replies
-            # between them, or a client that pipelines requests is cut off as a slow reader.
-            await asyncio.sleep(0)
+            # between them, or a client that pipelines requests is cut off as a slow reader. And a
+            # client sending more than its share waits here, unread, so the others get the loop.
+            await asyncio.sleep(self._reads.spend(_FRAME_OVERHEAD + len(text or event.get("bytes") or b"")))
 
     async def _handle(self, request: dict[str, Any]) -> None:
         op, request_id, session = request.get("op"), request.get("id"), self.session
