@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # load balancers probe so
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_address=settings.limits.body_bytes_per_address)
     app.add_middleware(ConnectionCounter, connections=counts.connections)
     app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
     if settings.cors_origins:

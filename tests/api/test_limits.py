@@ -141,3 +141,14 @@ async def test_a_request_names_at_most_max_channels(start_server: ServerFactory)
     async with httpx.AsyncClient() as http:
         sse = await http.get(server.url + "/message/sse", params={"app": server.app_id, "channel": channels})
     assert sse.status_code == 400
+
+
+async def test_request_bytes_per_client_address_are_budgeted_before_parsing(start_server: ServerFactory) -> None:
+    server = await start_server(max_body_bytes=100_000, limits={"body_bytes_per_address": {"rate": 100, "burst": 1}})
+    padded = {"apiKey": server.api_key, "channels": ["room"], "message": {"actions": [], "model": {"p": "x" * 40_000}}}
+    codes = [(await server.post("/message/sendmessage", padded)).status_code for _ in range(3)]
+    assert codes == [201, 201, 429]  # a budget of max_body_bytes at once: two of these, then 100 bytes a second
+    refused = await server.post("/message/sendmessage", padded)
+    assert refused.json()["error"]["type"] == "rate_limited" and int(refused.headers["Retry-After"]) >= 1
+    small = await server.post("/message/sendmessage", {**padded, "message": message(1)})
+    assert small.status_code == 201  # small bodies still fit in what refills
