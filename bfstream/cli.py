@@ -57,7 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
                         "  apiKey: not shown, as this output is not a terminal and may be kept in a log;\n"
                         "          make one with: bfstream apps rotate-key default"
                     )
-                print(f"Browsers connect to ws://{settings.host}:{settings.port}/message/ws?app={app.id}", flush=True)
+                origin = f"{'wss' if settings.tls_certfile else 'ws'}://{settings.host}:{settings.port}"
+                print(f"Browsers connect to {origin}/message/ws?app={app.id}", flush=True)
         finally:
             await store.close()
 

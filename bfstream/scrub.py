@@ -27,7 +27,7 @@ _SHAPES = re.compile(
       \bBFAPI_[A-Za-z0-9_-]{8,}                              # an app key
     | \bsk-[A-Za-z0-9_-]{12,}                                # OpenAI, Anthropic and their lookalikes
     | \bAIza[0-9A-Za-z_-]{20,}                               # a Google API key
-    | \b(?:sk|key|api)[-_][A-Za-z0-9_-]*\*+[A-Za-z0-9_*-]*   # a masked copy quoted in a refusal
+    | \b(?:sk|key|api)[-_][A-Za-z0-9_-]*(?:\*+|\.{3}|…)[A-Za-z0-9_*.-]*   # a masked copy quoted in a refusal
     """,
     re.VERBOSE | re.IGNORECASE,
 )
@@ -88,6 +88,20 @@ def scrub_json(value: Any, *known: str | None) -> Any:
         return {scrub(str(k), *known): scrub_json(v, *known) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub_json(v, *known) for v in value]
+    return value
+
+
+def without(value: Any, secret: str | None) -> Any:
+    """Every string of a JSON value with ``secret`` (the caller's own key) replaced, and nothing else:
+    for a provider's answer, which is content and must not lose anything that merely looks like a key."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, MASK)
+    if isinstance(value, dict):
+        return {without(k, secret): without(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without(v, secret) for v in value]
     return value
 
 

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import PROVIDER_KEY, ServeProcess, Server, seed_body
-from tests.fakes.openai_server import FakeOpenAI, StreamReply, invalid_key_reply, stream_error, text_stream
+from tests.fakes.openai_server import FakeOpenAI, JsonReply, StreamReply, invalid_key_reply, stream_error, text_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +85,17 @@ async def test_a_provider_key_that_cannot_be_a_header_is_a_400_that_does_not_quo
     ]
     assert bad_key.strip()[:60] not in answer.text and "Unicode" not in answer.text
     assert fake_openai.requests == []  # refused before any provider call
+
+
+async def test_a_200_quoting_the_key_and_a_dotted_masked_copy_do_not_come_back(
+    server: Server, fake_openai: FakeOpenAI
+) -> None:
+    """Found by a black-box review: a provider answering 200 with an error body that quotes the key was
+    passed through verbatim, and a copy masked with '...' was not recognised."""
+    fake_openai.enqueue(JsonReply(200, {"error": {"message": f"oops {PROVIDER_KEY}"}}))
+    whole = await server.post("/stream/create", seed_body(server, stream=False))
+    assert whole.status_code == 200 and whole.json() == {"error": {"message": "oops ***"}}
+    dotted = f"{PROVIDER_KEY[:12]}...{PROVIDER_KEY[-4:]}"
+    fake_openai.enqueue(JsonReply(401, {"error": {"message": f"bad key {dotted}"}}))
+    refused = await server.post("/stream/create", seed_body(server))
+    assert refused.status_code == 502 and refused.json()["error"]["details"] == "bad key ***"

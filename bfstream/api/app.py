@@ -131,13 +131,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_address=settings.limits.body_bytes_per_address)
     app.add_middleware(ConnectionCounter, connections=counts.connections)
-    app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
     if settings.cors_origins:
         # Browsers call /stream/stop and /message/sse directly; nothing here relies on cookies.
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     app.add_middleware(AppOrigins)
+    # Outermost, so that even the answers CORS gives by itself (preflights) carry them.
+    app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
     return app
 
 

@@ -20,8 +20,8 @@ from bfstream.messaging.protocol import MAX_CHANNEL_LENGTH, PRIVATE_PREFIX
 
 # --- fixed rules, as pydantic annotations ------------------------------------------------------
 
-# ``channel_problem``: 1 to 200 characters, none of them a control character.
-CHANNEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+# ``channel_problem``: 1 to 200 characters, none of them a control character (C0, DEL or C1).
+CHANNEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 CHANNEL_RULES: dict[str, Any] = {"minLength": 1, "maxLength": MAX_CHANNEL_LENGTH, "pattern": CHANNEL_PATTERN}
 ChannelName = Annotated[
     str,

@@ -21,6 +21,7 @@ from bfstream.messaging.protocol import channel_problem
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
 from bfstream.ratelimits import enforce
+from bfstream.scrub import without
 from bfstream.store.records import StreamRecord
 from bfstream.streams.registry import RunningStream
 from bfstream.streams.retry import with_retries
@@ -108,7 +109,8 @@ async def _complete(
         answer.cancel()
         await asyncio.gather(answer, return_exceptions=True)
         return Response(status_code=499)  # nobody is listening any more
-    return JSONResponse(repair_json(answer.result()))  # the provider's JSON may hold lone surrogates
+    # The provider's JSON may hold lone surrogates, and a broken or hostile one may quote the key back.
+    return JSONResponse(without(repair_json(answer.result()), chat.api_key))
 
 
 class ChatCompletion(BaseModel):

@@ -52,7 +52,7 @@ def channel_problem(name: Any) -> str | None:
         return "channel must be a non-empty string"
     if len(name) > MAX_CHANNEL_LENGTH:
         return f"channel names are at most {MAX_CHANNEL_LENGTH} characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in name):  # C0, DEL and C1
         return "channel names cannot contain control characters"
     return None
 

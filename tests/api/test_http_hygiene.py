@@ -138,6 +138,7 @@ async def test_cors_answers_are_readable_only_by_the_origins_an_app_lists(server
         },
     )
     assert preflight.status_code == 200  # the server-wide policy answers it: no app can be known yet
+    assert preflight.headers["X-Content-Type-Options"] == "nosniff"  # CORS's own answers carry them too
     async with server.http.stream("GET", server.url + "/message/sse", params=params, headers={"Origin": SHOP}) as sse:
         assert sse.status_code == 200
         assert sse.headers["access-control-allow-origin"] == SHOP and "Origin" in sse.headers["vary"]
@@ -148,3 +149,10 @@ async def test_cors_answers_are_readable_only_by_the_origins_an_app_lists(server
         "GET", server.url + "/message/sse", params=other_app, headers={"Origin": "https://x.y"}
     ) as other:
         assert other.headers["access-control-allow-origin"] == "*"  # an app without a list: the server-wide policy
+
+
+@pytest.mark.parametrize("name", ["x\u0085y", "x\u009fy", "x\x7fy", "x\ny"])
+async def test_channel_names_hold_no_control_characters_c1_included(server: Server, name: str) -> None:
+    body = {"apiKey": server.api_key, "channels": [name], "message": {"actions": []}}
+    answer = await server.post("/message/sendmessage", body)
+    assert answer.status_code == 400 and "control characters" in answer.text
