@@ -35,6 +35,7 @@ from bfstream.config import load_settings
 from bfstream.store.store import open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.secret_scan import PROVIDER_KEY, Scan
+from tests.wire import check_server_frame
 
 GENEROUS_RATES = ("streams", "messages", "publishes")
 
@@ -70,6 +71,7 @@ class WSClient:
     def __init__(self, conn: ClientConnection, hello: dict[str, Any]) -> None:
         self.conn = conn
         self.hello = hello
+        check_server_frame(hello)
         self.frames: list[dict[str, Any]] = [hello]
 
     async def send(self, frame: dict[str, Any] | str) -> None:
@@ -78,6 +80,7 @@ class WSClient:
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
         frame = json.loads(await asyncio.wait_for(self.conn.recv(), timeout))
         self.frames.append(frame)
+        check_server_frame(frame)
         return frame
 
     async def request(self, frame: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -238,7 +241,9 @@ class SSEClient:
                     if data:
                         if event_id is not None:
                             self.last_event_id = event_id
-                        return SSEEvent(event_id, name, json.loads("\n".join(data)))
+                        frame = json.loads("\n".join(data))
+                        check_server_frame(frame)
+                        return SSEEvent(event_id, name, frame)
                     continue
                 if line.startswith(":"):
                     continue

@@ -1,8 +1,12 @@
-"""The WebSocket wire format: JSON text frames, one object each, told apart by ``op``.
+"""The wire format, built here and nowhere else: JSON text frames, one object each, told apart by
+``op``, and the stream events that the server's messages carry.
 
 Server to client: ``hello``, ``joined``, ``left``, ``published``, ``pong``, ``message``, ``error``.
 Client to server: ``join``, ``leave``, ``publish``, ``ping``. A request may carry an ``id``; its
-reply echoes it. The full description is ``docs/messaging.md``.
+reply echoes it. A stream's events (``threadInfo``, ``delta``, ``function_call``, ``error``,
+``end``) travel as messages from the server. ``bfstream/static/protocol.json`` is the schema of all
+of it (served at ``/static/protocol.json``; the tests check every frame they receive against it),
+and ``docs/messaging.md`` the prose.
 """
 
 from __future__ import annotations
@@ -83,6 +87,21 @@ def message_frame(channel: str, publication: Publication) -> str:
         + ',"epoch":' + dumps(publication.epoch)
         + "," + publication.data[1:]
     )  # fmt: skip
+
+
+def hello_frame(connection_id: str, channels: list[str], user: dict[str, Any] | None) -> str:
+    """The first frame of every connection: its id, the channels it is in, and its user, if any."""
+    hello: dict[str, Any] = {"op": "hello", "connectionId": connection_id, "channels": channels}
+    if user is not None:
+        hello["user"] = user
+    return dumps(hello)
+
+
+def stream_event(action_name: str, event_type: str, stream_id: str, seq: int, **fields: Any) -> str:
+    """One event of a stream, as its channels carry it: a namedAction message from the server."""
+    event = {"type": event_type, "streamId": stream_id, "seq": seq, **fields}
+    action = {"action": "namedAction", "name": action_name, "options": event}
+    return publication_data(dumps({"actions": [action]}), FROM_SERVER)
 
 
 def error_frame(message: str, code: int, request_id: Any = None, retry_after: float | None = None) -> str:

@@ -108,18 +108,15 @@ class Session:
         await self._subscribe(self.private_channel, None, None, announce=False)
         added = await self._context.store.user_channels(self.app.id, self.user.id) if self.user else []
         limit = self._context.limits.max_channels
-        hello: dict[str, Any] = {
-            "op": "hello",
-            "connectionId": self.id,
-            "channels": [self.private_channel, *(name for name, _ in added[:limit])],
-        }
+        user = None
         if self.user is not None:
-            hello["user"] = {
+            user = {
                 "id": self.user.id,
                 "email": self.user.email,
                 "channels": [{"name": name, "mode": mode} for name, mode in added],
             }
-        self.push("hello", protocol.dumps(hello))
+        joined = [self.private_channel, *(name for name, _ in added[:limit])]
+        self.push("hello", protocol.hello_frame(self.id, joined, user))
         for channel, _mode in added[:limit]:
             await self._subscribe(channel, (resume or {}).get(channel), None)
         if len(added) > limit:

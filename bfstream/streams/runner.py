@@ -22,7 +22,7 @@ from typing import Any
 from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub, scoped
-from bfstream.messaging.protocol import FROM_SERVER, dumps, publication_data
+from bfstream.messaging.protocol import stream_event
 from bfstream.metrics import Metrics
 from bfstream.providers.events import Delta, Finished, ProviderEvent, ToolCall, ToolCalls
 from bfstream.scrub import scrub_json
@@ -69,9 +69,7 @@ class Publisher:
     async def emit(self, type_: str, **fields: Any) -> None:
         """The number moves on only once every channel has the event: sent again after a failure,
         it keeps its ``seq``, so a client can tell a repeat from a new event."""
-        event = {"type": type_, "streamId": self._stream_id, "seq": self.seq, **fields}
-        action = {"action": "namedAction", "name": self._action_name, "options": event}
-        message = publication_data(dumps({"actions": [action]}), FROM_SERVER)
+        message = stream_event(self._action_name, type_, self._stream_id, self.seq, **fields)
         for channel in self._channels:
             await self._hub.publish(channel, message, self._fence)
         self.seq += 1
