@@ -43,6 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
     from bfstream.api.app import DrainingServer, server_config
 
     settings = _settings(args, host=args.host, port=args.port)
+    if args.demo:
+        settings.demo.enabled = True
 
     async def first_app() -> None:
         store = await open_store(settings.database_url, settings.data_dir)
@@ -63,6 +65,9 @@ def _serve(args: argparse.Namespace) -> int:
             await store.close()
 
     asyncio.run(first_app())
+    if settings.demo.enabled:
+        scheme = "https" if settings.tls_certfile else "http"
+        print(f"The demo is at {scheme}://{settings.host}:{settings.port}/demo", flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the previous handler;
     # make that handler a clean exit, since SIGTERM is how supervisors ask a service to stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -200,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the service")
     serve.add_argument("--host", help="default 127.0.0.1")
     serve.add_argument("--port", type=int, help="default 8000")
+    serve.add_argument("--demo", action="store_true", help="serve the demo chat page at /demo")
     serve.set_defaults(run=_serve)
 
     apps = commands.add_parser("apps", help="manage apps and their API keys").add_subparsers(

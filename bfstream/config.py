@@ -133,6 +133,17 @@ class LimitSettings(BaseModel):
     connections_per_address: int = Field(1_000, gt=0)
 
 
+class DemoSettings(BaseModel):
+    """The demo chat page at /demo (``bfstream serve --demo``). It streams from ``service``, echo
+    unless the config names another (and then ``model``); whoever reaches the page can use it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    service: str = "echo"
+    model: str | None = None
+
+
 _DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
     "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"},
     "anthropic": {"kind": "anthropic", "base_url": "https://api.anthropic.com"},
@@ -164,6 +175,7 @@ class Settings(BaseSettings):
     messaging: MessagingSettings = MessagingSettings()
     streams: StreamSettings = StreamSettings()
     limits: LimitSettings = LimitSettings()
+    demo: DemoSettings = DemoSettings()
     # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
     # is made on first start and kept in the data directory.
     token_secret: str | None = Field(None, min_length=16)

@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from bfstream import __version__
-from bfstream.api import errors, messages, metrics, realtime, streams
+from bfstream.api import demo, errors, messages, metrics, pages, realtime, streams
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
         releases = [hold(secret) for secret in _configured_secrets(settings)]
         state.metrics = counts
         state.store = store = await open_store(settings.database_url, settings.data_dir)
+        state.demo_app = await demo.demo_app(store) if settings.demo.enabled else None
         secret = settings.token_secret
         state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else await state.store.signing_key()
         # One pooled client for every provider call; each call sets its own time-outs.
@@ -105,6 +106,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(realtime.router)
     app.include_router(metrics.router)
+    app.include_router(pages.router)
+    app.include_router(demo.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

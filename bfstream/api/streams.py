@@ -22,7 +22,7 @@ from bfstream.providers import ADAPTERS
 from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
 from bfstream.ratelimits import enforce
 from bfstream.scrub import without
-from bfstream.store.records import StreamRecord
+from bfstream.store.records import App, StreamRecord
 from bfstream.streams.registry import RunningStream
 from bfstream.streams.retry import with_retries
 from bfstream.streams.runner import relay
@@ -133,7 +133,11 @@ class ChatCompletion(BaseModel):
 )
 async def create_stream(body: CreateStream, request: Request) -> Any:
     """Start a provider stream and relay it to the channels, or (``stream: false``) return the answer."""
-    app = await authenticate(request, body.apiKey)
+    return await start_stream(request, await authenticate(request, body.apiKey), body)
+
+
+async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
+    """Everything after the app key: the demo page starts its streams here too, for its own app."""
     state = request.app.state
     settings = state.settings
     await enforce(state.fleet.rates, app.id, "streams", settings.limits.streams)
