@@ -181,6 +181,8 @@ class Settings(BaseSettings):
     token_secret: str | None = Field(None, min_length=16)
     # GET /metrics (Prometheus) answers only requests bearing it (Authorization: Bearer ...); unset: 404.
     metrics_token: str | None = Field(None, min_length=16, repr=False)
+    # Turns on the streams dashboard at /admin, for those who bring it (BFSTREAM_ADMIN_TOKEN).
+    admin_token: str | None = Field(None, min_length=16, repr=False)
     # HTTPS and WSS directly, without a proxy in front: both paths (PEM files), or neither.
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None

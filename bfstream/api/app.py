@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from bfstream import __version__
-from bfstream.api import demo, errors, messages, metrics, pages, realtime, streams
+from bfstream.api import admin, demo, errors, messages, metrics, pages, realtime, streams
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
@@ -108,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(pages.router)
     app.include_router(demo.router)
+    app.include_router(admin.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -146,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _configured_secrets(settings: Settings) -> list[str | None]:
-    found = [settings.token_secret, getattr(settings, "metrics_token", None)]
+    found = [settings.token_secret, settings.metrics_token, settings.admin_token]
     found += [service.api_key for service in settings.services.values()]
     # Headers configured for a service that carry a credential (Azure's api-key, a proxy's token).
     credential = ("authorization", "key", "token", "secret")

@@ -18,4 +18,6 @@ async def landing(request: Request) -> HTMLResponse:
     page = (STATIC / "index.html").read_text()
     if request.app.state.settings.demo.enabled:
         page = page.replace("<!-- demo -->", '<li><a href="/demo">The demo</a>: a chat page streaming an answer</li>')
+    if request.app.state.settings.admin_token is not None:
+        page = page.replace("<!-- admin -->", '<li><a href="/admin">Streams dashboard</a> (with the admin token)</li>')
     return HTMLResponse(page)
