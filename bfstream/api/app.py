@@ -22,6 +22,7 @@ from bfstream.api import admin, demo, errors, messages, metrics, pages, realtime
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
+from bfstream.api.static import static_files
 from bfstream.config import Settings
 from bfstream.fleet import open_fleet
 from bfstream.messaging.connection_limits import ConnectionLimits
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(realtime.router)
     app.include_router(metrics.router)
+    app.mount("/static", static_files(), name="static")  # bfstream.js, protocol.json, the pages' assets
     app.include_router(pages.router)
     app.include_router(demo.router)
     app.include_router(admin.router)
