@@ -659,7 +659,8 @@ export class Client {
     const positions = this._core.positions();
     if (positions.size) extra.push(["lastEventId", encodePositions(positions)]);
     const controller = new AbortController();
-    const conn = { kind: "sse", ready: false, close: () => controller.abort() };
+    const names = extra.filter(([key]) => key === "channel").map(([, name]) => name);
+    const conn = { kind: "sse", ready: false, channels: names, close: () => controller.abort() };
     this._conn = conn;
     this._sent = new Map([...positions].map(([name, [offset, epoch]]) => [name, { offset, epoch }]));
     const gone = (detail) => {
@@ -746,6 +747,12 @@ export class Client {
         if (conn.kind === "websocket") {
           for (const [name, channel] of this._core.channels) {
             if (!channel.auto) this._sendJoin(name, this._core.resumeSince(name));
+          }
+        } else {
+          // Joined or left while this stream was opening: open one with the list as it is now.
+          const wanted = [...this._core.channels].filter(([, c]) => !c.auto).map(([name]) => name);
+          if (wanted.length !== conn.channels.length || wanted.some((name) => !conn.channels.includes(name))) {
+            this._reopen();
           }
         }
         break;

@@ -192,3 +192,26 @@ test("auto: a WebSocket that cannot open falls back to SSE, which resumes with l
   assert.deepEqual(states, ["open", "reconnecting", "open"]);
   client.close();
 });
+
+test("SSE: a channel joined while the stream was opening gets a stream that carries it", async () => {
+  const requests = [];
+  const fetch = async (url) => {
+    const stream = sseResponse();
+    requests.push({ url: new URL(url), ...stream });
+    return stream.response;
+  };
+  const client = connect({ appId: "app_1", url: "http://bf.test", transport: "sse", token: "static", fetch });
+  const joined = client.join("room", { catchUp: false }); // before the first stream has even answered
+  await until(() => requests.length === 1, "an SSE request");
+  requests[0].send({ op: "hello", connectionId: "c", channels: ["tab|c"] }, "hello");
+  await until(() => requests.length === 2, "a stream with the channel");
+  const channels = requests.map((r) => r.url.searchParams.getAll("channel"));
+  assert.ok(channels[1].includes("room"), JSON.stringify(channels));
+  assert.equal(requests[1].url.searchParams.get("token"), "static");
+  requests[1].send({ op: "hello", connectionId: "d", channels: ["tab|d"] }, "hello");
+  requests[1].send({ op: "joined", channel: "room", recovered: false, offset: 0, epoch: "E", id: null }, "joined");
+  await joined;
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(requests.length, 2, "no further stream once the list is right");
+  client.close();
+});
