@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import test from "node:test";
 
 import { connect, decodePositions } from "../../bfstream/static/bfstream.js";
+import { checkClientFrame, checkServerFrame } from "./schema.mjs";
 
 async function until(condition, what, timeout = 2000) {
   const deadline = Date.now() + timeout;
@@ -23,7 +24,7 @@ function fakeWebSocket({ opens = true } = {}) {
       if (!opens) setTimeout(() => this.onclose?.({ code: 1006, reason: "" }));
     }
     send(text) {
-      this.sent.push(JSON.parse(text));
+      this.sent.push(checkClientFrame(JSON.parse(text)));
     }
     close() {
       this.closed = true;
@@ -33,7 +34,7 @@ function fakeWebSocket({ opens = true } = {}) {
       this.receive({ op: "hello", connectionId: "c", channels: ["tab|c", ...channels] });
     }
     receive(frame) {
-      this.onmessage?.({ data: JSON.stringify(frame) });
+      this.onmessage?.({ data: JSON.stringify(checkServerFrame(frame)) });
     }
     drop(code = 1006) {
       this.onclose?.({ code, reason: "" });
@@ -45,14 +46,21 @@ function fakeWebSocket({ opens = true } = {}) {
   return { FakeSocket, sockets };
 }
 
+// Events as the server sends them (bfstream/static/protocol.json), each type with its own fields.
+const FIELDS = {
+  threadInfo: () => ({ content: { streamId: "s", service: "echo", model: "echo" } }),
+  delta: (seq) => ({ content: `w${seq} ` }),
+  end: (seq) => ({ finish_reason: "stop", usage: null, text: Array.from({ length: seq }, (_, i) => `w${i} `).join("") }),
+};
+const FROM = { server: { kind: "server" }, browser: { kind: "browser", connectionId: "x", user: null } };
 const message = (channel, offset, seq, type = "delta", kind = "server") => ({
   op: "message",
   channel,
   offset,
   epoch: "E",
-  from: { kind },
+  from: FROM[kind],
   message: {
-    actions: [{ action: "namedAction", name: "answer", options: { type, streamId: "s", seq, content: `w${seq} ` } }],
+    actions: [{ action: "namedAction", name: "answer", options: { type, streamId: "s", seq, ...FIELDS[type](seq) } }],
   },
 });
 
@@ -147,7 +155,7 @@ function sseResponse() {
   const encoder = new TextEncoder();
   return {
     response: new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } }),
-    send: (frame, name) => controller.enqueue(encoder.encode(`${name ? `event: ${name}\n` : ""}data: ${JSON.stringify(frame)}\n\n`)),
+    send: (frame, name) => checkServerFrame(frame) && controller.enqueue(encoder.encode(`${name ? `event: ${name}\n` : ""}data: ${JSON.stringify(frame)}\n\n`)),
     end: () => controller.close(),
   };
 }
