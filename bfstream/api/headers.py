@@ -80,8 +80,11 @@ class AppOrigins:
                 origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
                 if origin is not None and origin.lower().rstrip("/") in origins:
                     headers["Access-Control-Allow-Origin"] = origin
-                    headers.add_vary_header("Origin")
-                elif "access-control-allow-origin" in headers:
+                    if "origin" not in headers.get("vary", "").lower():
+                        headers.add_vary_header("Origin")
+                elif message.get("status", 200) < 400 and "access-control-allow-origin" in headers:
+                    # A refusal stays readable (the page learns it is refused, and stops retrying);
+                    # anything else is for the app's origins only.
                     del headers["Access-Control-Allow-Origin"]
             await send(message)
 

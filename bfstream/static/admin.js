@@ -35,7 +35,12 @@ function streamRow(stream) {
   const stop = element("button", { type: "button", class: "secondary", textContent: "Stop" });
   stop.addEventListener("click", async () => {
     stop.disabled = true;
-    await api("/admin/api/stop", { streamId: stream.streamId });
+    try {
+      await api("/admin/api/stop", { streamId: stream.streamId });
+    } catch (error) {
+      $("problem").textContent = error.message;
+      stop.disabled = false;
+    }
     refresh();
   });
   const tokens = stream.tokensEstimated ? `~${stream.tokens}` : String(stream.tokens);
@@ -80,7 +85,10 @@ function appSection(app) {
 async function refresh() {
   try {
     const overview = await api("/admin/api/overview");
+    // Re-rendered each second: keep the keyboard's place on the stop button it was on.
+    const focused = document.activeElement?.closest?.("tr[data-stream-id]")?.dataset.streamId;
     $("apps").replaceChildren(...overview.apps.map(appSection));
+    if (focused) document.querySelector(`tr[data-stream-id="${CSS.escape(focused)}"] button`)?.focus();
     $("problem").textContent = "";
     $("login").hidden = true;
     $("updated").textContent = `live · ${new Date(overview.generatedAt * 1000).toLocaleTimeString()}`;

@@ -164,7 +164,16 @@ export class StreamTracker {
       this.streams.set(streamId, stream);
       this._evict();
     }
-    if (stream.done || seq < stream.next || stream.pending.has(seq)) return [];
+    if (stream.done) return [];
+    if (seq < stream.next || stream.pending.has(seq)) {
+      // A repeat, unless it is the end of a stream that has none yet: a server that restarted
+      // ends a stream it lost numbering from its last save, which this page may be past.
+      if (!last) return [];
+      stream.pending.clear();
+      const out = [];
+      this._deliver(stream, { item, last }, out);
+      return out;
+    }
     if (seq > stream.next) {
       stream.pending.set(seq, { item, last });
       if (stream.deadline === null) stream.deadline = now + this.gapWaitMs;
@@ -315,6 +324,12 @@ export class Core {
     if (since !== null && frame.recovered === false) {
       const epochChanged = since.epoch !== null && since.epoch !== undefined && since.epoch !== frame.epoch;
       this.sink.gap({ channel: frame.channel, reason: epochChanged ? "epoch" : "history", since, epoch: frame.epoch });
+      if (epochChanged && frame.offset > 0) {
+        // A new epoch (the server restarted): everything it holds is new to this page, so take
+        // all of it, from offset 0, before going on live; the frames until that reply come again.
+        Object.assign(channel, { phase: "restarting", catchUp: null, offset: 0, epoch: frame.epoch });
+        return "restart";
+      }
     }
     if (channel.epoch !== null && channel.epoch !== frame.epoch) channel.catchUp = null; // offsets of another epoch
     channel.offset = frame.offset;

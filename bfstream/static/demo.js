@@ -86,14 +86,21 @@ form.addEventListener("submit", async (submitted) => {
   bubble("you", text);
   prompt.value = "";
   send.disabled = true;
-  const response = await fetch("/demo/ask", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ channel, prompt: text }),
-  });
-  const answer = await response.json();
-  if (!response.ok) {
+  let response;
+  let answer;
+  try {
+    response = await fetch("/demo/ask", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ channel, prompt: text }),
+    });
+    answer = await response.json();
+  } catch {
+    answer = { error: { message: "The server cannot be reached: try again once the state says open" } };
+  }
+  if (!response?.ok) {
     bubble("answer failed", answer.error?.message ?? "The demo could not start an answer");
+    prompt.value = text; // not lost: send it again when the connection is back
     send.disabled = false;
     return;
   }
@@ -104,7 +111,7 @@ form.addEventListener("submit", async (submitted) => {
 });
 
 prompt.addEventListener("keydown", (key) => {
-  if (key.key === "Enter" && !key.shiftKey) {
+  if (key.key === "Enter" && !key.shiftKey && !key.isComposing) {
     key.preventDefault();
     form.requestSubmit();
   }
@@ -113,7 +120,24 @@ prompt.addEventListener("keydown", (key) => {
 stop.addEventListener("click", async () => {
   if (running === null) return;
   stop.disabled = true;
-  await client.stop(running);
+  try {
+    await client.stop(running);
+  } catch {
+    stop.disabled = false; // the server cannot be reached: the button stays usable
+  }
+});
+
+// A position the server could not give back (it restarted, say): whatever it still holds is
+// replayed, an interrupted answer included, and the page says what happened.
+client.onGap((gap) => {
+  if (running === null) return;
+  const item = answerFor(running);
+  if (gap.reason === "epoch" && !item.querySelector(".meta")) {
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = "The server restarted while answering";
+    item.append(meta);
+  }
 });
 
 document.body.dataset.ready = "true"; // for the tests: the page is connected and joined

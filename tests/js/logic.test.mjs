@@ -303,3 +303,37 @@ test("the private channel's messages run; a channel left stops at once", () => {
   core.onMessage(frame("room", 1, {}, { kind: "api", name: "late" }));
   assert.deepEqual(seen.actions, ["toThisTab"]);
 });
+
+test("a stream's end numbered from the server's last save still ends it; other repeats do not run", () => {
+  const tracker = new StreamTracker();
+  const seqs = (entries) => entries.map((e) => e.item.seq);
+  assert.deepEqual(seqs(tracker.accept("s", 0, { seq: 0 })), [0]);
+  assert.deepEqual(seqs(tracker.accept("s", 1, { seq: 1 })), [1]);
+  assert.deepEqual(seqs(tracker.accept("s", 2, { seq: 2 })), [2]);
+  assert.deepEqual(tracker.accept("s", 1, { seq: 1 }), []); // a repeat
+  assert.deepEqual(seqs(tracker.accept("s", 1, { seq: "end" }, { last: true })), ["end"]); // not a repeat: the end
+  assert.deepEqual(tracker.accept("s", 3, { seq: 3 }), []); // ended
+  assert.deepEqual(tracker.accept("s", 1, { seq: "end" }, { last: true }), []); // and ended once
+});
+
+test("a resume that finds a new epoch takes all of it from offset 0 before going live", () => {
+  const actions = [];
+  const gaps = [];
+  const core = new Core({ action: (name, options) => actions.push(options), message: () => {}, gap: (g) => gaps.push(g) });
+  core.add("room", { catchUp: false });
+  core.onJoined({ op: "joined", channel: "room", recovered: false, offset: 2, epoch: "OLD", id: 1 });
+  const streamEvent = (offset, epoch, seq, type = "delta", streamId = "t") => ({
+    op: "message", channel: "room", offset, epoch, from: { kind: "server" },
+    message: { actions: [{ action: "namedAction", name: "a", options: { type, streamId, seq, content: "x" } }] },
+  });
+  core.onMessage(streamEvent(3, "OLD", 0, "delta", "s"));
+  assert.equal(core.onJoined({ op: "joined", channel: "room", recovered: false, offset: 5, epoch: "NEW", id: 2 },
+    { offset: 3, epoch: "OLD" }), "restart");
+  assert.deepEqual(gaps.map((g) => g.reason), ["epoch"]);
+  assert.deepEqual(core.resumeSince("room"), { offset: 0, epoch: "NEW" });
+  core.onMessage(streamEvent(6, "NEW", 5)); // live before the replay's reply: it comes again
+  core.onJoined({ op: "joined", channel: "room", recovered: true, offset: 0, epoch: "NEW", id: 3 }, { offset: 0, epoch: "NEW" });
+  for (let offset = 1; offset <= 6; offset++) core.onMessage(streamEvent(offset, "NEW", offset - 1, offset === 1 ? "threadInfo" : "delta"));
+  // The stream that started in the new epoch while the page was away, whole and in order.
+  assert.deepEqual(actions.map((o) => `${o.streamId}${o.seq}`), ["s0", "t0", "t1", "t2", "t3", "t4", "t5"]);
+});
