@@ -149,10 +149,14 @@ class Server:
 
     async def allow_browser_publish(self) -> None:
         """Browser publish is off for new apps; tests of it turn it on, as an operator would."""
+        await self.change_app(lambda store: store.set_browser_publish(self.app_id, True))
+
+    async def change_app(self, change: Callable[[Any], Awaitable[None]]) -> None:
+        """Change the test app in the server's store, as the CLI would; the server reads it on use."""
         settings = load_settings(data_dir=self.data_dir)
         store = await open_store(settings.database_url, settings.data_dir)
         try:
-            await store.set_browser_publish(self.app_id, True)
+            await change(store)
         finally:
             await store.close()
 

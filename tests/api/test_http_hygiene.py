@@ -14,7 +14,6 @@ import pytest
 from websockets.asyncio.client import connect
 
 from bfstream.config import load_settings
-from bfstream.store.store import open_store
 from tests.conftest import Server, ServerFactory
 
 pytestmark = pytest.mark.anyio
@@ -23,12 +22,7 @@ SHOP = "https://shop.example"
 
 
 async def set_origins(server: Server, origins: list[str] | None) -> None:
-    settings = load_settings(data_dir=server.data_dir)
-    store = await open_store(settings.database_url, settings.data_dir)
-    try:
-        await store.set_origins(server.app_id, origins)
-    finally:
-        await store.close()
+    await server.change_app(lambda store: store.set_origins(server.app_id, origins))
 
 
 async def ws_answer(server: Server, app_id: str, origin: str | None) -> tuple[str, int | None]:
