@@ -30,8 +30,7 @@ from bfstream.text import repair_json
 
 router = APIRouter()
 
-_HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no space
-_MAX_KEY = PROVIDER_KEY_MAX  # provider keys are a few hundred characters at most
+_HEADER_SAFE = re.compile(PROVIDER_KEY_PATTERN)  # printable ASCII, no space: the document's own rule
 
 
 class StreamPayload(BaseModel):
@@ -154,7 +153,7 @@ async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
             "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
         )
     key = body.payload.apiKey
-    if key is not None and (len(key) > _MAX_KEY or not _HEADER_SAFE.fullmatch(key)):
+    if key is not None and (len(key) > PROVIDER_KEY_MAX or not _HEADER_SAFE.fullmatch(key)):
         # It becomes an HTTP header: a line break or a non-ASCII character would fail there, with
         # the key quoted in the error. Said here instead, without the key.
         raise ValidationFailed(
@@ -162,7 +161,8 @@ async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
             details=[
                 {
                     "field": "payload.apiKey",
-                    "message": "a key is up to 1024 characters of printable ASCII, without spaces or line breaks",
+                    "message": f"a key is up to {PROVIDER_KEY_MAX} characters of printable ASCII,"
+                    " without spaces or line breaks",
                 }
             ],
         )
