@@ -17,8 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from bfstream.config import Settings, load_settings
+from bfstream.errors import BfstreamError
 from bfstream.store.records import App
 from bfstream.store.store import Store, open_store
+from bfstream.webhooks import check_url
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -157,17 +159,34 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         await store.set_retain_text(app.id, args.retain_text == "on")
     if args.origins is not None:
         await store.set_origins(app.id, _origins(args.origins))
+    secret = None
+    if args.webhook is not None:
+        off = args.webhook.strip().lower() in ("off", "none", "")
+        allow_private = _settings(args).tools.allow_private_webhooks
+        try:
+            url = None if off else await check_url(args.webhook, allow_private)
+        except BfstreamError as exc:
+            raise SystemExit(f"bfstream: {exc.message}") from None
+        secret = await store.set_webhook(app.id, url)
+    if args.rotate_webhook_secret:
+        if (await _find(store, app.id)).webhook_url is None:
+            raise SystemExit("bfstream: the app has no webhook; set one with --webhook URL")
+        secret = await store.rotate_webhook_secret(app.id)
     app = await _find(store, app.id)
-    print(
-        json.dumps(
-            {
-                **_app_json(app),
-                "browserPublish": app.browser_publish,
-                "retainText": app.retain_text,
-                "origins": list(app.origins) if app.origins is not None else None,
-            }
+    shown = {
+        **_app_json(app),
+        "browserPublish": app.browser_publish,
+        "retainText": app.retain_text,
+        "origins": list(app.origins) if app.origins is not None else None,
+        "webhook": app.webhook_url,
+    }
+    if secret is not None:
+        shown["webhookSecret"] = secret  # shown this once; receivers check signatures with it
+    print(json.dumps(shown))
+    if secret is not None and sys.stderr.isatty():
+        print(
+            "Keep the webhookSecret: it is shown only once (rotate it with --rotate-webhook-secret).", file=sys.stderr
         )
-    )
     return 0
 
 
@@ -243,6 +262,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ORIGINS",
         help="page origins allowed to connect and stop streams from a browser, comma-separated "
         "(https://shop.example,http://localhost:3000), or 'any' (the default)",
+    )
+    update.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="where backend tool calls and listen/receive publishes are POSTed, signed; 'off' removes it. "
+        "A first URL prints the signing secret once",
+    )
+    update.add_argument(
+        "--rotate-webhook-secret", action="store_true", help="replace the webhook's signing secret and print it once"
     )
     update.set_defaults(run=_apps_update)
     delete = apps.add_parser("delete", parents=[common], help="delete an app")

@@ -133,6 +133,29 @@ class LimitSettings(BaseModel):
     connections_per_address: int = Field(1_000, gt=0)
 
 
+class ToolSettings(BaseModel):
+    """The tool loop (docs/tools.md): frontend ``ui_*`` tools answered by a page, backend tools and
+    listen/receive publishes by the app's webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Seconds a page has to answer a ui_* call (the reference's 90 s); a request may ask for another
+    # within [1, max_timeout] with "toolTimeout".
+    timeout: float = Field(90.0, gt=0)
+    max_timeout: float = Field(600.0, gt=0)
+    # Model turns that end in tool calls, per stream; past it the stream ends with finish_reason tool_calls.
+    max_rounds: int = Field(8, ge=1)
+    # A webhook call (a backend tool, a delivery) that takes longer fails.
+    webhook_timeout: float = Field(30.0, gt=0)
+    # Deliveries of browser publishes (listen/receive channels): tries in all, and how many may
+    # wait per instance; past that the oldest are dropped (and counted), never the publisher slowed.
+    delivery_attempts: int = Field(5, ge=1)
+    delivery_queue: int = Field(10_000, gt=0)
+    # Webhook URLs on loopback, private or link-local addresses are refused unless this is on (a
+    # back end on the same host or network, tests).
+    allow_private_webhooks: bool = False
+
+
 class DemoSettings(BaseModel):
     """The demo chat page at /demo (``bfstream serve --demo``). It streams from ``service``, echo
     unless the config names another (and then ``model``); whoever reaches the page can use it."""
@@ -175,6 +198,7 @@ class Settings(BaseSettings):
     messaging: MessagingSettings = MessagingSettings()
     streams: StreamSettings = StreamSettings()
     limits: LimitSettings = LimitSettings()
+    tools: ToolSettings = ToolSettings()
     demo: DemoSettings = DemoSettings()
     # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
     # is made on first start and kept in the data directory.

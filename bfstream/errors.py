@@ -14,6 +14,7 @@ documented JSON shape without knowing where it came from::
      │    └── TooManyRequests          429     rate_limited
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
      │    └── ProviderTimeout          504     provider_timeout
+     ├── WebhookError                  502     webhook_error      (an app's webhook refused, failed or timed out)
      ├── ShuttingDown                  503     shutting_down      (no new streams while draining)
      ├── BrokerError                   503     broker_unavailable (the broker, e.g. Redis, is unreachable)
      ├── StoreError                    503     store_unavailable  (the database is unreachable)
@@ -98,6 +99,14 @@ class ProviderError(BfstreamError):
 class ProviderTimeout(ProviderError):
     status = 504
     type = "provider_timeout"
+
+
+class WebhookError(BfstreamError):
+    """The app's own back end (its webhook) failed a call; for a tool, this becomes the result the
+    model reads, never a failure of the stream."""
+
+    status = 502
+    type = "webhook_error"
 
 
 class ShuttingDown(BfstreamError):

@@ -25,6 +25,7 @@ MASK = "***"
 _SHAPES = re.compile(
     r"""
       \bBFAPI_[A-Za-z0-9_-]{8,}                              # an app key
+    | \bwhsec_[A-Za-z0-9_-]{8,}                              # an app's webhook signing secret
     | \bsk-[A-Za-z0-9_-]{12,}                                # OpenAI, Anthropic and their lookalikes
     | \bAIza[0-9A-Za-z_-]{20,}                               # a Google API key
     | \b(?:sk|key|api)[-_][A-Za-z0-9_-]*(?:\*+|\.{3}|…)[A-Za-z0-9_*.-]*   # a masked copy quoted in a refusal

@@ -16,6 +16,9 @@ class App:
     retain_text: bool = True  # keep the answer's text in stream records
     # Page origins allowed to connect and stop streams from a browser; None: any.
     origins: tuple[str, ...] | None = None
+    # Where backend tool calls and listen/receive publishes go, signed with the secret; None: nowhere.
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
 
     def allows_origin(self, origin: str | None) -> bool:
         """No Origin header is a same-origin page or not a browser: nothing to check against."""
@@ -47,6 +50,8 @@ class StreamRecord:
     text: str | None = None
     owner: str | None = None
     seq: int = 0
+    # The tool calls made: {toolCallId, name, kind, round, durationMs, outcome[, arguments]}.
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,4 +67,5 @@ class StreamRecord:
             "usage": self.usage,
             "error": self.error,
             "text": self.text,
+            "tools": self.tools,
         }

@@ -73,25 +73,29 @@ async def open_store(database_url: str | None, data_dir: Path) -> Store:
     return Store(database)
 
 
-_APP_COLUMNS = "id, name, created_at, browser_publish, retain_text, origins"
+_APP_COLUMNS = "id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret"
 _STREAM_COLUMNS = (
     "id, app_id, service, model, channels, action_name, status, created_at, ended_at, finish_reason, usage, error, "
-    "text, owner, seq"
+    "text, owner, seq, tools"
 )
 
 
 def _app(row: Row) -> App:
-    app_id, name, created_at, browser_publish, retain_text, origins = row[:6]
+    app_id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret = row[:8]
     allowed = tuple(json.loads(origins)) if origins is not None else None
-    return App(str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text), allowed)
+    return App(
+        str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text), allowed,
+        webhook_url, webhook_secret,
+    )  # fmt: skip
 
 
 def _stream(row: Row) -> StreamRecord:
     (stream_id, app_id, service, model, channels, action, status, created, ended, reason, usage, error, text, owner,
-     seq) = row  # fmt: skip
+     seq, tools) = row  # fmt: skip
     return StreamRecord(
         stream_id, app_id, service, model, json.loads(channels), action, status, created, ended, reason,
         json.loads(usage) if usage else None, json.loads(error) if error else None, text, owner, seq,
+        json.loads(tools) if tools else [],
     )  # fmt: skip
 
 
@@ -199,8 +203,8 @@ class Store:
         )
         if row is None:
             return None
-        current = hmac.compare_digest(row[6], wanted)
-        previous = row[7] is not None and hmac.compare_digest(row[7], wanted) and float(row[8]) > now
+        current = hmac.compare_digest(row[8], wanted)
+        previous = row[9] is not None and hmac.compare_digest(row[9], wanted) and float(row[10]) > now
         return _app(row) if current or previous else None
 
     async def rotate_key(self, app_id: str, grace: float = 0) -> str:
@@ -228,6 +232,25 @@ class Store:
         """Origins as browsers send them (``scheme://host[:port]``, lower case); None allows any."""
         value = json.dumps(sorted({o.lower().rstrip("/") for o in origins})) if origins is not None else None
         await self._db.execute("UPDATE apps SET origins = $1 WHERE id = $2", value, app_id)
+
+    async def set_webhook(self, app_id: str, url: str | None) -> str | None:
+        """Point the app's webhook at ``url`` (None: none). Returns a new signing secret when the app
+        had none (it is shown once), else None: changing the URL keeps the secret receivers check."""
+        if url is None:
+            await self._db.execute("UPDATE apps SET webhook_url = NULL, webhook_secret = NULL WHERE id = $1", app_id)
+            return None
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        await self._db.execute(
+            "UPDATE apps SET webhook_url = $1, webhook_secret = COALESCE(webhook_secret, $2) WHERE id = $3",
+            url, secret, app_id,
+        )  # fmt: skip
+        row = await self._db.fetchrow("SELECT webhook_secret FROM apps WHERE id = $1", app_id)
+        return secret if row is not None and row[0] == secret else None
+
+    async def rotate_webhook_secret(self, app_id: str) -> str:
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        await self._db.execute("UPDATE apps SET webhook_secret = $1 WHERE id = $2", secret, app_id)
+        return secret
 
     async def set_retain_text(self, app_id: str, retain: bool) -> None:
         await self._db.execute("UPDATE apps SET retain_text = $1 WHERE id = $2", int(retain), app_id)
@@ -268,6 +291,14 @@ class Store:
         )  # fmt: skip
         return [(str(channel), str(mode)) for channel, mode in rows]
 
+    async def user_channel_mode(self, app_id: str, user_id: str, channel: str) -> str | None:
+        """``ignore``, ``listen`` or ``receive`` for a user added to ``channel``; None when not added."""
+        row = await self._db.fetchrow(
+            "SELECT mode FROM user_channels WHERE app_id = $1 AND user_id = $2 AND channel = $3",
+            app_id, user_id, channel,
+        )  # fmt: skip
+        return str(row[0]) if row is not None else None
+
     async def channel_members(self, app_id: str, channel: str) -> set[str] | None:
         """The users of an authenticated ``channel``, or None when it is anonymous (nobody was ever added)."""
         rows = await self._db.fetch(
@@ -299,9 +330,9 @@ class Store:
         """Only a running record ends: one that another instance already marked interrupted stays so."""
         await self._db.execute(
             "UPDATE streams SET status = $1, ended_at = $2, finish_reason = $3, usage = $4, error = $5, text = $6,"
-            " seq = $7 WHERE id = $8 AND status = 'running'",
+            " seq = $7, tools = $8 WHERE id = $9 AND status = 'running'",
             record.status, record.ended_at, record.finish_reason, _json_or_null(record.usage),
-            _json_or_null(record.error), record.text, record.seq, record.id,
+            _json_or_null(record.error), record.text, record.seq, _json_or_null(record.tools or None), record.id,
         )  # fmt: skip
 
     async def record_stream_text(self, stream_id: str, text: str | None, seq: int, status: str = "running") -> bool:

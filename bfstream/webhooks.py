@@ -1,0 +1,203 @@
+"""An app's webhook: signed POSTs to its back end, for backend tool calls (answered in the reply)
+and for browser publishes into ``listen``/``receive`` channels (delivered in the background).
+
+Every request carries, as Stripe and GitHub do it::
+
+    X-Bfstream-Timestamp: 1764590000                  (Unix seconds when it was signed)
+    X-Bfstream-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" with the app's secret>
+    X-Bfstream-Event: tool_call | message
+    X-Bfstream-Delivery: <id, the same on every retry of one delivery>
+
+A receiver recomputes the HMAC over the raw body, compares in constant time, and refuses a
+timestamp more than a few minutes old, so a captured request cannot be replayed later
+(``docs/tools.md`` has the check in Python and JavaScript).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from bfstream.errors import ValidationFailed, WebhookError
+from bfstream.scrub import scrub
+from bfstream.text import provider_json
+
+log = logging.getLogger("bfstream.webhooks")
+
+MAX_ANSWER_BYTES = 1024 * 1024  # a tool's answer goes back to the model: a megabyte is plenty
+_MAX_PENDING_PER_APP = 1000  # deliveries one app may have waiting; past it its oldest are dropped
+_CONCURRENT = 64  # deliveries in flight per instance, all apps together
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``X-Bfstream-Signature`` value."""
+    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def verify(secret: str, timestamp: str, body: bytes, signed: str, tolerance: float = 300) -> bool:
+    """What a receiver does; here for the tests and as the reference for ``docs/tools.md``."""
+    try:
+        at = int(timestamp)
+    except ValueError:
+        return False
+    if abs(time.time() - at) > tolerance:
+        return False
+    return hmac.compare_digest(signature(secret, at, body), signed)
+
+
+def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
+        or address.is_multicast or address.is_unspecified
+    )  # fmt: skip
+
+
+async def check_url(url: str, allow_private: bool) -> str:
+    """The URL as it will be called, or ``ValidationFailed`` saying why not. Checked when it is set,
+    so a typo or an address inside the network fails at configuration, not at the first tool call."""
+
+    def refuse(why: str) -> ValidationFailed:
+        details = [{"field": "webhook", "message": why}]
+        return ValidationFailed(f"The webhook URL cannot be used: {why}", details=details)
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise refuse("it must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise refuse("it has no host")
+    if parts.username or parts.password:
+        raise refuse("credentials in the URL would end up in logs; the signature authenticates the request")
+    try:
+        port = parts.port
+    except ValueError:
+        raise refuse("its port is not a number from 0 to 65535") from None
+    if not allow_private:
+        host = parts.hostname
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            try:
+                found = await asyncio.get_running_loop().getaddrinfo(host, port or 443)
+            except OSError:
+                raise refuse(f"its host {host!r} does not resolve") from None
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+        if any(_private(a) for a in addresses):
+            raise refuse(
+                "it points at a loopback, private or link-local address (set tools.allow_private_webhooks to allow it)"
+            )
+    return parts.geturl()
+
+
+async def post(
+    http: httpx.AsyncClient, url: str, secret: str, event: str, payload: Any, seconds: float, delivery: str = ""
+) -> Any:
+    """One signed POST; the receiver's JSON answer (None for an empty one). Raises ``WebhookError``
+    for a refusal, a time-out, an unreachable host or an answer that is not JSON."""
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    now = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": "bfstream-webhook",
+        "X-Bfstream-Timestamp": str(now),
+        "X-Bfstream-Signature": signature(secret, now, body),
+        "X-Bfstream-Event": event,
+        "X-Bfstream-Delivery": delivery or secrets.token_hex(12),
+    }
+    try:
+        async with asyncio.timeout(seconds):
+            request = http.build_request("POST", url, content=body, headers=headers, timeout=httpx.Timeout(seconds))
+            response = await http.send(request, stream=True)
+            try:
+                raw = b""
+                async for piece in response.aiter_bytes():
+                    raw += piece
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        raise WebhookError(f"The webhook's answer is larger than {MAX_ANSWER_BYTES} bytes")
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise WebhookError(f"The webhook did not answer within {seconds:g} s", code=504) from None
+    except httpx.HTTPError as exc:
+        raise WebhookError("The webhook could not be reached", details=scrub(str(exc)) or type(exc).__name__) from None
+    if not response.is_success:
+        detail = scrub(raw[:500].decode("utf-8", "replace"))
+        status = response.status_code
+        raise WebhookError(f"The webhook answered HTTP {status}", code=status, details=detail)
+    if not raw.strip():
+        return None
+    try:
+        return provider_json(raw)
+    except ValueError:
+        detail = scrub(raw[:200].decode("utf-8", "replace"))
+        raise WebhookError("The webhook's answer is not JSON", details=detail) from None
+
+
+class Deliveries:
+    """Fire-and-forget deliveries with retries: the caller never waits for the receiver.
+
+    Each delivery is tried up to ``attempts`` times, waiting 0.5 s, 1 s, 2 s... between tries;
+    waits hold no slot, at most ``_CONCURRENT`` requests are in flight, and one app's unreachable
+    webhook fills only its own ``_MAX_PENDING_PER_APP``, so it slows nobody else."""
+
+    def __init__(self, http: httpx.AsyncClient, attempts: int, timeout: float) -> None:
+        self._http = http
+        self._attempts = attempts
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(_CONCURRENT)
+        self._pending: dict[str, list[asyncio.Task[None]]] = {}
+        self.delivered = 0
+        self.failed = 0  # given up after every attempt
+        self.dropped = 0  # never tried: its app had too many waiting
+
+    def send(self, app_id: str, url: str, secret: str, event: str, payload: Any) -> None:
+        waiting = self._pending.setdefault(app_id, [])
+        if len(waiting) >= _MAX_PENDING_PER_APP:
+            waiting.pop(0).cancel()
+            self.dropped += 1
+        task = asyncio.create_task(self._deliver(url, secret, event, payload))
+        waiting.append(task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            with_app = self._pending.get(app_id)
+            if with_app is not None and task in with_app:
+                with_app.remove(task)
+                if not with_app:
+                    del self._pending[app_id]
+
+        task.add_done_callback(done)
+
+    async def _deliver(self, url: str, secret: str, event: str, payload: Any) -> None:
+        delivery = secrets.token_hex(12)
+        for attempt in range(self._attempts):
+            if attempt:
+                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+            try:
+                async with self._slots:
+                    await post(self._http, url, secret, event, payload, self._timeout, delivery)
+                self.delivered += 1
+                return
+            except WebhookError as exc:
+                tries = f"try {attempt + 1} of {self._attempts}"
+                log.info("webhook delivery %s failed (%s): %s", delivery, tries, exc.message)
+        self.failed += 1
+        log.warning("webhook delivery %s given up after %d tries", delivery, self._attempts)
+
+    async def close(self) -> None:
+        tasks = [t for waiting in self._pending.values() for t in waiting]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
