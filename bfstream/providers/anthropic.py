@@ -27,10 +27,14 @@ from bfstream.errors import ProviderError
 from bfstream.providers.anthropic_payload import build_body
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
 
 ANTHROPIC_VERSION = "2023-06-01"
+
+# providerArgs may use OpenAI's words for these.
+_ARG_ALIASES = {"max_completion_tokens": "max_tokens", "stop": "stop_sequences"}
 
 # pause_turn: a server tool (web search...) paused a long turn; the answer so far is complete as far as
 # the caller can tell, and OpenAI has no word for "resume me", so it reads as a normal stop.
@@ -71,6 +75,7 @@ def usage_of(usage: Any) -> dict[str, int] | None:
 
 def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceConfig, stream: bool) -> httpx.Request:
     body = build_body(request.payload, stream=stream, max_tokens=service.max_tokens)
+    body = with_provider_args(body, request.provider_args, _ARG_ALIASES)
     headers = httpx.Headers(
         {
             "anthropic-version": ANTHROPIC_VERSION,
@@ -142,6 +147,8 @@ async def stream_chat(
     async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
         yield Started(model=request.model)
         tools = _ToolUses()
+        # Signed thinking blocks, kept whole: with tools, Anthropic wants them back in the next turn.
+        thinking: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
         stop_reason: Any = None
         async for event in iter_sse(chunks, service):
@@ -165,6 +172,10 @@ async def stream_chat(
                     continue
                 if block.get("type") == "tool_use":
                     tools.start(_index(data), block)
+                elif block.get("type") == "thinking":
+                    thinking[_index(data)] = {"type": "thinking", "thinking": "", "signature": ""}
+                elif block.get("type") == "redacted_thinking":
+                    thinking[_index(data)] = dict(block)
                 elif block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
                     yield Delta(block["text"])  # documented as empty at start; kept should that change
             elif kind == "content_block_delta":
@@ -175,7 +186,11 @@ async def stream_chat(
                     yield Delta(delta["text"])
                 elif delta.get("type") == "input_json_delta":
                     tools.add(_index(data), delta.get("partial_json"))
-                # thinking_delta, signature_delta, citations_delta: not answer text
+                elif delta.get("type") in ("thinking_delta", "signature_delta") and _index(data) in thinking:
+                    key = "thinking" if delta["type"] == "thinking_delta" else "signature"
+                    if isinstance(delta.get(key), str):
+                        thinking[_index(data)][key] += delta[key]
+                # citations_delta: not answer text
             elif kind == "content_block_stop":
                 tools.stop(_index(data))
             elif kind == "message_delta":
@@ -187,7 +202,7 @@ async def stream_chat(
                     usage.update({k: v for k, v in data["usage"].items() if v is not None})
             elif kind == "message_stop":
                 if tools.done:
-                    yield ToolCalls(tools.done)
+                    yield ToolCalls(tools.done, [block for _, block in sorted(thinking.items())])
                 yield Finished(finish_reason(stop_reason), usage_of(usage) if usage else None)
                 return
             # ping and event types added after this was written: nothing to do

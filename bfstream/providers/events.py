@@ -32,11 +32,13 @@ class ChatRequest:
     """A provider payload with the caller's provider key taken out of it.
 
     The key travels beside the payload so that nothing which logs, stores or echoes the payload
-    can carry it along."""
+    can carry it along. ``provider_args`` (``/llm/query``'s ``providerArgs``) are merged into the
+    provider's own request after the payload is translated (``translation.with_provider_args``)."""
 
     payload: dict[str, Any]
     model: str
     api_key: str | None = field(default=None, repr=False)
+    provider_args: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +53,24 @@ class Delta:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
+    """``extra``: what the provider needs back with the call on the next turn, as keys of an OpenAI
+    ``tool_calls`` entry (Gemini's thought signature travels as ``extra_content``)."""
+
     id: str | None
     name: str
     arguments: str
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCalls:
-    """Complete calls only: emitted once their argument fragments have all arrived."""
+    """Complete calls only: emitted once their argument fragments have all arrived.
+
+    ``thinking``: content blocks the provider requires back, unchanged and first, in the assistant
+    turn that made the calls (Anthropic's signed ``thinking``/``redacted_thinking`` blocks)."""
 
     calls: list[ToolCall]
+    thinking: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

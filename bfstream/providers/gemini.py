@@ -39,10 +39,37 @@ from bfstream.errors import ProviderError, ValidationFailed
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.gemini_payload import build_body
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
 
 API_VERSION = "v1beta"
+
+# providerArgs may name sampling settings at the top, in Gemini's words or OpenAI's: they go into
+# generationConfig, where Gemini reads them.
+_GENERATION = (
+    "generationConfig",
+    frozenset(
+        {
+            "temperature", "topP", "topK", "maxOutputTokens", "candidateCount", "stopSequences", "seed",
+            "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema", "responseJsonSchema",
+            "responseModalities", "responseLogprobs", "logprobs", "thinkingConfig", "speechConfig", "mediaResolution",
+        }
+    ),
+)  # fmt: skip
+_ARG_ALIASES = {
+    "top_p": "topP",
+    "top_k": "topK",
+    "max_tokens": "maxOutputTokens",
+    "max_completion_tokens": "maxOutputTokens",
+    "max_output_tokens": "maxOutputTokens",
+    "stop": "stopSequences",
+    "candidate_count": "candidateCount",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+    "response_mime_type": "responseMimeType",
+    "thinking_config": "thinkingConfig",
+}
 
 _NORMAL_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 
@@ -80,7 +107,7 @@ def model_path(model: str) -> str:
 
 
 def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceConfig, stream: bool) -> httpx.Request:
-    body = build_body(request.payload)
+    body = with_provider_args(build_body(request.payload), request.provider_args, _ARG_ALIASES, _GENERATION)
     base = (service.base_url or "").rstrip("/")
     root = base if base.endswith("/" + API_VERSION) else f"{base}/{API_VERSION}"
     method = "streamGenerateContent" if stream else "generateContent"
@@ -133,15 +160,17 @@ def _visible_text(part: dict[str, Any]) -> str:
     return text if isinstance(text, str) and not part.get("thought") else ""
 
 
-def _function_call(part: dict[str, Any], number: int) -> tuple[ToolCall, str | None] | None:
+def _function_call(part: dict[str, Any], number: int) -> ToolCall | None:
     call = part.get("functionCall")
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         return None
     call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"call_{number}"
     args = call.get("args") if isinstance(call.get("args"), dict) else {}
     signature = part.get("thoughtSignature")
-    tool_call = ToolCall(id=call_id, name=call["name"], arguments=json.dumps(args, ensure_ascii=False))
-    return tool_call, signature if isinstance(signature, str) else None
+    signature = signature if isinstance(signature, str) and signature else None
+    # Where Google's own OpenAI-compatible endpoint puts it, and where gemini_payload reads it back.
+    extra = {"extra_content": {"google": {"thought_signature": signature}}} if signature is not None else None
+    return ToolCall(id=call_id, name=call["name"], arguments=json.dumps(args, ensure_ascii=False), extra=extra)
 
 
 def _blocked(response: dict[str, Any]) -> ProviderError | None:
@@ -214,8 +243,8 @@ async def stream_chat(
             for part in _parts(candidate):
                 if text := _visible_text(part):
                     yield Delta(text)
-                elif (found := _function_call(part, len(calls) + 1)) is not None:
-                    calls.append(found[0])
+                elif (call := _function_call(part, len(calls) + 1)) is not None:
+                    calls.append(call)
             if candidate.get("finishReason"):
                 finish = _finish(candidate, bool(calls))
         if finish is None:
@@ -231,15 +260,14 @@ def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
     for part in _parts(candidate):
         if text := _visible_text(part):
             texts.append(text)
-        elif (found := _function_call(part, len(tool_calls) + 1)) is not None:
-            call, signature = found
+        elif (call := _function_call(part, len(tool_calls) + 1)) is not None:
             entry: dict[str, Any] = {
                 "id": call.id,
                 "type": "function",
                 "function": {"name": call.name, "arguments": call.arguments},
             }
-            if signature is not None:  # where Google's own OpenAI-compatible endpoint puts it
-                entry["extra_content"] = {"google": {"thought_signature": signature}}
+            if call.extra is not None:
+                entry.update(call.extra)
             tool_calls.append(entry)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None, "refusal": None}
     if tool_calls:

@@ -19,6 +19,7 @@ from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
 
@@ -59,6 +60,7 @@ def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceCo
     if request.api_key:
         headers["Authorization"] = f"Bearer {request.api_key}"
     body = build_body(request.payload, stream=stream, include_usage=service.stream_options)
+    body = with_provider_args(body, request.provider_args)
     url = (service.base_url or "").rstrip("/") + "/chat/completions"
     timeout = httpx.Timeout(None, connect=service.timeouts.connect)
     return client.build_request("POST", url, json=body, headers=headers, timeout=timeout)

@@ -60,3 +60,89 @@ def text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``: objects are merged key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def with_provider_args(
+    body: dict[str, Any],
+    args: dict[str, Any] | None,
+    aliases: dict[str, str] | None = None,
+    nested: tuple[str, frozenset[str]] | None = None,
+) -> dict[str, Any]:
+    """The provider's request with ``providerArgs`` merged in, after translation, so they can name
+    the provider's own fields. Friendly names are normalised first: ``aliases`` renames keys (an
+    OpenAI word to the provider's), and ``nested`` = (object, fields) moves those fields into that
+    object (Gemini's sampling settings live in ``generationConfig``, not at the top)."""
+    if not args:
+        return body
+    top: dict[str, Any] = {}
+    inner: dict[str, Any] = {}
+    for key, value in args.items():
+        key = (aliases or {}).get(key, key)
+        if key in ("stop_sequences", "stopSequences") and isinstance(value, str):
+            value = [value]
+        if nested is not None and key in nested[1]:
+            inner[key] = value
+        else:
+            top[key] = value
+    if inner:
+        top = merged(top, {nested[0]: inner})  # type: ignore[index]
+    return merged(body, top)
+
+
+def _tool_name(tool: Any) -> str | None:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    name = (function if isinstance(function, dict) else tool).get("name") if isinstance(tool, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def normalise_tools(payload: dict[str, Any]) -> dict[str, Any]:
+    """The tool fields in the one shape the adapters translate, OpenAI's Chat Completions:
+
+    - ``toolChoice`` (the reference's spelling) becomes ``tool_choice``;
+    - a tool given flat, ``{"name", "description", "parameters"}`` (the reference's own example, and
+      the Responses API's shape), is wrapped as ``{"type": "function", "function": {...}}``;
+    - a tool choice of ``"any"`` (Anthropic's word) is ``"required"``, and a forced function given as
+      ``{"name"}``, ``{"type": "function", "name"}`` or ``{"type": "tool", "name"}`` becomes
+      ``{"type": "function", "function": {"name"}}``.
+
+    Anything else is left for the adapter (and its provider) to judge."""
+    out = dict(payload)
+    if "toolChoice" in out:
+        choice = out.pop("toolChoice")
+        out.setdefault("tool_choice", choice)
+    tools = out.get("tools")
+    if isinstance(tools, list):
+        out["tools"] = [
+            {"type": "function", "function": tool}
+            if isinstance(tool, dict) and "function" not in tool and isinstance(tool.get("name"), str)
+            and tool.get("type") in (None, "function")
+            else tool
+            for tool in tools
+        ]  # fmt: skip
+        for tool in out["tools"]:
+            if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
+                tool["function"] = {k: v for k, v in tool["function"].items() if k != "type"}
+    choice = out.get("tool_choice")
+    if choice == "any":
+        out["tool_choice"] = "required"
+    elif isinstance(choice, dict) and "function" not in choice and isinstance(choice.get("name"), str):
+        if choice.get("type") in (None, "function", "tool"):
+            out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    return out
+
+
+def frontend_tools(payload: dict[str, Any]) -> list[str]:
+    """The ``ui_*`` tools a payload offers: they need a page, so a stream, to answer them."""
+    offered = [*(payload.get("tools") or []), *(payload.get("functions") or [])]
+    return [name for tool in offered if (name := _tool_name(tool)) is not None and name.startswith("ui_")]
