@@ -36,6 +36,9 @@ from bfstream.store.store import open_store
 from bfstream.streams.orphans import end_orphans, keep_alive
 from bfstream.streams.registry import StreamRegistry
 from bfstream.streams.remote import FleetStreams
+from bfstream.streams.stream import StreamContext
+from bfstream.streams.tools import ToolAnswers
+from bfstream.webhooks import Deliveries
 
 log = logging.getLogger("bfstream")
 
@@ -69,11 +72,17 @@ def create_app(settings: Settings) -> FastAPI:
         state.control = control = Control(fleet.broker)
         state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
         state.fleet_streams = FleetStreams(registry, store, control)
+        state.stream_context = StreamContext(hub, store, state.http, counts, registry, settings, fleet.instance_id)
+        state.tool_answers = answers = ToolAnswers(registry, store, control)
+        state.deliveries = deliveries = Deliveries(
+            state.http, settings.tools.delivery_attempts, settings.tools.webhook_timeout
+        )
         users = UserSessions()
         connections = ConnectionLimits(fleet.leases, settings.limits)
         state.messaging = Context(
-            hub, store, users, fleet.presence, settings.messaging, settings.limits, fleet.rates, connections
-        )
+            hub, store, users, fleet.presence, settings.messaging, settings.limits, fleet.rates, connections,
+            answer_tool=answers.from_page,
+        )  # fmt: skip
         control.on("users", lambda change: apply_change(users, hub, store, change))
         counts.watch(state)
         await control.start()
@@ -88,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
             await registry.drain(0)
+            await deliveries.close()
             await control.stop()
             await fleet.close()
             await hub.stop()

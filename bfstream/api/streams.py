@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
-from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -15,17 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from bfstream.api.auth import authenticate
 from bfstream.api.headers import narrow_to_app
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
-from bfstream.config import ServiceConfig
-from bfstream.errors import BrokerError, Forbidden, NotFound, UnknownService, ValidationFailed
+from bfstream.errors import Forbidden, NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
-from bfstream.providers import ADAPTERS
-from bfstream.providers.events import Adapter, ChatRequest, ProviderEvent, Started
+from bfstream.providers.events import ChatRequest
+from bfstream.providers.translation import frontend_tools, normalise_tools
 from bfstream.ratelimits import enforce
 from bfstream.scrub import without
-from bfstream.store.records import App, StreamRecord
-from bfstream.streams.registry import RunningStream
-from bfstream.streams.retry import with_retries
-from bfstream.streams.runner import relay
+from bfstream.store.records import App
+from bfstream.streams.stream import Stream, StreamSpec
 from bfstream.text import repair_json
 
 router = APIRouter()
@@ -64,6 +59,9 @@ class CreateStream(BaseModel):
     coalesceMs: float | None = Field(
         None, ge=0, le=10_000, description="Merge deltas arriving within this many ms into one event (default: off)."
     )
+    toolTimeout: float | None = Field(
+        None, description="Seconds a page has to answer a ui_* tool call (default tools.timeout, 90)."
+    )
 
 
 class StreamCreated(BaseModel):
@@ -72,16 +70,16 @@ class StreamCreated(BaseModel):
     streamId: str
 
 
-def _check_streaming_fields(body: CreateStream, max_channels: int) -> None:
+def _check_streaming_fields(channels: list[str], action_name: str | None, max_channels: int) -> None:
     problems = []
-    if not body.channels:
+    if not channels:
         problems.append({"field": "channels", "message": "at least one channel is required when streaming"})
-    if len(body.channels) > max_channels:
+    if len(channels) > max_channels:
         problems.append({"field": "channels", "message": f"at most {max_channels} channels"})
-    for i, channel in enumerate(body.channels):
+    for i, channel in enumerate(channels):
         if (why := channel_problem(channel)) is not None:
             problems.append({"field": f"channels.{i}", "message": why})
-    if not body.actionName:
+    if not action_name:
         problems.append({"field": "actionName", "message": "actionName is required when streaming"})
     if problems:
         raise ValidationFailed("The request body is invalid", details=problems)
@@ -92,24 +90,89 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def _complete(
-    request: Request, adapter: Adapter, chat: ChatRequest, service: ServiceConfig, max_wait: float
-) -> Response:
+async def until_answered(request: Request, stream: Stream, api_key: str | None) -> Any:
     """A ``stream: false`` call. The caller may hang up while the model writes; then the provider call
-    is cancelled at once, so it stops generating (and billing) instead of finishing for nobody."""
-    state = request.app.state
-    answer = asyncio.create_task(
-        with_retries(lambda: adapter.complete(chat, state.http, service), service.retries, max_wait)
-    )
+    is cancelled at once, so it stops generating (and billing) instead of finishing for nobody.
+    None when the caller is gone."""
+    answer = asyncio.create_task(stream.answer())
     hangup = asyncio.create_task(_until_disconnected(request))
     await asyncio.wait({answer, hangup}, return_when=asyncio.FIRST_COMPLETED)
     hangup.cancel()
     if not answer.done():
         answer.cancel()
         await asyncio.gather(answer, return_exceptions=True)
-        return Response(status_code=499)  # nobody is listening any more
+        return None
     # The provider's JSON may hold lone surrogates, and a broken or hostile one may quote the key back.
-    return JSONResponse(without(repair_json(answer.result()), chat.api_key))
+    return without(repair_json(answer.result()), api_key)
+
+
+def _key_problem(key: str | None) -> None:
+    if key is not None and (len(key) > PROVIDER_KEY_MAX or not _HEADER_SAFE.fullmatch(key)):
+        # It becomes an HTTP header: a line break or a non-ASCII character would fail there, with
+        # the key quoted in the error. Said here instead, without the key.
+        raise ValidationFailed(
+            "The request body is invalid",
+            details=[
+                {
+                    "field": "payload.apiKey",
+                    "message": f"a key is up to {PROVIDER_KEY_MAX} characters of printable ASCII,"
+                    " without spaces or line breaks",
+                }
+            ],
+        )
+
+
+async def prepare(
+    request: Request,
+    app: App,
+    *,
+    service: str | None,
+    payload: dict[str, Any],
+    api_key: str | None,
+    streaming: bool,
+    channels: list[str],
+    action_name: str | None,
+    coalesce_ms: float | None = None,
+    tool_timeout: float | None = None,
+    provider_args: dict[str, Any] | None = None,
+) -> StreamSpec:
+    """What ``/stream/create`` and ``/llm/query`` share once the body is read: the rate limit, the
+    service, the model, the provider key's shape and the tools, checked before anything is sent."""
+    state = request.app.state
+    settings = state.settings
+    await enforce(state.fleet.rates, app.id, "streams", settings.limits.streams)
+    name = (service if service is not None else "openai").strip().lower()
+    services = settings.enabled_services()
+    config = services.get(name)
+    if config is None:
+        raise UnknownService(f"Unknown service {name!r}; available: {', '.join(services)}", details=list(services))
+    model = payload.get("model") or ("echo" if config.kind == "echo" else None)
+    if not isinstance(model, str):
+        raise ValidationFailed(
+            "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
+        )
+    _key_problem(api_key)
+    payload = normalise_tools(payload)
+    if not streaming and (ui := frontend_tools(payload)):
+        raise ValidationFailed(
+            "Frontend tools (ui_*) need a page to answer them: send them with stream: true",
+            details=[{"field": "payload.tools", "message": f"{', '.join(ui)}: ui_* tools need stream: true"}],
+        )
+    if streaming:
+        _check_streaming_fields(channels, action_name, settings.messaging.max_channels)
+    tools = settings.tools
+    if tool_timeout is not None and not 1 <= tool_timeout <= tools.max_timeout:
+        raise ValidationFailed(
+            "The request body is invalid",
+            details=[{"field": "toolTimeout", "message": f"seconds from 1 to {tools.max_timeout:g}"}],
+        )
+    chat = ChatRequest(payload=payload, model=model, api_key=api_key or config.api_key, provider_args=provider_args)
+    return StreamSpec(
+        app, name, config, chat, list(channels), action_name or "",
+        coalesce_ms=coalesce_ms if coalesce_ms is not None else config.coalesce_ms,
+        tool_timeout=tool_timeout if tool_timeout is not None else tools.timeout,
+        max_rounds=tools.max_rounds,
+    )  # fmt: skip
 
 
 class ChatCompletion(BaseModel):
@@ -137,75 +200,23 @@ async def create_stream(body: CreateStream, request: Request) -> Any:
 
 async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
     """Everything after the app key: the demo page starts its streams here too, for its own app."""
-    state = request.app.state
-    settings = state.settings
-    await enforce(state.fleet.rates, app.id, "streams", settings.limits.streams)
     given = body.service if body.service is not None else body.payload.provider
-    name = (given if given is not None else "openai").strip().lower()
-    services = settings.enabled_services()
-    service = services.get(name)
-    if service is None:
-        raise UnknownService(f"Unknown service {name!r}; available: {', '.join(services)}", details=list(services))
-    adapter = ADAPTERS[service.kind]
-    model = body.payload.model or ("echo" if service.kind == "echo" else None)
-    if model is None:
-        raise ValidationFailed(
-            "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
-        )
-    key = body.payload.apiKey
-    if key is not None and (len(key) > PROVIDER_KEY_MAX or not _HEADER_SAFE.fullmatch(key)):
-        # It becomes an HTTP header: a line break or a non-ASCII character would fail there, with
-        # the key quoted in the error. Said here instead, without the key.
-        raise ValidationFailed(
-            "The request body is invalid",
-            details=[
-                {
-                    "field": "payload.apiKey",
-                    "message": f"a key is up to {PROVIDER_KEY_MAX} characters of printable ASCII,"
-                    " without spaces or line breaks",
-                }
-            ],
-        )
-    payload = body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"})
-    chat = ChatRequest(payload=payload, model=model, api_key=body.payload.apiKey or service.api_key)
-    max_wait = settings.streams.retry_max_wait
-
+    spec = await prepare(
+        request, app,
+        service=given,
+        payload=body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"}),
+        api_key=body.payload.apiKey,
+        streaming=body.payload.stream,
+        channels=body.channels,
+        action_name=body.actionName,
+        coalesce_ms=body.coalesceMs,
+        tool_timeout=body.toolTimeout,
+    )  # fmt: skip
+    stream = Stream(request.app.state.stream_context, spec)
     if not body.payload.stream:
-        async with state.streams.admitted(app.id):
-            with state.metrics.provider_errors(name):
-                return await _complete(request, adapter, chat, service, max_wait)
-
-    _check_streaming_fields(body, settings.messaging.max_channels)
-
-    async def open_stream() -> tuple[Started, AsyncGenerator[ProviderEvent, None]]:
-        events = adapter.stream_chat(chat, state.http, service)
-        try:
-            started = await anext(events)
-        except BaseException:
-            await events.aclose()
-            raise
-        assert isinstance(started, Started)
-        return started, events
-
-    if not state.hub.broker.up:  # refuse before the provider is called (and paid) for nothing
-        raise BrokerError("The message broker is unreachable: streams cannot reach their channels now")
-    async with state.streams.admitted(app.id) as admission:
-        with state.metrics.provider_errors(name):
-            started, events = await with_retries(open_stream, service.retries, max_wait)
-        record = StreamRecord(
-            secrets.token_hex(16), app.id, name, started.model, list(body.channels), body.actionName or "",
-            owner=state.fleet.instance_id,
-        )  # fmt: skip
-        await state.store.record_stream_start(record)
-        stream = RunningStream(record)
-        coalesce_ms = body.coalesceMs if body.coalesceMs is not None else service.coalesce_ms
-        work = relay(
-            state.hub, state.store, stream, events,
-            retain_text=app.retain_text, coalesce_ms=coalesce_ms, max_duration=settings.streams.max_duration,
-            metrics=state.metrics,
-        )  # fmt: skip
-        state.streams.start(stream, work, admission)
-    return StreamCreated(streamId=record.id)
+        answer = await until_answered(request, stream, spec.chat.api_key)
+        return Response(status_code=499) if answer is None else JSONResponse(answer)  # 499: nobody listens
+    return StreamCreated(streamId=await stream.start())
 
 
 class StopStream(BaseModel):

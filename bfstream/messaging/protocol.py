@@ -89,6 +89,17 @@ def message_frame(channel: str, publication: Publication) -> str:
     )  # fmt: skip
 
 
+def tool_result_problem(result: Any) -> str | None:
+    """Why ``result`` cannot answer a tool call (``{"success": bool, "message": str, "data"?}``), or None."""
+    if not isinstance(result, dict):
+        return '"result" must be an object {"success": true|false, "message": "...", "data"?: ...}'
+    if type(result.get("success")) is not bool:
+        return '"result.success" must be true or false'
+    if not isinstance(result.get("message"), str):
+        return '"result.message" must be a string: what the model reads'
+    return None
+
+
 def hello_frame(connection_id: str, channels: list[str], user: dict[str, Any] | None) -> str:
     """The first frame of every connection: its id, the channels it is in, and its user, if any."""
     hello: dict[str, Any] = {"op": "hello", "connectionId": connection_id, "channels": channels}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,9 @@ class Context:
     app_limits: LimitSettings
     rates: RateLimits  # per app, for browser publishes
     connections: ConnectionLimits
+    # A page's answer to a frontend tool call: (session, toolCallId, result) -> taken or not. The
+    # streams layer sets it (``streams/tools.py``); it finds the stream wherever it runs.
+    answer_tool: Callable[[Session, str, dict[str, Any]], Awaitable[bool]] | None = None
     # Set when the server shuts down: long-lived responses (SSE) end so the process can exit.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -20,7 +20,7 @@ from bfstream.messaging.hub import Hub, scoped
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.leases import RENEW_EVERY, Leases
-from bfstream.streams.runner import Publisher
+from bfstream.streams.publisher import Publisher
 
 log = logging.getLogger("bfstream.streams")
 

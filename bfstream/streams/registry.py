@@ -37,6 +37,8 @@ class RunningStream:
     task: asyncio.Task[None] | None = None
     slot: str = ""  # its slot in the app's limit
     admitted_at: float = 0.0  # time.monotonic() when its call was admitted, for the time to first token
+    # Frontend tool calls waiting for a page's answer, by toolCallId (``tools.py``).
+    answers: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from bfstream.errors import BfstreamError, ClientError, Forbidden, PayloadTooLarge, TooManyRequests
 from bfstream.messaging import protocol
 from bfstream.messaging.hub import scoped
+from bfstream.messaging.protocol import tool_result_problem
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.nesting import nesting_problem
@@ -154,8 +155,11 @@ class WebSocketConnection:
         if op == "ping":
             session.push("pong", protocol.reply_frame("pong", request_id))
             return
+        if op == "toolResult":
+            await self._tool_result(request.get("toolCallId"), request.get("result"), request_id)
+            return
         if op not in ("join", "leave", "publish"):
-            raise ClientError(f"Unknown op {str(op)[:40]!r}; expected join, leave, publish or ping")
+            raise ClientError(f"Unknown op {str(op)[:40]!r}; expected join, leave, publish, toolResult or ping")
         channel = request.get("channel")
         problem = protocol.channel_problem(channel)
         if problem is not None:
@@ -166,6 +170,18 @@ class WebSocketConnection:
             await session.leave(channel, request_id)
         else:
             await self._publish(channel, request.get("message"), request_id)
+
+    async def _tool_result(self, tool_call_id: Any, result: Any, request_id: Any) -> None:
+        """A page's answer to a ``tool_call`` event of a stream in one of its channels."""
+        if not isinstance(tool_call_id, str) or not tool_call_id or len(tool_call_id) > 200:
+            raise ClientError('"toolCallId" must be the non-empty string of the tool_call event')
+        problem = tool_result_problem(result)
+        if problem is not None:
+            raise ClientError(problem)
+        answer = self._context.answer_tool
+        accepted = answer is not None and await answer(self.session, tool_call_id, result)
+        frame = protocol.reply_frame("answered", request_id, toolCallId=tool_call_id, accepted=accepted)
+        self.session.push("answered", frame)
 
     async def _publish(self, channel: str, message: Any, request_id: Any) -> None:
         """A browser's message to a channel it is in (BetterForms messageSend / messageSendAnonChannel)."""

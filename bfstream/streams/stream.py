@@ -1,0 +1,395 @@
+"""One stream's whole life: admission, its turns with the model, the relay of each turn to the
+channels, the tool rounds between turns, stop, the one ``end`` and the record.
+
+A turn is one provider call. When the model's turn ends in tool calls the stream can answer
+(``ui_*`` tools by a page, the others by the app's webhook: ``tools.py``), the calls and their
+results are appended to the conversation in OpenAI's shape, which each adapter translates into its
+provider's own (``tool_calls`` + ``tool`` messages, ``tool_use``/``tool_result`` blocks,
+``functionCall``/``functionResponse`` parts), and the next turn continues the same stream: one
+``streamId``, one ``seq`` sequence, usage added up, ``end.text`` the whole answer across turns.
+A stream that cannot answer its calls (a backend tool and no webhook, or ``tools.max_rounds``
+reached) ends as before tools existed: ``function_call``, then ``end`` with ``tool_calls``.
+
+``stream: false`` runs the same loop through ``answer`` for backend tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+
+from bfstream.config import ServiceConfig, Settings
+from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError
+from bfstream.messaging.broker import Fenced
+from bfstream.messaging.hub import Hub
+from bfstream.metrics import Metrics, ServiceMetrics
+from bfstream.providers import ADAPTERS
+from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
+from bfstream.scrub import scrub_json
+from bfstream.store.records import App, StreamRecord
+from bfstream.store.store import Store
+from bfstream.streams.coalesce import coalesce
+from bfstream.streams.publisher import ENDING_PATIENCE, Publisher, announced, record_end, send_ending, still_running
+from bfstream.streams.registry import RunningStream, StreamRegistry
+from bfstream.streams.retry import with_retries
+from bfstream.streams.tools import is_frontend, run_calls
+from bfstream.text import SurrogateJoiner, repair_json
+
+log = logging.getLogger("bfstream.streams")
+
+_SAVE_EVERY = 1.0  # seconds between saves of a running stream's text
+
+
+@dataclass(frozen=True, slots=True)
+class StreamContext:
+    """What every stream of the server shares."""
+
+    hub: Hub
+    store: Store
+    http: httpx.AsyncClient
+    metrics: Metrics
+    registry: StreamRegistry
+    settings: Settings
+    instance_id: str
+
+
+@dataclass(slots=True)
+class StreamSpec:
+    """A request, checked and resolved by the API: everything a stream needs to run."""
+
+    app: App
+    service_name: str
+    service: ServiceConfig
+    chat: ChatRequest
+    channels: list[str]
+    action_name: str
+    coalesce_ms: float = 0.0
+    tool_timeout: float = 90.0
+    max_rounds: int = 8
+
+
+@dataclass(slots=True)
+class _Turn:
+    text: str
+    calls: ToolCalls | None
+    finish_reason: str
+    usage: dict[str, Any] | None
+
+
+def add_usage(total: dict[str, Any] | None, more: Any) -> dict[str, Any] | None:
+    """Usage across turns: each count added up (a turn without usage adds nothing)."""
+    if not isinstance(more, dict):
+        return total
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    if total is None:
+        return {k: more.get(k, 0) if isinstance(more.get(k), int) else 0 for k in keys}
+    return {k: total[k] + (more.get(k) if isinstance(more.get(k), int) else 0) for k in keys}
+
+
+class Stream:
+    def __init__(self, context: StreamContext, spec: StreamSpec) -> None:
+        self._ctx = context
+        self.spec = spec
+        self._adapter = ADAPTERS[spec.service.kind]
+        self._messages: list[Any] = list(spec.chat.payload.get("messages") or [])
+        self._app = spec.app  # read again before each tool round: the webhook may have changed
+        self.running: RunningStream | None = None
+        self._source: AsyncGenerator[ProviderEvent, None] | None = None
+        self._deltas = self._deltas_counted = 0
+        self._saved_at = 0.0
+
+    def _chat(self) -> ChatRequest:
+        """The request of the next turn: the caller's payload with the conversation so far."""
+        return replace(self.spec.chat, payload={**self.spec.chat.payload, "messages": self._messages})
+
+    async def _open_turn(self) -> AsyncGenerator[ProviderEvent, None]:
+        """A provider stream that has answered (``Started`` consumed); retried only before it has."""
+        spec, ctx = self.spec, self._ctx
+
+        async def attempt() -> tuple[Started, AsyncGenerator[ProviderEvent, None]]:
+            events = self._adapter.stream_chat(self._chat(), ctx.http, spec.service)
+            try:
+                started = await anext(events)
+            except BaseException:
+                await events.aclose()
+                raise
+            assert isinstance(started, Started)
+            return started, events
+
+        with ctx.metrics.provider_errors(spec.service_name):
+            started, events = await with_retries(attempt, spec.service.retries, ctx.settings.streams.retry_max_wait)
+        self._model = started.model
+        return events
+
+    # --- stream: true ------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Admit, open the first turn, record it, and run the rest in the background; the stream id."""
+        ctx, spec = self._ctx, self.spec
+        if not ctx.hub.broker.up:  # refuse before the provider is called (and paid) for nothing
+            raise BrokerError("The message broker is unreachable: streams cannot reach their channels now")
+        async with ctx.registry.admitted(spec.app.id) as admission:
+            events = await self._open_turn()
+            record = StreamRecord(
+                secrets.token_hex(16), spec.app.id, spec.service_name, self._model, list(spec.channels),
+                spec.action_name, owner=ctx.instance_id,
+            )  # fmt: skip
+            try:
+                await ctx.store.record_stream_start(record)
+            except BaseException:
+                await events.aclose()
+                raise
+            self.running = RunningStream(record)
+            ctx.registry.start(self.running, self._run(events), admission)
+        return record.id
+
+    async def _run(self, events: AsyncGenerator[ProviderEvent, None]) -> None:
+        """Relay turn after turn, then send ``error`` (if any) and ``end``, and record the outcome.
+
+        Deltas are counted in a local and added to the metrics with each save and at the end: one
+        addition a second rather than one per delta."""
+        ctx, spec = self._ctx, self.spec
+        stream = self.running
+        assert stream is not None
+        record = stream.record
+        counted = ctx.metrics.service(record.service)
+        counted.started.inc()
+        out = Publisher(ctx.hub, record)
+        status, finish_reason, usage = "completed", "stop", None
+        error: dict[str, Any] | None = None
+        shutdown: asyncio.CancelledError | None = None
+        taken_over = False
+        self._saved_at = time.monotonic()
+        max_duration = ctx.settings.streams.max_duration
+        try:
+            async with asyncio.timeout(max_duration):
+                await out.emit(
+                    "threadInfo", content={"streamId": record.id, "service": record.service, "model": record.model}
+                )
+                rounds = 0
+                while True:
+                    turn = await self._relay_turn(events, out, counted)
+                    usage = add_usage(usage, turn.usage)
+                    finish_reason = turn.finish_reason
+                    if turn.calls is None:
+                        break
+                    if rounds >= spec.max_rounds or not await self._can_answer(turn.calls.calls, frontend=True):
+                        finish_reason = "tool_calls"
+                        break
+                    rounds += 1
+                    await self._tool_round(turn, rounds, out)
+                    events = await self._open_turn()
+        except Fenced:
+            # Another instance took this one for dead and ended the stream on its channels: nothing
+            # more goes out, and the record it wrote stands.
+            log.warning("stream %s was ended by another instance meanwhile", record.id)
+            taken_over = True
+        except BfstreamError as exc:
+            status, error = "failed", repair_json({"message": exc.message, "code": exc.code, "details": exc.details})
+            log.warning("stream %s failed: %s", record.id, exc.message)
+            if isinstance(exc, ProviderError):
+                ctx.metrics.provider_error(record.service, exc)
+            if isinstance(exc, BrokerError):
+                out.seq += 1  # the failed event may still land (a reply lost, not the publish): never reuse its number
+        except TimeoutError:
+            status, error = "failed", {"message": f"The stream ran longer than {max_duration:g} s", "code": 504}
+        except asyncio.CancelledError as exc:
+            if stream.stop_requested:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own stop, handled here
+                status, finish_reason = "stopped", "stopped"
+            else:  # server shutdown: tell the channels, then let the task end
+                status, error, shutdown = "interrupted", {"message": "The server is shutting down", "code": 503}, exc
+        except Exception:
+            log.exception("stream %s failed unexpectedly", record.id)
+            status, error = "failed", {"message": "Internal error while streaming", "code": 500}
+
+        # From here on the stream is ending its own way: a stop or a drain must not cut its end short
+        # (set before the next await, so no cancel can slip in between).
+        stream.ending = True
+        try:
+            if self._source is not None:
+                await self._source.aclose()  # closes the provider connection if it is still open
+        except Exception:
+            log.exception("closing the provider stream of %s failed", record.id)
+        text = "".join(stream.text)
+        if error is not None:  # it goes to the channels and the record: scrubbed, whatever raised it
+            finish_reason, error = "error", scrub_json({"details": None, **error})
+        # Counted before the end goes out: whoever sees the end and then scrapes finds the stream counted.
+        counted.deltas.inc(self._deltas - self._deltas_counted)
+        counted.finished["interrupted" if taken_over else status].inc()
+        ending = [{"type_": "error", "error": error}] if error is not None else []
+        ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
+        # Unless another instance ended it for this one (asked once more: a stream may end right after
+        # a long freeze). While shutting down there is no time to wait for the broker.
+        patience = 0 if shutdown is not None else ENDING_PATIENCE
+        if not taken_over and await still_running(ctx.store, record):
+            await send_ending(out, ctx.store, record, ending, patience)
+        record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
+        record.ended_at = time.time()
+        record.text = text if spec.app.retain_text else None
+        record.seq = out.seq
+        await record_end(ctx.store, record, patience)
+        if shutdown is not None:
+            raise shutdown
+
+    async def _relay_turn(
+        self, events: AsyncGenerator[ProviderEvent, None], out: Publisher, counted: ServiceMetrics
+    ) -> _Turn:
+        window = self.spec.coalesce_ms / 1000
+        source = coalesce(events, window) if window > 0 else events
+        self._source = source
+        joiner = SurrogateJoiner()  # a surrogate pair cut between chunks is joined
+        text: list[str] = []
+        calls: ToolCalls | None = None
+        reason, usage = "stop", None
+        async for event in source:
+            if isinstance(event, Delta):
+                if piece := joiner.feed(event.text):
+                    await self._delta(piece, out, counted)
+                    text.append(piece)
+            elif isinstance(event, ToolCalls):
+                calls = event
+                await out.emit("function_call", content={"functions": [announced(call) for call in event.calls]})
+            elif isinstance(event, Finished):
+                reason, usage = event.reason or "stop", event.usage
+        if tail := joiner.flush():  # a high surrogate that no low half followed
+            await self._delta(tail, out, counted)
+            text.append(tail)
+        await source.aclose()
+        return _Turn("".join(text), calls, reason, usage)
+
+    async def _delta(self, piece: str, out: Publisher, counted: ServiceMetrics) -> None:
+        stream = self.running
+        assert stream is not None
+        stream.text.append(piece)
+        now = time.monotonic()
+        if not self._deltas:
+            counted.first_token.observe(now - (stream.admitted_at or self._saved_at))
+        if now >= self._saved_at + _SAVE_EVERY:
+            counted.deltas.inc(self._deltas - self._deltas_counted)
+            self._deltas_counted = self._deltas
+            # So that a crash leaves the record with the answer so far, not nothing, and whoever ends
+            # it for a dead instance knows where its numbering stood.
+            record = stream.record
+            text = "".join(stream.text) if self.spec.app.retain_text else None
+            try:
+                saved = await self._ctx.store.record_stream_text(record.id, text, out.seq)
+            except StoreError:  # the database is down: the next save makes up for it
+                saved = True
+            if not saved:
+                # Ended for this instance by another, which took it for dead (a freeze or a partition
+                # longer than its lease, and maybe than the fence): stop before this delta goes out.
+                raise Fenced(record.id)
+            self._saved_at = time.monotonic()
+        await out.emit("delta", content=piece)
+        self._deltas += 1
+
+    async def _can_answer(self, calls: list[ToolCall], frontend: bool) -> bool:
+        """Whether every call has someone to answer it: a page for ``ui_*`` (streaming only), the
+        app's webhook for the rest."""
+        try:
+            self._app = await self._ctx.store.app_by_id(self.spec.app.id) or self._app
+        except StoreError:
+            pass  # the database is down: the app as it was when the stream started
+        if not frontend and any(is_frontend(call.name) for call in calls):
+            return False
+        return all(is_frontend(call.name) for call in calls) or self._app.webhook_url is not None
+
+    async def _tool_round(self, turn: _Turn, number: int, out: Publisher) -> None:
+        assert turn.calls is not None and self.running is not None
+        calls = _with_ids(turn.calls.calls, number)
+        assistant: dict[str, Any] = {"role": "assistant", "content": turn.text or None, "tool_calls": _entries(calls)}
+        if turn.calls.thinking:  # Anthropic's signed blocks go back first, unchanged
+            text = [{"type": "text", "text": turn.text}] if turn.text else []
+            assistant["content"] = [*turn.calls.thinking, *text]
+        results = await run_calls(self._ctx, self._app, calls, self._tool_options(number), self.running, out)
+        self._messages.append(assistant)
+        self._messages += results.messages
+        self.running.record.tools += results.entries
+
+    def _tool_options(self, number: int) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "round": number,
+            "timeout": spec.tool_timeout,
+            "retain_text": spec.app.retain_text,
+            "action_name": spec.action_name,
+            "channels": spec.channels,
+        }
+
+    # --- stream: false -----------------------------------------------------------------------------
+
+    async def answer(self) -> Any:
+        """The whole answer as one ``chat.completion``, after as many backend tool rounds as the model
+        asks for (up to ``max_rounds``); usage is added up across them."""
+        ctx, spec = self._ctx, self.spec
+        retries, max_wait = spec.service.retries, ctx.settings.streams.retry_max_wait
+        async with ctx.registry.admitted(spec.app.id):
+            rounds, usage = 0, None
+            while True:
+                with ctx.metrics.provider_errors(spec.service_name):
+                    completion = await with_retries(
+                        lambda: self._adapter.complete(self._chat(), ctx.http, spec.service), retries, max_wait
+                    )
+                usage = add_usage(usage, completion.get("usage") if isinstance(completion, dict) else None)
+                message, calls = _message_and_calls(completion)
+                if not calls or rounds >= spec.max_rounds or not await self._can_answer(calls, frontend=False):
+                    break
+                rounds += 1
+                calls = _with_ids(calls, rounds)
+                results = await run_calls(ctx, self._app, calls, self._tool_options(rounds), None, None)
+                self._messages.append(
+                    {"role": "assistant", "content": message.get("content"), "tool_calls": _entries(calls)}
+                )
+                self._messages += results.messages
+        if rounds and isinstance(completion, dict):
+            completion["usage"] = usage
+        return completion
+
+
+def _with_ids(calls: list[ToolCall], number: int) -> list[ToolCall]:
+    """Every call needs an id to pair with its result; a provider that sent none gets one made up."""
+    return [call if call.id else replace(call, id=f"call_{number}_{i}") for i, call in enumerate(calls)]
+
+
+def _entries(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """The calls as an OpenAI assistant message's ``tool_calls``."""
+    return [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+            **(call.extra or {}),
+        }
+        for call in calls
+    ]
+
+
+def _message_and_calls(completion: Any) -> tuple[dict[str, Any], list[ToolCall]]:
+    """The first choice's message of a ``chat.completion``, and its tool calls."""
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    calls = []
+    for entry in message.get("tool_calls") or []:
+        function = entry.get("function") if isinstance(entry, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        extra = {k: v for k, v in entry.items() if k not in ("id", "type", "function")}
+        calls.append(
+            ToolCall(
+                id=entry.get("id") if isinstance(entry.get("id"), str) else None,
+                name=function["name"],
+                arguments=arguments if isinstance(arguments, str) else "{}",
+                extra=extra or None,
+            )
+        )
+    return message, calls

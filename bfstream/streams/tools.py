@@ -1,0 +1,271 @@
+"""Answering a model's tool calls: ``ui_*`` tools in the user's page, the others on the app's back end.
+
+A frontend call goes to the stream's channels as a ``tool_call`` event (the page runs the named
+action ``toolName``, the tool's name without ``ui_``) and waits for the first answer: a
+``toolResult`` frame from a connection in one of the stream's channels, or ``POST
+/llm/tool-response`` naming the stream. The ``toolCallId`` the page sees is made here and names the
+stream (``tc_<streamId>_<random>``), so an answer arriving at any instance finds the stream's owner
+through its record and is forwarded there over control. No answer within the timeout, and the
+model reads a failure saying so.
+
+A backend call is a signed POST to the app's webhook (``webhooks.py``); its JSON answer is the
+result. Refusals, time-outs and unreachable hosts become failure results the model reads: a tool
+never fails the stream.
+
+Calls of one turn run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bfstream.errors import BfstreamError, WebhookError
+from bfstream.messaging.control import Control
+from bfstream.messaging.protocol import tool_result_problem
+from bfstream.store.records import App, StreamRecord
+from bfstream.store.store import Store
+from bfstream.streams.registry import RunningStream, StreamRegistry
+from bfstream.text import repair_json
+from bfstream.webhooks import post
+
+if TYPE_CHECKING:
+    from bfstream.messaging.session import Session
+    from bfstream.streams.publisher import Publisher
+    from bfstream.streams.stream import StreamContext
+
+log = logging.getLogger("bfstream.tools")
+
+FRONTEND_PREFIX = "ui_"
+
+
+def is_frontend(name: str) -> bool:
+    return name.startswith(FRONTEND_PREFIX)
+
+
+def stream_of(tool_call_id: str) -> str | None:
+    """The stream a frontend ``toolCallId`` belongs to, or None for an id not made here."""
+    kind, _, rest = tool_call_id.partition("_")
+    stream_id, _, _ = rest.partition("_")
+    return stream_id if kind == "tc" and len(stream_id) == 32 else None
+
+
+@dataclass(slots=True)
+class RoundResults:
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the ``tool`` messages, in call order
+    entries: list[dict[str, Any]] = field(default_factory=list)  # for the stream's record
+
+
+def _arguments(raw: str) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _failure(message: str) -> dict[str, Any]:
+    return {"success": False, "message": message}
+
+
+async def run_calls(
+    ctx: StreamContext,
+    app: App,
+    calls: list[Any],
+    options: dict[str, Any],
+    stream: RunningStream | None,
+    out: Publisher | None,
+) -> RoundResults:
+    """Answer every call of one turn, concurrently; frontend ones only when streaming (``out``)."""
+    stream_id = stream.record.id if stream is not None else None
+    waiting: list[asyncio.Future[dict[str, Any]] | None] = []
+    ids: list[str] = []
+    for call in calls:
+        tool_call_id = f"tc_{stream_id}_{secrets.token_hex(8)}" if stream_id else f"tc_{secrets.token_hex(8)}"
+        ids.append(tool_call_id)
+        arguments = _arguments(call.arguments)
+        if not is_frontend(call.name) or stream is None or out is None or arguments is None:
+            waiting.append(None)
+            continue
+        answer = asyncio.get_running_loop().create_future()
+        stream.answers[tool_call_id] = answer
+        waiting.append(answer)
+        name = call.name[len(FRONTEND_PREFIX) :]
+        await out.emit(
+            "tool_call",
+            action="llmToolCall",
+            toolCallId=tool_call_id,
+            toolName=name,
+            arguments=arguments,
+            functions=[{"name": name, "arguments": arguments}],
+            timeoutMs=max(1, round(options["timeout"] * 1000)),
+        )
+
+    async def one(call: Any, tool_call_id: str, answer: asyncio.Future[dict[str, Any]] | None) -> dict[str, Any]:
+        started = time.monotonic()
+        arguments = _arguments(call.arguments)
+        kind = "frontend" if is_frontend(call.name) else "backend"
+        if arguments is None:
+            result, outcome = _failure("The tool was not called: its arguments are not a JSON object"), "invalid"
+        elif answer is not None:
+            result, outcome = await _from_page(answer, call.name, options["timeout"])
+        else:
+            result, outcome = await _from_webhook(ctx, app, call.name, tool_call_id, arguments, stream_id, options)
+        entry: dict[str, Any] = {
+            "toolCallId": tool_call_id,
+            "name": call.name,
+            "kind": kind,
+            "round": options["round"],
+            "durationMs": round((time.monotonic() - started) * 1000),
+            "outcome": outcome,
+        }
+        if options["retain_text"]:
+            entry["arguments"] = arguments if arguments is not None else call.arguments
+        return {"entry": entry, "result": result}
+
+    try:
+        done = await asyncio.gather(*(one(c, i, w) for c, i, w in zip(calls, ids, waiting, strict=True)))
+    finally:
+        if stream is not None:
+            for tool_call_id in ids:
+                stream.answers.pop(tool_call_id, None)  # late answers now find nothing to answer
+    results = RoundResults()
+    for call, outcome in zip(calls, done, strict=True):
+        content = json.dumps(repair_json(outcome["result"]), ensure_ascii=False, separators=(",", ":"))
+        results.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        results.entries.append(outcome["entry"])
+    return results
+
+
+async def _from_page(answer: asyncio.Future[dict[str, Any]], name: str, seconds: float) -> tuple[dict[str, Any], str]:
+    try:
+        result = await asyncio.wait_for(answer, seconds)
+    except TimeoutError:
+        return _failure(f"The tool {name} did not respond within {seconds:g} seconds"), "timeout"
+    return result, "ok" if result.get("success") else "failed"
+
+
+async def _from_webhook(
+    ctx: StreamContext,
+    app: App,
+    name: str,
+    tool_call_id: str,
+    arguments: dict[str, Any],
+    stream_id: str | None,
+    options: dict[str, Any],
+) -> tuple[Any, str]:
+    if app.webhook_url is None or app.webhook_secret is None:
+        return _failure(f"The tool {name} has no back end to run it"), "error"
+    request = {
+        "type": "tool_call",
+        "appId": app.id,
+        "streamId": stream_id,
+        "toolCallId": tool_call_id,
+        "toolName": name,
+        "arguments": arguments,
+        "round": options["round"],
+        "actionName": options["action_name"] or None,
+        "channels": options["channels"],
+    }
+    seconds = ctx.settings.tools.webhook_timeout
+    try:
+        answer = await post(ctx.http, app.webhook_url, app.webhook_secret, "tool_call", request, seconds)
+    except WebhookError as exc:
+        log.info("tool %s of app %s failed at its webhook: %s", name, app.id, exc.message)
+        return _failure(f"The tool {name} failed: {exc.message}"), "error"
+    if isinstance(answer, dict) and answer.get("success") is False:
+        return answer, "failed"
+    return answer, "ok"
+
+
+class ToolAnswers:
+    """Pages' answers to frontend calls, taken here or forwarded to the instance running the stream."""
+
+    def __init__(self, registry: StreamRegistry, store: Store, control: Control) -> None:
+        self._registry = registry
+        self._store = store
+        self._control = control
+        control.on("toolResult", self._here)
+
+    async def from_page(self, session: Session, tool_call_id: str, result: dict[str, Any]) -> bool:
+        """A ``toolResult`` frame: only from a connection of the stream's app, in one of its channels."""
+        stream_id = stream_of(tool_call_id)
+        if stream_id is None:
+            return False
+        return await self._route(stream_id, tool_call_id, result, session.app.id, session.channels)
+
+    async def from_holder(self, stream_id: str, tool_call_id: str, result: dict[str, Any]) -> bool:
+        """``POST /llm/tool-response``: the stream id is the capability, as for stopping."""
+        if stream_of(tool_call_id) != stream_id:
+            return False
+        return await self._route(stream_id, tool_call_id, result, None, None)
+
+    async def _route(
+        self,
+        stream_id: str,
+        tool_call_id: str,
+        result: dict[str, Any],
+        app_id: str | None,
+        channels: Iterable[str] | None,
+    ) -> bool:
+        running = self._registry.get(stream_id)
+        if running is not None:
+            return _take(running, tool_call_id, result, app_id, channels)
+        try:
+            record = await self._store.stream_by_id(stream_id)
+        except BfstreamError:
+            return False
+        if record is None or record.status != "running" or record.owner in (None, self._control.instance_id):
+            return False
+        if not _may_answer(record, app_id, channels):
+            return False
+        request = {
+            "op": "toolResult",
+            "streamId": stream_id,
+            "toolCallId": tool_call_id,
+            "result": result,
+            "app": app_id,
+            "channels": list(channels) if channels is not None else None,
+        }
+        try:
+            reply = await self._control.call(record.owner, request)  # type: ignore[arg-type]
+        except BfstreamError:
+            return False
+        return isinstance(reply, dict) and reply.get("accepted") is True
+
+    async def _here(self, request: dict[str, Any]) -> dict[str, Any]:
+        running = self._registry.get(str(request.get("streamId")))
+        result = request.get("result")
+        if running is None or tool_result_problem(result) is not None:
+            return {"accepted": False}
+        channels = request.get("channels")
+        taken = _take(running, str(request.get("toolCallId")), result, request.get("app"), channels)
+        return {"accepted": taken}
+
+
+def _may_answer(record: StreamRecord, app_id: str | None, channels: Iterable[str] | None) -> bool:
+    if app_id is not None and app_id != record.app_id:
+        return False
+    return channels is None or not set(record.channels).isdisjoint(channels)
+
+
+def _take(
+    running: RunningStream, tool_call_id: str, result: dict[str, Any], app_id: Any, channels: Iterable[str] | None
+) -> bool:
+    """The first answer wins; a second, a late one or one from outside the stream finds nothing."""
+    if not _may_answer(running.record, app_id, channels):
+        return False
+    waiting = running.answers.get(tool_call_id)
+    if waiting is None or waiting.done():
+        return False
+    answer = {"success": result["success"], "message": result["message"]}
+    if "data" in result:
+        answer["data"] = result["data"]
+    waiting.set_result(answer)
+    return True
