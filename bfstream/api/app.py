@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from bfstream import __version__
-from bfstream.api import admin, demo, errors, messages, metrics, pages, realtime, streams
+from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, realtime, streams
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         connections = ConnectionLimits(fleet.leases, settings.limits)
         state.messaging = Context(
             hub, store, users, fleet.presence, settings.messaging, settings.limits, fleet.rates, connections,
-            answer_tool=answers.from_page,
+            answer_tool=answers.from_page, deliveries=deliveries,
         )  # fmt: skip
         control.on("users", lambda change: apply_change(users, hub, store, change))
         counts.watch(state)
@@ -114,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.include_router(streams.router)
+    app.include_router(llm.router)
     app.include_router(messages.router)
     app.include_router(realtime.router)
     app.include_router(metrics.router)

@@ -30,6 +30,7 @@ from bfstream.messaging.users import UserSessions
 from bfstream.ratelimits import RateLimits
 from bfstream.store.records import App
 from bfstream.store.store import Store
+from bfstream.webhooks import Deliveries
 
 # What the queue holds: (op, frame, channel, offset, epoch), flat to cost one allocation per frame.
 # The position (on message/joined/left frames; channel None on the others) tells the SSE transport
@@ -63,6 +64,8 @@ class Context:
     # A page's answer to a frontend tool call: (session, toolCallId, result) -> taken or not. The
     # streams layer sets it (``streams/tools.py``); it finds the stream wherever it runs.
     answer_tool: Callable[[Session, str, dict[str, Any]], Awaitable[bool]] | None = None
+    # Browser publishes into listen/receive channels go to the app's webhook through it.
+    deliveries: Deliveries | None = None
     # Set when the server shuts down: long-lived responses (SSE) end so the process can exit.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
