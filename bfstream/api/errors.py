@@ -51,6 +51,7 @@ _STATUS_TEXT = {
     401: "Bad or missing app key; for /message/sse, a bad or expired connection token.",
     403: "Not allowed: a private tab| channel, a channel for its added users only, or a token of another app.",
     404: "Not found: no such stream, or no such app.",
+    409: "No answer is awaited for this tool call: answered already, timed out, or not this stream's.",
     413: "The body is larger than max_body_bytes.",
     429: "Too many streams running at once, or past a rate limit; Retry-After says when to try again.",
     502: "The provider refused (`code` is its HTTP status, `details` its message) or broke off.",
@@ -70,6 +71,7 @@ ERRORS_BY_PATH: dict[str, tuple[int, ...]] = {
     "/llm/query": _STREAM,
     "/stream/stop": _BODY,
     "/llm/query/stop": _BODY,
+    "/llm/tool-response": (*_BODY, 403, 409),
     "/stream/status": (*_APP, 404),
     "/message/sendmessage": (*_APP, 429),
     "/message/token": _APP,
@@ -77,6 +79,7 @@ ERRORS_BY_PATH: dict[str, tuple[int, ...]] = {
     "/message/removeuser": _APP,
     "/message/channels": _APP,
     "/message/users": _APP,
+    "/message/allusers": _APP,
     "/message/sse": (400, 401, 403, 404, 429, 503),
 }
 
@@ -132,17 +135,30 @@ def retry_after(exc: BfstreamError) -> int | None:
     return None if wait is None else max(1, math.ceil(wait))
 
 
-def error_response(exc: BfstreamError) -> JSONResponse:
+def error_response(exc: BfstreamError, action_name: str | None = None) -> JSONResponse:
     wait = retry_after(exc)
     headers = {"Retry-After": str(wait)} if wait is not None else None
-    return JSONResponse(
-        error_body(exc.message, exc.code, exc.type, exc.details), status_code=exc.status, headers=headers
-    )
+    body = _with_action(error_body(exc.message, exc.code, exc.type, exc.details), action_name)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def _with_action(body: dict[str, Any], action_name: Any) -> dict[str, Any]:
+    """``/llm/query`` answers failures with the request's ``actionName``, as the reference does."""
+    if not isinstance(action_name, str):
+        return body
+    return {"success": False, "actionName": scrub_json(repair_json(action_name)), "error": body["error"]}
+
+
+def _action_name(request: Request, body: Any = None) -> Any:
+    if request.url.path != "/llm/query":
+        return None
+    given = getattr(request.state, "action_name", None)
+    return given if given is not None else body.get("actionName") if isinstance(body, dict) else None
 
 
 async def _on_bfstream_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BfstreamError)
-    return error_response(exc)
+    return error_response(exc, _action_name(request))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -151,7 +167,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     if any(e.get("type") == "json_invalid" for e in errors):
         return JSONResponse(error_body("The request body is not valid JSON", 400, "invalid_json"), status_code=400)
     body = error_body("The request is invalid", 400, "validation_error", validation_details(errors))
-    return JSONResponse(body, status_code=400)
+    return JSONResponse(_with_action(body, _action_name(request, exc.body)), status_code=400)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -219,6 +219,21 @@ async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
     return StreamCreated(streamId=await stream.start())
 
 
+async def check_page_origin(request: Request, stream_id: str, what: str) -> None:
+    """A request naming a stream from a page (stop, a tool's answer) must come from one of the
+    stream's app's origins."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    state = request.app.state
+    record = await state.store.stream_by_id(stream_id)
+    app = await state.store.app_by_id(record.app_id) if record is not None else None
+    if app is not None:
+        narrow_to_app(request.scope, app.origins)
+        if not app.allows_origin(origin):
+            raise Forbidden(f"This page's origin may not {what} this app's streams")
+
+
 class StopStream(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -236,14 +251,7 @@ async def stop_stream(body: StopStream, request: Request) -> StopResult:
     """Stop a running stream: the provider connection closes at once and the channels get ``end`` with
     ``finish_reason: "stopped"``. The random stream id is the capability, so a browser may call this."""
     state = request.app.state
-    origin = request.headers.get("origin")
-    if origin is not None:  # from a page: only from one of the stream's app's origins
-        record = await state.store.stream_by_id(body.streamId)
-        app = await state.store.app_by_id(record.app_id) if record is not None else None
-        if app is not None:
-            narrow_to_app(request.scope, app.origins)
-            if not app.allows_origin(origin):
-                raise Forbidden("This page's origin may not stop this app's streams")
+    await check_page_origin(request, body.streamId, "stop")
     stopped = await state.fleet_streams.stop(body.streamId)
     return StopResult(status="stopped" if stopped else "not_found", streamId=body.streamId)
 

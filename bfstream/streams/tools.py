@@ -264,8 +264,5 @@ def _take(
     waiting = running.answers.get(tool_call_id)
     if waiting is None or waiting.done():
         return False
-    answer = {"success": result["success"], "message": result["message"]}
-    if "data" in result:
-        answer["data"] = result["data"]
-    waiting.set_result(answer)
+    waiting.set_result(dict(result))  # extra keys travel too, as the reference's llmToolCallResponse allows
     return True

@@ -171,6 +171,14 @@ class FakeProvider:
     def enqueue(self, *replies: StreamReply | JsonReply) -> None:
         self._replies.extend(replies)
 
+    async def nth_request(self, number: int, timeout: float = 5.0) -> RecordedRequest:
+        """The ``number``-th request (from 1), once it has arrived: a tool loop asks for its next turn
+        when the tools have answered, on no schedule a test knows."""
+        async with asyncio.timeout(timeout):
+            while len(self.requests) < number:
+                await asyncio.sleep(0.005)
+        return self.requests[number - 1]
+
     async def wait_closed(self, timeout: float = 5.0) -> float:
         """perf_counter() at which the client closed the connection that carried the latest request
         (raises TimeoutError)."""
