@@ -10,7 +10,7 @@ documented JSON shape without knowing where it came from::
      │    ├── Unauthorized             401     unauthorized
      │    ├── Forbidden                403     forbidden
      │    ├── NotFound                 404     not_found
-     │    ├── Conflict                 409     conflict           (e.g. a tool call no longer awaiting an answer)
+     │    ├── Conflict                 409     conflict
      │    ├── PayloadTooLarge          413     payload_too_large
      │    └── TooManyRequests          429     rate_limited
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from bfstream.api.auth import authenticate
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
 from bfstream.api.streams import check_page_origin, prepare, until_answered
-from bfstream.errors import Conflict, ValidationFailed
+from bfstream.errors import NotFound, ValidationFailed
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.streams.stream import Stream
 
@@ -140,7 +140,7 @@ class ToolResponseTaken(BaseModel):
 @router.post("/llm/tool-response", response_model=ToolResponseTaken)
 async def tool_response(body: ToolResponse, request: Request) -> ToolResponseTaken:
     """Answer a frontend tool call. The stream id is the capability, as for stopping; the first
-    answer wins, and one that finds no call waiting (answered, timed out, unknown) gets 409."""
+    answer wins, and one that finds no call waiting (answered already, timed out, unknown) gets 404."""
     result = body.result
     if result is None:
         result = {k: v for k, v in (body.model_extra or {}).items()}
@@ -148,7 +148,7 @@ async def tool_response(body: ToolResponse, request: Request) -> ToolResponseTak
         raise ValidationFailed("The request body is invalid", details=[{"field": "result", "message": problem}])
     await check_page_origin(request, body.streamId, "answer tool calls of")
     if not await request.app.state.tool_answers.from_holder(body.streamId, body.toolCallId, result):
-        raise Conflict(
+        raise NotFound(
             "No answer is awaited for this tool call: it was answered already, timed out, or is not this stream's"
         )
     return ToolResponseTaken(toolCallId=body.toolCallId)

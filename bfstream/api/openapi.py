@@ -92,18 +92,78 @@ def service_pattern(names: list[str]) -> str:
     return f"^{space}({alternatives}){space}$"
 
 
-def _service_is(names: list[str]) -> dict[str, Any]:
-    """The CreateStream bodies whose service is one of ``names``: ``service``, or when it is absent
-    or null ``payload.provider``, or when that is too, openai."""
+def _service_is(names: list[str], top_level: bool = True) -> dict[str, Any]:
+    """The bodies whose service is one of ``names``: ``service`` (CreateStream only), or when it is
+    absent or null ``payload.provider``, or when that is too, openai."""
     named = {"type": "string", "pattern": service_pattern(names)}
-    no_service = {"service": {"type": "null"}}  # absent or null
+    no_service = {"service": {"type": "null"}} if top_level else {}  # absent or null
     branches: list[dict[str, Any]] = [
-        {"required": ["service"], "properties": {"service": named}},
         {"properties": {**no_service, "payload": {"required": ["provider"], "properties": {"provider": named}}}},
     ]
+    if top_level:
+        branches.insert(0, {"required": ["service"], "properties": {"service": named}})
     if "openai" in names:
         branches.append({"properties": {**no_service, "payload": {"properties": {"provider": {"type": "null"}}}}})
     return {"anyOf": branches}
+
+
+# A tool offered to the model whose name starts with ui_ (flat, or OpenAI's {"function": {...}}).
+_FRONTEND_TOOL = {
+    "type": "object",
+    "anyOf": [
+        {"required": ["name"], "properties": {"name": {"type": "string", "pattern": "^ui_"}}},
+        {
+            "required": ["function"],
+            "properties": {
+                "function": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string", "pattern": "^ui_"}},
+                }
+            },
+        },
+    ],
+}
+
+
+def _body_rules(services: dict[str, Any], max_channels: int, top_level: bool) -> list[dict[str, Any]]:
+    """What CreateStream and LlmQuery share: a configured service, a model unless echo, and the
+    streaming rules (channels and an action to stream to; ui_* tools only when streaming)."""
+    names = list(services)
+    echo = [name for name, service in services.items() if service.kind == "echo"]
+    not_streaming = {"properties": {"payload": {"required": ["stream"], "properties": {"stream": {"const": False}}}}}
+    return [
+        # A configured service, named by ``service`` or ``payload.provider``.
+        _service_is(names, top_level),
+        # Echo needs no model; every other service does.
+        {"if": _service_is(echo, top_level), "else": _needs_model()} if echo else _needs_model(),
+        {
+            "if": not_streaming,
+            # Nothing can answer a ui_* tool without a stream to a page.
+            "then": {
+                "properties": {
+                    "payload": {
+                        "properties": {"tools": {"anyOf": [{"type": "null"}, {"not": {"contains": _FRONTEND_TOOL}}]}}
+                    }
+                }
+            },
+            # A stream needs channels and a named action; a ``stream: false`` call needs neither.
+            "else": {
+                "required": ["channels", "actionName"],
+                "properties": {
+                    # Names are checked only for a stream: a stream:false call does not use them.
+                    "channels": {"minItems": 1, "maxItems": max_channels, "items": dict(CHANNEL_RULES)},
+                    "actionName": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+    ]
+
+
+def _tool_timeout(schema: dict[str, Any], settings: Settings) -> None:
+    for branch in schema["properties"]["toolTimeout"].get("anyOf", []):
+        if branch.get("type") == "number":
+            branch["minimum"], branch["maximum"] = 1, settings.tools.max_timeout
 
 
 def _example(echo: str) -> dict[str, Any]:
@@ -136,34 +196,35 @@ def describe(openapi: dict[str, Any], settings: Settings) -> dict[str, Any]:
     services = settings.enabled_services()
     max_channels = settings.messaging.max_channels
 
+    names = list(services)
+    echo = [name for name, service in services.items() if service.kind == "echo"]
     create = schemas.get("CreateStream")
     if create is not None:
-        names = list(services)
-        echo = [name for name, service in services.items() if service.kind == "echo"]
         service = create["properties"]["service"]
         service["anyOf"] = [{"type": "string", "pattern": service_pattern(names)}, {"type": "null"}]
         service["description"] = f"One of {', '.join(names)}, in any case (default: payload.provider, else openai)."
-        create["allOf"] = [
-            # A configured service, named by ``service`` or ``payload.provider``.
-            _service_is(names),
-            # Echo needs no model; every other service does.
-            {"if": _service_is(echo), "else": _needs_model()} if echo else _needs_model(),
-            # A stream needs channels and a named action; a ``stream: false`` call needs neither.
-            {
-                "if": {"properties": {"payload": {"required": ["stream"], "properties": {"stream": {"const": False}}}}},
-                "else": {
-                    "required": ["channels", "actionName"],
-                    "properties": {
-                        # Names are checked only for a stream: a stream:false call does not use them.
-                        "channels": {"minItems": 1, "maxItems": max_channels, "items": dict(CHANNEL_RULES)},
-                        "actionName": {"type": "string", "minLength": 1},
-                    },
-                },
-            },
-        ]
-
+        create["allOf"] = _body_rules(services, max_channels, top_level=True)
+        _tool_timeout(create, settings)
         if echo:
             create["examples"] = [_example(echo[0])]
+
+    query = schemas.get("LlmQuery")
+    if query is not None:
+        query["allOf"] = _body_rules(services, max_channels, top_level=False)
+        _tool_timeout(query, settings)
+        payload = schemas.get("QueryPayload")
+        if payload is not None:
+            provider = payload["properties"]["provider"]
+            provider["anyOf"] = [{"type": "string", "pattern": service_pattern(names)}, {"type": "null"}]
+
+    answer = schemas.get("ToolResponse")
+    if answer is not None:
+        # The result nested, or its fields flat as the reference's llmToolCallResponse sends them.
+        result = {"type": "object", "required": ["success", "message"], "properties": _RESULT_FIELDS}
+        answer["anyOf"] = [
+            {"required": ["result"], "properties": {"result": result}},
+            {"required": ["success", "message"], "properties": {"result": {"type": "null"}, **_RESULT_FIELDS}},
+        ]
 
     send = schemas.get("SendMessage")
     if send is not None:
@@ -187,6 +248,8 @@ def describe(openapi: dict[str, Any], settings: Settings) -> dict[str, Any]:
             health["responses"].setdefault(status, {})["content"] = {"application/json": {"schema": _HEALTH}}
     return openapi
 
+
+_RESULT_FIELDS = {"success": {"type": "boolean"}, "message": {"type": "string"}}
 
 # ``GET /healthz``, whatever its status: 503 says draining or broker_down.
 _HEALTH = {

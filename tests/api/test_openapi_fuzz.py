@@ -207,7 +207,13 @@ async def test_the_served_openapi_document_holds(start_server: ServerFactory, fa
     assert not problems, "\n".join(problems[:40]) + f"\n({len(problems)} in all)"
     assert report.checks >= ALL_CHECKS, f"checks that never ran: {sorted(ALL_CHECKS - report.checks)}"
     for label, runs in report.cases.items():  # every operation was reached with a request it accepts
-        assert any(200 <= status < 300 for statuses in runs.values() for status in statuses), label
+        statuses = {status for by_status in runs.values() for status in by_status}
+        if label == "POST /llm/tool-response":
+            # Accepted only while a model's ui_* call waits, which no fuzzed case can make: well-formed
+            # answers get 404 (tests/streams/test_tools.py covers the accepted ones).
+            assert 404 in statuses, label
+            continue
+        assert any(200 <= status < 300 for status in statuses), label
 
 
 # Every check schemathesis has for an OpenAPI document.

@@ -142,7 +142,7 @@ async def test_the_same_answered_through_post_llm_tool_response(server: Server, 
     other = "0" * 32  # a stream id that is not this call's
     forged = {"streamId": other, "toolCallId": call["toolCallId"], "result": {"success": True, "message": "x"}}
     refused = await server.post("/llm/tool-response", forged)
-    assert refused.status_code == 409 and refused.json()["error"]["type"] == "conflict"
+    assert refused.status_code == 404 and refused.json()["error"]["type"] == "not_found"
 
     # The reference's llmToolCallResponse sends the result's fields flat; both shapes are taken.
     body = {"streamId": stream_id, "toolCallId": call["toolCallId"], "success": False, "message": "User closed it"}
@@ -153,7 +153,7 @@ async def test_the_same_answered_through_post_llm_tool_response(server: Server, 
         "accepted": True,
     }
     second = await server.post("/llm/tool-response", {**body, "message": "second"})
-    assert second.status_code == 409
+    assert second.status_code == 404
 
     events = await watcher.stream_events()
     assert events[-1]["text"] == "Done."
