@@ -248,8 +248,9 @@ const TRUSTED = new Set(["server", "api"]); // bfstream's own stream events; a b
 /**
  * Everything a client decides, fed the frames it receives; transport-free, so Node can test it.
  *
- * `sink` receives `action(name, options, message, frame)`, `message(message, frame)` and
- * `gap(info)`. A channel is in one of three phases:
+ * `sink` receives `action(name, options, message, frame)`, `message(message, frame)`, `gap(info)`
+ * and `toolCall(event)`: a tool_call event for the page to answer, once per toolCallId, after the
+ * named actions of the frames that brought it. A channel is in one of three phases:
  * - `joining`: a plain join is on its way (no position yet);
  * - `restarting`: joined, and catching up: a join with `since: {offset: 0}` is on its way, and
  *   the frames before its reply are dropped (the server sends them again after it);
@@ -267,7 +268,9 @@ export class Core {
     this.tracker = new StreamTracker({ gapWaitMs, maxStreams });
     this.maxStreams = maxStreams;
     this.channels = new Map();
-    this.texts = new Map();
+    this.seen = new Map(); // streamId -> {text, past: the seq of its latest event other than a tool_call}
+    this.calls = []; // tool_call events of the frames being handled, offered once they all are
+    this.offered = new Set(); // toolCallIds
     this.privateChannel = null;
   }
 
@@ -349,6 +352,11 @@ export class Core {
   }
 
   onMessage(frame) {
+    this._onMessage(frame);
+    this._offerCalls();
+  }
+
+  _onMessage(frame) {
     const channel = this.channels.get(frame.channel);
     if (channel === undefined) {
       if (frame.channel === this.privateChannel) this._dispatch(frame, "live");
@@ -374,6 +382,7 @@ export class Core {
   /** Gives up on stream gaps whose wait is over; see StreamTracker. */
   expire() {
     this._emit(this.tracker.expire(this.now()));
+    this._offerCalls();
   }
 
   nextDeadline() {
@@ -381,7 +390,7 @@ export class Core {
   }
 
   text(streamId) {
-    return this.texts.get(streamId) ?? "";
+    return this.seen.get(streamId)?.text ?? "";
   }
 
   _finishCatchUp(channel) {
@@ -437,14 +446,36 @@ export class Core {
   }
 
   _record(event) {
-    if (!this.texts.has(event.streamId)) {
-      this.texts.set(event.streamId, "");
-      if (this.texts.size > this.maxStreams) this.texts.delete(this.texts.keys().next().value);
+    let stream = this.seen.get(event.streamId);
+    if (stream === undefined) {
+      stream = { text: "", past: -1 };
+      this.seen.set(event.streamId, stream);
+      if (this.seen.size > this.maxStreams) this.seen.delete(this.seen.keys().next().value);
     }
-    if (event.type === "delta" && typeof event.content === "string") {
-      this.texts.set(event.streamId, this.texts.get(event.streamId) + event.content);
-    } else if (event.type === "end" && typeof event.text === "string") {
-      this.texts.set(event.streamId, event.text);
+    if (event.type === "tool_call") {
+      if (typeof event.toolCallId === "string" && typeof event.toolName === "string") this.calls.push(event);
+      return;
+    }
+    stream.past = Math.max(stream.past, event.seq);
+    if (event.type === "delta" && typeof event.content === "string") stream.text += event.content;
+    else if (event.type === "end" && typeof event.text === "string") stream.text = event.text;
+  }
+
+  /**
+   * The tool calls the frames just handled brought, each toolCallId once (the tracker runs each
+   * event once; this also holds for a stream it has forgotten and sees again). A call that its
+   * stream went on past in the same frames, as in a catch-up replay, was answered or timed out
+   * already: the page is not asked again. The calls of one turn come one after the other, so a
+   * call followed only by calls still waits.
+   */
+  _offerCalls() {
+    const calls = this.calls;
+    this.calls = [];
+    for (const event of calls) {
+      if (this.offered.has(event.toolCallId) || (this.seen.get(event.streamId)?.past ?? -1) > event.seq) continue;
+      this.offered.add(event.toolCallId);
+      if (this.offered.size > this.maxStreams) this.offered.delete(this.offered.values().next().value);
+      this.sink.toolCall?.(event);
     }
   }
 }
@@ -488,6 +519,7 @@ export class Client {
     this._fetch = fetchFunction;
     this._backoff = backoff instanceof Backoff ? backoff : new Backoff(backoff);
     this._handlers = { state: new Set(), message: new Set(), gap: new Set(), error: new Set(), actions: new Map() };
+    this._tools = new Map(); // toolName or "*" -> the handler that answers its calls
     this._core = new Core(
       {
         action: (name, options, message, frame) => {
@@ -495,6 +527,7 @@ export class Client {
         },
         message: (message, frame) => this._emit("message", message, frame),
         gap: (info) => this._emit("gap", info),
+        toolCall: (event) => this._answerToolCall(event),
       },
       { gapWaitMs, browserActions },
     );
@@ -550,6 +583,23 @@ export class Client {
     return () => set.delete(handler);
   }
 
+  /**
+   * handler(args, call) answers the model's calls of the frontend tool ui_<name> ("*": of any
+   * tool without a handler of its own), each toolCallId once; `call` is the tool_call event.
+   * What it returns, or resolves to, is the result the model reads; see toolResult. One handler
+   * per name: a second replaces the first. A call of a tool without a handler is left alone, as
+   * another page in the channel may answer it; unanswered, it times out. Returns an unsubscribe.
+   */
+  onToolCall(name, handler) {
+    if (typeof name !== "string" || typeof handler !== "function") {
+      throw new TypeError("onToolCall: a tool name (or \"*\") and a function");
+    }
+    this._tools.set(name, handler);
+    return () => {
+      if (this._tools.get(name) === handler) this._tools.delete(name);
+    };
+  }
+
   /** handler(message, frame): every BetterForms message, raw, once per channel it came through. */
   onMessage(handler) {
     return this._subscribe("message", handler);
@@ -588,6 +638,52 @@ export class Client {
   close() {
     if (this.state === "closed") return;
     this._shutdown("closed", { reason: "closed by the page" });
+  }
+
+  // -- tool calls --
+
+  async _answerToolCall(call) {
+    const handler = this._tools.get(call.toolName) ?? this._tools.get("*");
+    if (handler === undefined) return;
+    let result;
+    try {
+      result = toolResult(await handler(call.arguments, call));
+      JSON.stringify(result); // a cycle or a BigInt fails here, as the page's failure, not on the way out
+    } catch (error) {
+      result = { success: false, message: error instanceof Error ? error.message : String(error) };
+    }
+    if (this.state === "closed") return; // the page is done: the call times out
+    const conn = this._conn;
+    if (conn?.kind === "websocket" && conn.ready) {
+      // Kept until the server's `answered`: if the socket drops first, the answer goes over HTTP
+      // (the first answer wins, so one that did arrive is not taken twice).
+      const id = this._id();
+      conn.answers.set(id, { call, result });
+      conn.send({ op: "toolResult", toolCallId: call.toolCallId, result, id });
+    } else {
+      this._postToolResult(call, result);
+    }
+  }
+
+  /** POST /llm/tool-response: the stream id is the capability, as for stop. */
+  async _postToolResult(call, result) {
+    if (this.state === "closed") return;
+    let response;
+    try {
+      response = await this._fetch(`${this.url}/llm/tool-response`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ streamId: call.streamId, toolCallId: call.toolCallId, result }),
+      });
+    } catch (error) {
+      const failure = error instanceof Error ? error : new Error(String(error));
+      this._emit("error", Object.assign(failure, { toolCallId: call.toolCallId }));
+      return;
+    }
+    if (response.ok || response.status === 409) return; // 409: answered already, or timed out
+    const body = await response.json().catch(() => null);
+    const message = body?.error?.message ?? `HTTP ${response.status}`;
+    this._emit("error", Object.assign(new Error(message), { code: response.status, toolCallId: call.toolCallId }));
   }
 
   // -- connections --
@@ -631,6 +727,7 @@ export class Client {
     const conn = {
       kind: "websocket",
       ready: false,
+      answers: new Map(), // request id -> a tool result not yet acknowledged
       send: (frame) => ws.send(JSON.stringify(frame)),
       close: () => ws.close(1000),
     };
@@ -651,6 +748,8 @@ export class Client {
     };
     ws.onerror = () => {};
     ws.onclose = (event) => {
+      for (const { call, result } of conn.answers.values()) this._postToolResult(call, result);
+      conn.answers.clear();
       if (this._conn !== conn) return;
       this._conn = null;
       if (!opened) this._webSocketFailed(token, { code: event.code, reason: "the WebSocket could not open" });
@@ -789,6 +888,9 @@ export class Client {
       case "left":
         if (frame.id === null) this._core.onLeft(frame); // removed by the server (a user taken out)
         break;
+      case "answered":
+        conn.answers?.delete(frame.id); // accepted or not: another page's answer may have come first
+        break;
       case "message":
         this._core.onMessage(frame);
         this._scheduleGaps();
@@ -796,6 +898,7 @@ export class Client {
       case "error": {
         const channel = this._requests.get(frame.id);
         const error = Object.assign(new Error(frame.error?.message ?? "error"), frame.error ?? {});
+        conn.answers?.delete(frame.id); // a toolResult refused: sending it again would be refused too
         if (channel !== undefined) {
           this._requests.delete(frame.id);
           this._sent.delete(channel);
@@ -896,6 +999,17 @@ export class Client {
   _emit(kind, ...args) {
     for (const handler of this._handlers[kind]) call(handler, ...args);
   }
+}
+
+/**
+ * A tool handler's return value as the result the model reads, {success, message, data?}: such an
+ * object as it is; anything else a success carrying it (undefined and null: "done", nothing more).
+ */
+function toolResult(value) {
+  const isResult = typeof value?.success === "boolean" && typeof value.message === "string";
+  if (isResult && typeof value === "object") return value;
+  if (value === undefined || value === null) return { success: true, message: "done" };
+  return { success: true, message: typeof value === "object" ? "done" : String(value), data: value };
 }
 
 /** A page's handler that throws must not stop the others, nor the client. */
