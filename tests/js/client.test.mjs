@@ -4,47 +4,7 @@ import assert from "node:assert/strict";
 import test from "node:test";
 
 import { connect, decodePositions } from "../../bfstream/static/bfstream.js";
-import { checkClientFrame, checkServerFrame } from "./schema.mjs";
-
-async function until(condition, what, timeout = 2000) {
-  const deadline = Date.now() + timeout;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not within ${timeout} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-}
-
-function fakeWebSocket({ opens = true } = {}) {
-  const sockets = [];
-  class FakeSocket {
-    constructor(url) {
-      this.url = new URL(url);
-      this.sent = [];
-      sockets.push(this);
-      if (!opens) setTimeout(() => this.onclose?.({ code: 1006, reason: "" }));
-    }
-    send(text) {
-      this.sent.push(checkClientFrame(JSON.parse(text)));
-    }
-    close() {
-      this.closed = true;
-    }
-    open(channels = []) {
-      this.onopen?.({});
-      this.receive({ op: "hello", connectionId: "c", channels: ["tab|c", ...channels] });
-    }
-    receive(frame) {
-      this.onmessage?.({ data: JSON.stringify(checkServerFrame(frame)) });
-    }
-    drop(code = 1006) {
-      this.onclose?.({ code, reason: "" });
-    }
-    lastJoin(channel) {
-      return this.sent.filter((f) => f.op === "join" && f.channel === channel).at(-1);
-    }
-  }
-  return { FakeSocket, sockets };
-}
+import { fakeWebSocket, sseResponse, until } from "./fakes.mjs";
 
 // Events as the server sends them (bfstream/static/protocol.json), each type with its own fields.
 const FIELDS = {
@@ -144,21 +104,6 @@ test("catch-up over a WebSocket: a second join from offset 0 once the first says
   assert.deepEqual(seen, [0, 1, 2]);
   client.close();
 });
-
-function sseResponse() {
-  let controller;
-  const body = new ReadableStream({
-    start(c) {
-      controller = c;
-    },
-  });
-  const encoder = new TextEncoder();
-  return {
-    response: new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } }),
-    send: (frame, name) => checkServerFrame(frame) && controller.enqueue(encoder.encode(`${name ? `event: ${name}\n` : ""}data: ${JSON.stringify(frame)}\n\n`)),
-    end: () => controller.close(),
-  };
-}
 
 test("auto: a WebSocket that cannot open falls back to SSE, which resumes with lastEventId", async () => {
   const { FakeSocket, sockets } = fakeWebSocket({ opens: false });
