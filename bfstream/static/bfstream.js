@@ -680,7 +680,7 @@ export class Client {
       this._emit("error", Object.assign(failure, { toolCallId: call.toolCallId }));
       return;
     }
-    if (response.ok || response.status === 409) return; // 409: answered already, or timed out
+    if (response.ok || response.status === 404) return; // 404: no answer awaited (answered already, timed out)
     const body = await response.json().catch(() => null);
     const message = body?.error?.message ?? `HTTP ${response.status}`;
     this._emit("error", Object.assign(new Error(message), { code: response.status, toolCallId: call.toolCallId }));

@@ -164,10 +164,10 @@ test("an answer the socket dropped before the server acknowledged it goes over H
 
 // ---- over SSE: POST /llm/tool-response ------------------------------------------------------------
 
-test("over SSE the answer is a POST to /llm/tool-response; a 409 is no error, other refusals are", async () => {
+test("over SSE the answer is a POST to /llm/tool-response; a 404 is no error, other refusals are", async () => {
   const streams = [];
   const posts = [];
-  const statuses = [200, 409, 500];
+  const statuses = [200, 404, 500];
   const fetch = async (url, init = {}) => {
     if (init.method !== "POST") {
       const stream = sseResponse();
