@@ -207,3 +207,40 @@ def test_the_readme_config_example_loads(tmp_path: Path) -> None:
 
     settings = load_settings(config)
     assert settings.services["ollama"].kind == "openai" and settings.streams.drain_seconds == 20
+
+
+def test_apps_update_webhook_checks_the_url_and_shows_the_secret_once(tmp_path: Path) -> None:
+    assert run("apps", "create", "shop", "--json", data_dir=tmp_path).returncode == 0
+    for url, says in [
+        ("ftp://hooks.example/x", "http:// or https://"),
+        ("https://user:pw@hooks.example/x", "credentials in the URL"),
+        ("http://127.0.0.1:9000/hook", "loopback, private or link-local"),
+        ("http://10.1.2.3/hook", "loopback, private or link-local"),
+        ("http://[::ffff:169.254.169.254]/latest", "loopback, private or link-local"),  # cloud metadata, mapped
+    ]:
+        refused = run("apps", "update", "shop", "--webhook", url, data_dir=tmp_path)
+        assert refused.returncode != 0 and says in refused.stderr, (url, refused.stderr)
+
+    local = {**os.environ, "BFSTREAM_TOOLS__ALLOW_PRIVATE_WEBHOOKS": "true"}
+
+    def update(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [*BFSTREAM, "apps", "update", "shop", *args, "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=60, check=False, env=local,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    first = update("--webhook", "http://127.0.0.1:9000/hook")
+    assert first["webhook"] == "http://127.0.0.1:9000/hook"
+    secret = first["webhookSecret"]
+    assert isinstance(secret, str) and re.fullmatch(r"whsec_[A-Za-z0-9_-]{43}", secret)
+    moved = update("--webhook", "http://127.0.0.1:9001/hook")
+    assert moved["webhook"].endswith(":9001/hook") and "webhookSecret" not in moved  # receivers keep theirs
+    rotated = update("--rotate-webhook-secret")
+    assert rotated["webhookSecret"] != secret
+    assert "webhookSecret" not in json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)[0]
+    off = update("--webhook", "off")
+    assert off["webhook"] is None and "webhookSecret" not in off
+    again = run("apps", "update", "shop", "--rotate-webhook-secret", data_dir=tmp_path)
+    assert again.returncode != 0 and "no webhook" in again.stderr

@@ -448,3 +448,22 @@ async def test_provider_args_and_tool_choice_variants_reach_openai(server: Serve
     ]
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert "toolChoice" not in sent and "providerArgs" not in sent and "provider" not in sent
+
+
+async def test_an_app_that_keeps_no_text_keeps_no_tool_arguments_either(
+    server: Server, fake_openai: FakeOpenAI
+) -> None:
+    await server.change_app(lambda store: store.set_retain_text(server.app_id, False))
+    fake_openai.enqueue(
+        StreamReply([tool_call_stream([("call_1", "ui_show_form", '{"title": "private"}')])]),
+        StreamReply([text_stream(["Done."])]),
+    )
+    page = await server.ws(channels=("room",))
+    stream_id = await started(server, query(server, [SHOW_FORM]))
+    call = (await events_until(page, "tool_call"))[-1]
+    assert await answer(page, call["toolCallId"], {"success": True, "message": "ok"}, "a")
+    await page.stream_events()
+    status = (await server.post("/stream/status", {"apiKey": server.api_key, "streamId": stream_id})).json()
+    assert status["text"] is None
+    (made,) = status["tools"]
+    assert made["outcome"] == "ok" and "arguments" not in made
