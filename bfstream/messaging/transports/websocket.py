@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketState
 
-from bfstream.errors import BfstreamError, ClientError, Forbidden, PayloadTooLarge, TooManyRequests
+from bfstream.errors import BfstreamError, ClientError, Conflict, Forbidden, PayloadTooLarge, TooManyRequests
 from bfstream.messaging import protocol
 from bfstream.messaging.hub import scoped
 from bfstream.messaging.protocol import tool_result_problem
@@ -207,13 +208,61 @@ class WebSocketConnection:
             )
         await enforce(self._context.rates, session.app.id, "publishes", self._context.app_limits.publishes)
         user = session.user
+        mode = await self._mode(channel)
+        if mode == "receive":
+            # The back end takes it from here (and may answer with /message/sendmessage): nothing
+            # reaches the channel, so the reply has no position to give.
+            if not self._forward(app, channel, mode, message):
+                raise Conflict(
+                    f"You are in {channel!r} in receive mode, which sends messages to the app's webhook,"
+                    " and this app has no webhook: the message was not delivered"
+                )
+            session.push("forwarded", protocol.reply_frame("forwarded", request_id, channel=channel))
+            return
         origin = protocol.from_browser(session.id, user.id if user else None, user.email if user else None)
         publication = await self._context.hub.publish(
             scoped(session.app.id, channel), protocol.publication_data(data, origin)
         )
+        if mode == "listen":  # after the publish, so the back end hears only what the channel carried
+            self._forward(app, channel, mode, message, publication.offset, publication.epoch)
         session.push(
             "published",
             protocol.reply_frame(
                 "published", request_id, channel=channel, offset=publication.offset, epoch=publication.epoch
             ),
         )
+
+    async def _mode(self, channel: str) -> str | None:
+        """The publishing user's mode in ``channel``: None for anonymous connections and for channels
+        the user was not added to. Read on every publish, as ``adduser`` may change it at any time."""
+        user = self.session.user
+        if user is None or channel.startswith(protocol.PRIVATE_PREFIX):
+            return None
+        return await self._context.store.user_channel_mode(self.session.app.id, user.id, channel)
+
+    def _forward(
+        self, app: App, channel: str, mode: str, message: Any, offset: int | None = None, epoch: str | None = None
+    ) -> bool:
+        """Hand a publish to the app's webhook in the background (``webhooks.Deliveries``: retried,
+        never waited for); False when the app has none. The payload is documented in docs/messaging.md."""
+        deliveries, session = self._context.deliveries, self.session
+        if deliveries is None or not app.webhook_url or not app.webhook_secret:
+            return False
+        user = session.user
+        payload: dict[str, Any] = {
+            "type": "message",
+            "appId": app.id,
+            "channel": channel,
+            "mode": mode,
+            "from": {
+                "kind": "browser",
+                "connectionId": session.id,
+                "user": {"id": user.id, "email": user.email} if user is not None else None,
+            },
+            "message": message,
+            "sentAt": time.time(),
+        }
+        if offset is not None:  # listen: where the channel carries it, to match it with what browsers saw
+            payload["offset"], payload["epoch"] = offset, epoch
+        deliveries.send(app.id, app.webhook_url, app.webhook_secret, "message", payload)
+        return True
