@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     # Keys in a shared Redis start with this, so several fleets (or test runs) can share one server.
     broker_prefix: str = Field("bfstream", min_length=1, pattern=r"^[^\s]+$")
     database_url: str | None = Field(None, pattern=r"^(sqlite:///|postgres(ql)?://)")  # None: SQLite in data_dir
+    # This instance's data center, the key /message/allusers groups connections under (never "_total",
+    # the key of the sum: names start with a letter or digit).
+    datacenter: str = Field("local", max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Create an app on first start so a fresh install can be tried at once.
     create_first_app: bool = True

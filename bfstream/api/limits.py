@@ -27,7 +27,15 @@ _SLOW_DOWN = "Too many request bytes from this address: slow down (limits.body_b
 # and parsing even a valid 8 MB one costs the event loop a third of a second.
 SMALL_BODY_BYTES = 64 * 1024
 SMALL_BODY_PATHS = frozenset(
-    {"/stream/stop", "/llm/query/stop", "/stream/status", "/message/token", "/message/channels", "/message/users"}
+    {
+        "/stream/stop",
+        "/llm/query/stop",
+        "/stream/status",
+        "/message/token",
+        "/message/channels",
+        "/message/users",
+        "/message/allusers",
+    }
 )
 
 

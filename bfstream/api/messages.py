@@ -217,3 +217,34 @@ async def connected_users(body: UsersQuery, request: Request) -> dict[str, Any]:
         else:
             out[name] = len(listeners)
     return out
+
+
+class AllUsersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    apiKey: AppKey
+    includeUsers: bool = Field(False, description="List each data center's users ({id, email}), not only counts.")
+    dedupeUsers: bool = Field(True, description="With includeUsers: each user once per data center, by id.")
+
+
+@router.post("/message/allusers", status_code=201)
+async def all_users(body: AllUsersQuery, request: Request) -> dict[str, Any]:
+    """Connections of the app on every instance, per data center, plus ``_total``.
+
+    Every connection is alone in its ``tab|`` channel, so those entries count connections once
+    whatever else they joined. Presence does not record an instance's data center, so the whole
+    fleet is reported under this instance's ``datacenter`` setting."""
+    app = await authenticate(request, body.apiKey)
+    state = request.app.state
+    listing = await state.messaging.presence.list(app.id)
+    users = [user for name, entries in listing.items() if name.startswith(PRIVATE_PREFIX) for user in entries.values()]
+    signed_in = [{"id": u.id, "email": u.email} for u in users if u is not None]
+    anonymous = len(users) - len(signed_in)
+    datacenter: dict[str, Any] = {"authenticated": len(signed_in), "anonymous": anonymous}
+    if body.includeUsers:
+        if body.dedupeUsers:
+            signed_in = list({u["id"]: u for u in signed_in}.values())
+        signed_in.sort(key=lambda u: u["id"])
+        datacenter = {"authenticated": signed_in, "authenticatedCount": len(signed_in), "anonymous": anonymous}
+    total = {"authenticated": len(signed_in), "anonymous": anonymous}
+    return {state.settings.datacenter: datacenter, "_total": total}
