@@ -1,10 +1,10 @@
 """The wire format, built here and nowhere else: JSON text frames, one object each, told apart by
 ``op``, and the stream events that the server's messages carry.
 
-Server to client: ``hello``, ``joined``, ``left``, ``published``, ``pong``, ``message``, ``error``.
-Client to server: ``join``, ``leave``, ``publish``, ``ping``. A request may carry an ``id``; its
-reply echoes it. A stream's events (``threadInfo``, ``delta``, ``function_call``, ``error``,
-``end``) travel as messages from the server. ``bfstream/static/protocol.json`` is the schema of all
+Server to client: ``hello``, ``joined``, ``left``, ``published``, ``forwarded``, ``answered``,
+``pong``, ``message``, ``error``. Client to server: ``join``, ``leave``, ``publish``, ``toolResult``,
+``ping``. A request may carry an ``id``; its reply echoes it. A stream's events (``threadInfo``,
+``delta``, ``function_call``, ``tool_call``, ``error``, ``end``) travel as messages from the server. ``bfstream/static/protocol.json`` is the schema of all
 of it (served at ``/static/protocol.json``; the tests check every frame they receive against it),
 and ``docs/messaging.md`` the prose.
 """
