@@ -52,6 +52,10 @@ AppKey = Annotated[str, Field(description="The app's key (BFAPI_...).", json_sch
 PROVIDER_KEY_MAX = 1024
 PROVIDER_KEY_PATTERN = r"^[!-~]+$"
 
+# providerArgs may set any provider field but these: whether the answer streams (the relay reads it
+# as a stream or not) and the conversation (the tool loop appends to it), in each provider's word.
+RESERVED_PROVIDER_ARGS = frozenset({"stream", "messages", "contents"})
+
 # --- rules from the settings --------------------------------------------------------------------
 
 # What ``str.strip()`` removes (every character whose ``isspace()`` is true) and the characters
@@ -216,6 +220,9 @@ def describe(openapi: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if payload is not None:
             provider = payload["properties"]["provider"]
             provider["anyOf"] = [{"type": "string", "pattern": service_pattern(names)}, {"type": "null"}]
+            for branch in payload["properties"]["providerArgs"].get("anyOf", []):
+                if branch.get("type") == "object":
+                    branch["propertyNames"] = {"not": {"enum": sorted(RESERVED_PROVIDER_ARGS)}}
 
     answer = schemas.get("ToolResponse")
     if answer is not None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.api.headers import narrow_to_app
-from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
+from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, RESERVED_PROVIDER_ARGS, AppKey
 from bfstream.errors import Forbidden, NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers.events import ChatRequest
@@ -152,6 +152,17 @@ async def prepare(
             "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
         )
     _key_problem(api_key)
+    if taken := sorted(RESERVED_PROVIDER_ARGS.intersection(provider_args or {})):
+        raise ValidationFailed(
+            "The request body is invalid",
+            details=[
+                {
+                    "field": f"payload.providerArgs.{key}",
+                    "message": "set by bfstream: use payload.stream and payload.messages",
+                }
+                for key in taken
+            ],
+        )
     payload = normalise_tools(payload)
     if not streaming and (ui := frontend_tools(payload)):
         raise ValidationFailed(

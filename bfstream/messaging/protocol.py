@@ -4,9 +4,9 @@
 Server to client: ``hello``, ``joined``, ``left``, ``published``, ``forwarded``, ``answered``,
 ``pong``, ``message``, ``error``. Client to server: ``join``, ``leave``, ``publish``, ``toolResult``,
 ``ping``. A request may carry an ``id``; its reply echoes it. A stream's events (``threadInfo``,
-``delta``, ``function_call``, ``tool_call``, ``error``, ``end``) travel as messages from the server. ``bfstream/static/protocol.json`` is the schema of all
-of it (served at ``/static/protocol.json``; the tests check every frame they receive against it),
-and ``docs/messaging.md`` the prose.
+``delta``, ``function_call``, ``tool_call``, ``error``, ``end``) travel as messages from the server.
+``bfstream/static/protocol.json`` is the schema of all of it (served at ``/static/protocol.json``;
+the tests check every frame they receive against it), and ``docs/messaging.md`` the prose.
 """
 
 from __future__ import annotations

@@ -467,3 +467,12 @@ async def test_an_app_that_keeps_no_text_keeps_no_tool_arguments_either(
     assert status["text"] is None
     (made,) = status["tools"]
     assert made["outcome"] == "ok" and "arguments" not in made
+
+
+async def test_provider_args_cannot_take_the_stream_or_the_conversation_over(server: Server) -> None:
+    body = query(server, [])
+    body["payload"]["providerArgs"] = {"stream": False, "messages": [], "temperature": 1}
+    response = await server.post("/llm/query", body)
+    assert response.status_code == 400, response.text
+    fields = [d["field"] for d in response.json()["error"]["details"]]
+    assert fields == ["payload.providerArgs.messages", "payload.providerArgs.stream"]
