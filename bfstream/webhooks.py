@@ -39,21 +39,18 @@ _MAX_PENDING_PER_APP = 1000  # deliveries one app may have waiting; past it its 
 _CONCURRENT = 64  # deliveries in flight per instance, all apps together
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
+def signature(secret: str, timestamp: int | str, body: bytes) -> str:
     """The ``X-Bfstream-Signature`` value."""
     digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"v1={digest}"
 
 
 def verify(secret: str, timestamp: str, body: bytes, signed: str, tolerance: float = 300) -> bool:
-    """What a receiver does; here for the tests and as the reference for ``docs/tools.md``."""
-    try:
-        at = int(timestamp)
-    except ValueError:
+    """What a receiver does; here for the tests and as the reference for ``docs/tools.md``: the
+    signature over the timestamp header exactly as sent, compared as bytes in constant time."""
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(time.time() - int(timestamp)) > tolerance:
         return False
-    if abs(time.time() - at) > tolerance:
-        return False
-    return hmac.compare_digest(signature(secret, at, body), signed)
+    return hmac.compare_digest(signature(secret, timestamp, body).encode(), signed.encode("utf-8", "replace"))
 
 
 def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -102,10 +99,29 @@ async def check_url(url: str, allow_private: bool) -> str:
 
 
 async def post(
-    http: httpx.AsyncClient, url: str, secret: str, event: str, payload: Any, seconds: float, delivery: str = ""
+    http: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    event: str,
+    payload: Any,
+    seconds: float,
+    *,
+    allow_private: bool,
+    delivery: str = "",
+    answer: bool = True,
 ) -> Any:
     """One signed POST; the receiver's JSON answer (None for an empty one). Raises ``WebhookError``
-    for a refusal, a time-out, an unreachable host or an answer that is not JSON."""
+    for a refusal, a time-out, an unreachable host or, when an ``answer`` is wanted, one that is not
+    JSON.
+
+    The address is checked again before each call, not only when the URL was set: a name that
+    resolved to a public address then may resolve to an internal one now (DNS rebinding). A name
+    that changes between this check and httpx's own lookup still gets through; the setting that
+    allows private addresses is the one place to trust a network."""
+    try:
+        await check_url(url, allow_private)
+    except ValidationFailed as exc:
+        raise WebhookError(exc.message) from None
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     now = int(time.time())
     headers = {
@@ -137,7 +153,7 @@ async def post(
         detail = scrub(raw[:500].decode("utf-8", "replace"))
         status = response.status_code
         raise WebhookError(f"The webhook answered HTTP {status}", code=status, details=detail)
-    if not raw.strip():
+    if not answer or not raw.strip():
         return None
     try:
         return provider_json(raw)
@@ -147,16 +163,18 @@ async def post(
 
 
 class Deliveries:
-    """Fire-and-forget deliveries with retries: the caller never waits for the receiver.
+    """Fire-and-forget deliveries with retries: the caller never waits for the receiver, and any 2xx
+    counts as delivered, whatever its body.
 
     Each delivery is tried up to ``attempts`` times, waiting 0.5 s, 1 s, 2 s... between tries;
     waits hold no slot, at most ``_CONCURRENT`` requests are in flight, and one app's unreachable
     webhook fills only its own ``_MAX_PENDING_PER_APP``, so it slows nobody else."""
 
-    def __init__(self, http: httpx.AsyncClient, attempts: int, timeout: float) -> None:
+    def __init__(self, http: httpx.AsyncClient, attempts: int, timeout: float, allow_private: bool) -> None:
         self._http = http
         self._attempts = attempts
         self._timeout = timeout
+        self._allow_private = allow_private
         self._slots = asyncio.Semaphore(_CONCURRENT)
         self._pending: dict[str, list[asyncio.Task[None]]] = {}
         self.delivered = 0
@@ -187,7 +205,10 @@ class Deliveries:
                 await asyncio.sleep(0.5 * 2 ** (attempt - 1))
             try:
                 async with self._slots:
-                    await post(self._http, url, secret, event, payload, self._timeout, delivery)
+                    await post(
+                        self._http, url, secret, event, payload, self._timeout,
+                        allow_private=self._allow_private, delivery=delivery, answer=False,
+                    )  # fmt: skip
                 self.delivered += 1
                 return
             except WebhookError as exc:

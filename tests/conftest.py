@@ -296,6 +296,8 @@ async def start_server(
         overrides.setdefault("services", {"echo": {"delay_ms": 1}})
         # Tests publish and start streams as fast as they can; tests/api/test_limits.py sets its own.
         overrides.setdefault("limits", {name: {"rate": 1e6, "burst": 10**6} for name in GENEROUS_RATES})
+        # The tests' webhook receivers listen on loopback, which a real deployment's may not.
+        overrides.setdefault("tools", {"allow_private_webhooks": True})
         data_dir = data_dir or tmp_path / f"data{len(running)}"
         settings = load_settings(data_dir=data_dir, **overrides)
         if data_dir not in apps:

@@ -57,8 +57,8 @@ def cases() -> list[tuple[str, str, str, bytes, bool]]:
         ("signed by bfstream", str(now), signed, BODY, True),
         ("a tampered body", str(now), signed, BODY.replace("Zürich".encode(), b"Bern"), False),
         ("a wrong secret", str(now), signature(SECRET + "x", now, BODY), BODY, False),
-        ("a stale timestamp", str(now - 301), signature(SECRET, now - 301, BODY), BODY, False),
-        ("a timestamp from the future", str(now + 301), signature(SECRET, now + 301, BODY), BODY, False),
+        ("a stale timestamp", str(now - 400), signature(SECRET, now - 400, BODY), BODY, False),
+        ("a timestamp from the future", str(now + 400), signature(SECRET, now + 400, BODY), BODY, False),
         ("a timestamp changed after signing", str(now - 1), signed, BODY, False),
         ("no signature", str(now), "", BODY, False),
         ("no timestamp", "", signed, BODY, False),
@@ -86,7 +86,7 @@ def free_port() -> int:
 async def deliver(url: str, secret: str, transport: httpx.AsyncBaseTransport | None = None) -> Any:
     """A tool call as bfstream sends it: ``webhooks.post``, the function the tool loop calls."""
     async with httpx.AsyncClient(transport=transport) as http:
-        return await post(http, url, secret, "tool_call", CALL, 5)
+        return await post(http, url, secret, "tool_call", CALL, 5, allow_private=True)
 
 
 # --- the signature checks -------------------------------------------------------------------------------

@@ -74,8 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
         state.fleet_streams = FleetStreams(registry, store, control)
         state.stream_context = StreamContext(hub, store, state.http, counts, registry, settings, fleet.instance_id)
         state.tool_answers = answers = ToolAnswers(registry, store, control)
+        tools = settings.tools
         state.deliveries = deliveries = Deliveries(
-            state.http, settings.tools.delivery_attempts, settings.tools.webhook_timeout
+            state.http, tools.delivery_attempts, tools.webhook_timeout, tools.allow_private_webhooks
         )
         users = UserSessions()
         connections = ConnectionLimits(fleet.leases, settings.limits)

@@ -173,11 +173,15 @@ async def _from_webhook(
         "actionName": options["action_name"] or None,
         "channels": options["channels"],
     }
-    seconds = ctx.settings.tools.webhook_timeout
+    tools = ctx.settings.tools
     try:
-        answer = await post(ctx.http, app.webhook_url, app.webhook_secret, "tool_call", request, seconds)
+        answer = await post(
+            ctx.http, app.webhook_url, app.webhook_secret, "tool_call", request, tools.webhook_timeout,
+            allow_private=tools.allow_private_webhooks,
+        )  # fmt: skip
     except WebhookError as exc:
-        log.info("tool %s of app %s failed at its webhook: %s", name, app.id, exc.message)
+        # What the back end said goes to the operator's log (scrubbed), not to the model.
+        log.info("tool %s of app %s failed at its webhook: %s (%s)", name, app.id, exc.message, exc.details)
         return _failure(f"The tool {name} failed: {exc.message}"), "error"
     if isinstance(answer, dict) and answer.get("success") is False:
         return answer, "failed"

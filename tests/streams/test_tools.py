@@ -314,7 +314,7 @@ async def test_without_a_webhook_a_backend_call_ends_the_stream_as_before(
 async def test_max_rounds_ends_a_model_that_keeps_calling_tools(
     start_server: ServerFactory, fake_openai: FakeOpenAI
 ) -> None:
-    server = await start_server(tools={"max_rounds": 2})
+    server = await start_server(tools={"max_rounds": 2, "allow_private_webhooks": True})
     for i in range(3):
         fake_openai.enqueue(StreamReply([tool_call_stream([(f"call_{i}", "ui_show_form", "{}")])]))
     page = await server.ws(channels=("room",))
@@ -476,3 +476,23 @@ async def test_provider_args_cannot_take_the_stream_or_the_conversation_over(ser
     assert response.status_code == 400, response.text
     fields = [d["field"] for d in response.json()["error"]["details"]]
     assert fields == ["payload.providerArgs.messages", "payload.providerArgs.stream"]
+
+
+async def test_a_webhook_address_is_checked_again_at_each_call(
+    start_server: ServerFactory, fake_openai: FakeOpenAI
+) -> None:
+    """Set to loopback behind the CLI's back (or a name that now resolves there): refused at call time."""
+    server = await start_server(tools={"allow_private_webhooks": False})
+    async with WebhookReceiver() as hook:
+        await server.change_app(lambda store: store.set_webhook(server.app_id, hook.url))
+        fake_openai.enqueue(
+            StreamReply([tool_call_stream([("call_w", "get_weather", '{"city": "Oslo"}')])]),
+            StreamReply([text_stream(["No weather today."])]),
+        )
+        page = await server.ws(channels=("room",))
+        await started(server, query(server, [WEATHER]))
+        assert (await page.stream_events())[-1]["text"] == "No weather today."
+        assert hook.received == []
+    (tool,) = tool_messages((await fake_openai.nth_request(2)).json())
+    result = json.loads(tool["content"])
+    assert result["success"] is False and "loopback, private or link-local" in result["message"]
