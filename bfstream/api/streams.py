@@ -16,7 +16,7 @@ from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, RESERVE
 from bfstream.errors import Forbidden, NotFound, UnknownService, ValidationFailed
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers.events import ChatRequest
-from bfstream.providers.translation import frontend_tools, normalise_tools
+from bfstream.providers.translation import frontend_tools, normalise_tools, offered_tools
 from bfstream.ratelimits import enforce
 from bfstream.scrub import without
 from bfstream.store.records import App
@@ -79,7 +79,7 @@ def _check_streaming_fields(channels: list[str], action_name: str | None, max_ch
     for i, channel in enumerate(channels):
         if (why := channel_problem(channel)) is not None:
             problems.append({"field": f"channels.{i}", "message": why})
-    if not action_name:
+    if not action_name or not action_name.strip():
         problems.append({"field": "actionName", "message": "actionName is required when streaming"})
     if problems:
         raise ValidationFailed("The request body is invalid", details=problems)
@@ -164,7 +164,13 @@ async def prepare(
             ],
         )
     payload = normalise_tools(payload)
-    if not streaming and (ui := frontend_tools(payload)):
+    offered = offered_tools(payload, provider_args)
+    if "ui_" in offered:
+        raise ValidationFailed(
+            "The request body is invalid",
+            details=[{"field": "payload.tools", "message": "ui_ alone names no action: ui_<action>"}],
+        )
+    if not streaming and (ui := frontend_tools(offered)):
         raise ValidationFailed(
             "Frontend tools (ui_*) need a page to answer them: send them with stream: true",
             details=[{"field": "payload.tools", "message": f"{', '.join(ui)}: ui_* tools need stream: true"}],
@@ -182,7 +188,7 @@ async def prepare(
         app, name, config, chat, list(channels), action_name or "",
         coalesce_ms=coalesce_ms if coalesce_ms is not None else config.coalesce_ms,
         tool_timeout=tool_timeout if tool_timeout is not None else tools.timeout,
-        max_rounds=tools.max_rounds,
+        max_rounds=tools.max_rounds, offered=frozenset(offered),
     )  # fmt: skip
 
 

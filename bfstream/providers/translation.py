@@ -142,7 +142,24 @@ def normalise_tools(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def frontend_tools(payload: dict[str, Any]) -> list[str]:
-    """The ``ui_*`` tools a payload offers: they need a page, so a stream, to answer them."""
-    offered = [*(payload.get("tools") or []), *(payload.get("functions") or [])]
-    return [name for tool in offered if (name := _tool_name(tool)) is not None and name.startswith("ui_")]
+def offered_tools(payload: dict[str, Any], provider_args: dict[str, Any] | None = None) -> set[str]:
+    """The names of every tool a request offers the model: ``tools`` and legacy ``functions``, and
+    ``providerArgs.tools`` in the provider's own shape (Gemini's ``functionDeclarations`` too).
+    Only these may be run: a model, or a prompt that talks it into it, cannot call anything else."""
+    given = [*(payload.get("tools") or []), *(payload.get("functions") or [])]
+    extra = (provider_args or {}).get("tools")
+    given += extra if isinstance(extra, list) else []
+    names = set()
+    for tool in given:
+        if not isinstance(tool, dict):
+            continue
+        declarations = tool.get("functionDeclarations") or tool.get("function_declarations")
+        for item in declarations if isinstance(declarations, list) else [tool]:
+            if (name := _tool_name(item)) is not None:
+                names.add(name)
+    return names
+
+
+def frontend_tools(names: set[str]) -> list[str]:
+    """The ``ui_*`` tools among ``names``: they need a page, so a stream, to answer them."""
+    return sorted(name for name in names if name.startswith("ui_"))

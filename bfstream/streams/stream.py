@@ -73,6 +73,7 @@ class StreamSpec:
     coalesce_ms: float = 0.0
     tool_timeout: float = 90.0
     max_rounds: int = 8
+    offered: frozenset[str] = frozenset()  # the tools the request offered: no other is ever run
 
 
 @dataclass(slots=True)
@@ -322,6 +323,7 @@ class Stream:
             "retain_text": spec.app.retain_text,
             "action_name": spec.action_name,
             "channels": spec.channels,
+            "offered": spec.offered,
         }
 
     # --- stream: false -----------------------------------------------------------------------------

@@ -90,7 +90,8 @@ async def run_calls(
         tool_call_id = f"tc_{stream_id}_{secrets.token_hex(8)}" if stream_id else f"tc_{secrets.token_hex(8)}"
         ids.append(tool_call_id)
         arguments = _arguments(call.arguments)
-        if not is_frontend(call.name) or stream is None or out is None or arguments is None:
+        offered = call.name in options["offered"]
+        if not offered or not is_frontend(call.name) or stream is None or out is None or arguments is None:
             waiting.append(None)
             continue
         answer = asyncio.get_running_loop().create_future()
@@ -111,7 +112,9 @@ async def run_calls(
         started = time.monotonic()
         arguments = _arguments(call.arguments)
         kind = "frontend" if is_frontend(call.name) else "backend"
-        if arguments is None:
+        if call.name not in options["offered"]:
+            result, outcome = _failure(f"The tool {call.name} was not offered: there is no such tool"), "not_offered"
+        elif arguments is None:
             result, outcome = _failure("The tool was not called: its arguments are not a JSON object"), "invalid"
         elif answer is not None:
             result, outcome = await _from_page(answer, call.name, options["timeout"])
@@ -147,7 +150,7 @@ async def _from_page(answer: asyncio.Future[dict[str, Any]], name: str, seconds:
     try:
         result = await asyncio.wait_for(answer, seconds)
     except TimeoutError:
-        return _failure(f"The tool {name} did not respond within {seconds:g} seconds"), "timeout"
+        return _failure(f"The tool {name} did not respond within {seconds:g} s"), "timeout"
     return result, "ok" if result.get("success") else "failed"
 
 

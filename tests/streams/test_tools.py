@@ -208,7 +208,7 @@ async def test_a_tool_that_never_answers_gives_the_model_the_timeout_result(
     (tool,) = tool_messages((await fake_openai.nth_request(2)).json())
     assert json.loads(tool["content"]) == {
         "success": False,
-        "message": "The tool ui_show_form did not respond within 1 seconds",
+        "message": "The tool ui_show_form did not respond within 1 s",
     }
     assert await answer(page, call["toolCallId"], {"success": True, "message": "late"}, "late") is False
     status = (await server.post("/stream/status", {"apiKey": server.api_key, "streamId": stream_id})).json()
@@ -496,3 +496,36 @@ async def test_a_webhook_address_is_checked_again_at_each_call(
     (tool,) = tool_messages((await fake_openai.nth_request(2)).json())
     result = json.loads(tool["content"])
     assert result["success"] is False and "loopback, private or link-local" in result["message"]
+
+
+async def test_a_tool_the_request_did_not_offer_is_never_run(server: Server, fake_openai: FakeOpenAI) -> None:
+    """A model (or a prompt injection talking it into it) cannot reach a page's other named actions,
+    nor the back end's other tools: the model reads that there is no such tool."""
+    calls = [("c1", "ui_delete_everything", "{}"), ("c2", "delete_account", '{"user": "42"}')]
+    fake_openai.enqueue(StreamReply([tool_call_stream(calls)]), StreamReply([text_stream(["I cannot."])]))
+    async with WebhookReceiver() as hook:
+        await server.change_app(lambda store: store.set_webhook(server.app_id, hook.url))
+        page = await server.ws(channels=("room",))
+        stream_id = await started(server, query(server, [SHOW_FORM]))
+        events = await page.stream_events()
+        assert hook.received == []
+    assert "tool_call" not in [e["type"] for e in events] and events[-1]["text"] == "I cannot."
+    results = [json.loads(m["content"]) for m in tool_messages((await fake_openai.nth_request(2)).json())]
+    assert results == [
+        {"success": False, "message": "The tool ui_delete_everything was not offered: there is no such tool"},
+        {"success": False, "message": "The tool delete_account was not offered: there is no such tool"},
+    ]
+    status = (await server.post("/stream/status", {"apiKey": server.api_key, "streamId": stream_id})).json()
+    assert [t["outcome"] for t in status["tools"]] == ["not_offered", "not_offered"]
+
+
+async def test_ui_tools_in_provider_args_count_and_a_bare_ui_prefix_is_refused(server: Server) -> None:
+    body = query(server, [], stream=False)
+    body["payload"]["providerArgs"] = {"tools": [SHOW_FORM]}
+    refused = await server.post("/llm/query", body)
+    assert refused.status_code == 400 and "stream: true" in refused.json()["error"]["message"]
+    bare = await server.post("/llm/query", query(server, [function("ui_")]))
+    assert bare.status_code == 400 and "ui_<action>" in bare.json()["error"]["details"][0]["message"]
+    blank = query(server, [])
+    blank["actionName"] = "   "
+    assert (await server.post("/llm/query", blank)).status_code == 400

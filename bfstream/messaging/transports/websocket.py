@@ -174,8 +174,10 @@ class WebSocketConnection:
 
     async def _tool_result(self, tool_call_id: Any, result: Any, request_id: Any) -> None:
         """A page's answer to a ``tool_call`` event of a stream in one of its channels."""
-        if not isinstance(tool_call_id, str) or not tool_call_id or len(tool_call_id) > 200:
+        if not isinstance(tool_call_id, str) or not tool_call_id:
             raise ClientError('"toolCallId" must be the non-empty string of the tool_call event')
+        if len(tool_call_id) > 200:
+            raise ClientError('"toolCallId" is at most 200 characters')
         problem = tool_result_problem(result)
         if problem is not None:
             raise ClientError(problem)
