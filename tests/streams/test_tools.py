@@ -74,6 +74,18 @@ async def answer(client: WSClient, tool_call_id: str, result: dict[str, Any], ri
     return reply["accepted"]
 
 
+async def point_webhook(server: Server, hook: WebhookReceiver) -> None:
+    """Set the app's webhook, as ``apps update --webhook`` does, and give the receiver the secret shown once."""
+    secret: list[str | None] = []
+
+    async def point(store: Any) -> None:
+        secret.append(await store.set_webhook(server.app_id, hook.url))
+
+    await server.change_app(point)
+    assert secret[0] is not None and secret[0].startswith("whsec_")
+    hook.secret = secret[0]
+
+
 def tool_messages(request_body: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in request_body["messages"] if m["role"] == "tool"]
 
@@ -240,14 +252,7 @@ async def test_a_backend_tool_is_answered_by_the_signed_webhook(server: Server, 
         return 200, {"city": body["arguments"]["city"], "celsius": 21}
 
     async with WebhookReceiver(answer=weather) as hook:
-        secret: list[str | None] = []
-
-        async def point(store: Any) -> None:
-            secret.append(await store.set_webhook(server.app_id, hook.url))
-
-        await server.change_app(point)
-        assert secret[0] is not None and secret[0].startswith("whsec_")
-        hook.secret = secret[0]
+        await point_webhook(server, hook)
         fake_openai.enqueue(
             StreamReply([tool_call_stream([("call_w", "get_weather", '{"city": "Oslo"}')])]),
             StreamReply([text_stream(["It is 21 °C in Oslo."])]),
@@ -277,13 +282,7 @@ async def test_parallel_backend_calls_run_concurrently_and_a_failing_webhook_is_
         return 200, {"celsius": 5}
 
     async with WebhookReceiver(answer=slow) as hook:
-        secret: list[str | None] = []
-
-        async def point(store: Any) -> None:
-            secret.append(await store.set_webhook(server.app_id, hook.url))
-
-        await server.change_app(point)
-        hook.secret = secret[0] or ""
+        await point_webhook(server, hook)
         calls = [("c1", "get_weather", '{"city": "Oslo"}'), ("c2", "get_weather", '{"city": "Nowhere"}')]
         fake_openai.enqueue(StreamReply([tool_call_stream(calls)]), StreamReply([text_stream(["Partly."])]))
         page = await server.ws(channels=("room",))
@@ -368,13 +367,7 @@ async def test_llm_query_without_streaming_runs_backend_tools_and_answers_in_the
         return 200, {"sky": "clear"}
 
     async with WebhookReceiver(answer=sunny) as hook:
-        secret: list[str | None] = []
-
-        async def point(store: Any) -> None:
-            secret.append(await store.set_webhook(server.app_id, hook.url))
-
-        await server.change_app(point)
-        hook.secret = secret[0] or ""
+        await point_webhook(server, hook)
         response = await server.post("/llm/query", query(server, [WEATHER], stream=False))
 
     assert response.status_code == 200, response.text
