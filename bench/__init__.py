@@ -1,0 +1,1 @@
+"""bfstream benchmark: ``python -m bench`` (see bench/__main__.py)."""
