@@ -45,6 +45,7 @@ from bench.procs import (
     Target,
     create_app,
     describe_machine,
+    imported_from,
     raise_nofile,
     reachable,
     start_providers,
@@ -169,6 +170,7 @@ async def run(args: argparse.Namespace) -> int:
     results["meta"] = {
         "tree": str(tree or ROOT),
         "rev": git_rev(tree or ROOT),
+        "bfstream_imported_from": imported_from(tree),
         "profile": "smoke" if args.smoke else "quick" if args.quick else "full",
         "repeats": repeats,
         "clients": clients,

@@ -119,17 +119,20 @@ class Proc:
         return self.proc.pid
 
     @classmethod
-    async def spawn(cls, name: str, argv: list[str], env: dict[str, str], log: Path | None = None) -> Proc:
-        """With ``log``, stdout and stderr go to that file; else stdout is a pipe read into ``lines``."""
+    async def spawn(
+        cls, name: str, argv: list[str], env: dict[str, str], log: Path | None = None, cwd: Path = ROOT
+    ) -> Proc:
+        """With ``log``, stdout and stderr go to that file; else stdout is a pipe read into ``lines``.
+        ``python -m`` puts the working directory first on sys.path: a server runs in its own tree."""
         if log is not None:
             with log.open("ab") as out:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
-                    cwd=ROOT,
+                    cwd=cwd,
                 )  # fmt: skip
             return cls(name, proc, log)
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT, limit=2**26
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=cwd, limit=2**26
         )
         self = cls(name, proc)
         self.reader = asyncio.create_task(self._read())
@@ -198,7 +201,7 @@ async def create_app(target: Target, data_dir: Path, database_url: str | None = 
         argv += ["--database-url", database_url]
     for _ in range(len(target.settings) + 1):
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=target.tree or ROOT,
             env=python_env(target.tree, **target.settings),
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
@@ -241,7 +244,7 @@ async def start_server(
     )
     argv = [sys.executable, "-m", "bfstream.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     t0 = time.perf_counter()
-    proc = await Proc.spawn("bfstream", argv, env, log=log)
+    proc = await Proc.spawn("bfstream", argv, env, log=log, cwd=target.tree or ROOT)
     try:
         deadline = t0 + START_TIMEOUT
         while not await healthz(port, within=1.0):
@@ -276,6 +279,19 @@ async def start_providers(count: int) -> tuple[list[Proc], int]:
 
 def total_cpu(procs: list[Proc]) -> float:
     return sum(cpu_seconds(p.pid) for p in procs)
+
+
+def imported_from(tree: Path | None) -> str:
+    """Where a server started for ``tree`` imports bfstream from (a check on --bfstream)."""
+    import subprocess
+
+    code = "import bfstream; print(bfstream.__file__)"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=python_env(tree), cwd=tree or ROOT,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"? ({e})"
+    return done.stdout.strip() or done.stderr.strip()[-200:]
 
 
 def describe_machine() -> dict[str, Any]:

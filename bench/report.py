@@ -110,8 +110,11 @@ def print_tables(results: dict[str, Any]) -> None:
         for row in rows:
             print("  " + "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
         for case, values in cases.items():
-            for problem in values.get("problems", []) or []:
+            problems = values.get("problems", []) or []
+            for problem in problems[:3]:
                 print(f"  ! {case}: {problem}")
+            if len(problems) > 3:
+                print(f"  ! {case}: ... {len(problems) - 3} more in the JSON")
 
 
 def flatten(results: dict[str, Any]) -> dict[str, Any]:
