@@ -126,8 +126,9 @@ async def run(args: argparse.Namespace) -> int:
         profile.fanout = [int(x) for x in args.fanout.split(",")]
     tree: Path | None = args.bfstream
     only = [s for item in args.only for s in item.split(",")] if args.only else SCENARIOS
+    rev = git_rev(tree or ROOT)  # at the start: others may commit during a long run
     print(f"bench: {', '.join(only)}; repeats {repeats}; {clients} client processes; bfstream from "
-          f"{tree or ROOT} ({git_rev(tree or ROOT)}); ulimit -n {nofile}; load average "
+          f"{tree or ROOT} ({rev}); ulimit -n {nofile}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)  # fmt: skip
     results: dict[str, Any] = {"scenarios": {}}
     with tempfile.TemporaryDirectory(prefix="bfstream-bench-") as tmp_name:
@@ -169,7 +170,7 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.gather(*(p.stop() for p in providers), return_exceptions=True)
     results["meta"] = {
         "tree": str(tree or ROOT),
-        "rev": git_rev(tree or ROOT),
+        "rev": rev,
         "bfstream_imported_from": imported_from(tree),
         "profile": "smoke" if args.smoke else "quick" if args.quick else "full",
         "repeats": repeats,
