@@ -66,6 +66,9 @@ class StreamSettings(BaseModel):
     max_duration: float = Field(600.0, gt=0)  # seconds before a stream is ended with an error
     drain_seconds: float = Field(20.0, ge=0)  # on SIGTERM, how long running streams may finish
     retry_max_wait: float = Field(30.0, ge=0)  # longest Retry-After honoured between attempts
+    # Open connections to providers, all hosts together: each running stream holds one. A stream
+    # waiting for one would time out, so this is sized for the most streams an instance runs.
+    provider_connections: int = Field(10_000, gt=0)
 
 
 class MessagingSettings(BaseModel):

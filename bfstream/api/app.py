@@ -31,6 +31,7 @@ from bfstream.messaging.hub import Hub
 from bfstream.messaging.session import Context
 from bfstream.messaging.users import UserSessions, apply_change
 from bfstream.metrics import ConnectionCounter, Metrics
+from bfstream.providers.http import provider_client
 from bfstream.scrub import hold, install_log_scrubber
 from bfstream.store.store import open_store
 from bfstream.streams.orphans import end_orphans, keep_alive
@@ -59,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         secret = settings.token_secret
         state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else await state.store.signing_key()
         # One pooled client for every provider call; each call sets its own time-outs.
+        state.upstream = provider_client(settings.streams.provider_connections)
+        # Webhooks (a back end's tool answers, channel-mode deliveries): rare, so httpx's ease is kept.
         state.http = httpx.AsyncClient(
             timeout=None, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         )
@@ -72,7 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
         state.control = control = Control(fleet.broker)
         state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
         state.fleet_streams = FleetStreams(registry, store, control)
-        state.stream_context = StreamContext(hub, store, state.http, counts, registry, settings, fleet.instance_id)
+        state.stream_context = StreamContext(
+            hub, store, state.http, state.upstream, counts, registry, settings, fleet.instance_id
+        )
         state.tool_answers = answers = ToolAnswers(registry, store, control)
         tools = settings.tools
         state.deliveries = deliveries = Deliveries(
@@ -103,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             await fleet.close()
             await hub.stop()
             await state.http.aclose()
+            await state.upstream.close()
             await store.close()
             for release in releases:
                 release()

@@ -20,13 +20,11 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.anthropic_payload import build_body
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
-from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.providers.http import Outbound, ProviderClient, error_message, iter_sse, open_stream, outbound, post_json
 from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
@@ -73,22 +71,18 @@ def usage_of(usage: Any) -> dict[str, int] | None:
 # ---- the HTTP calls -----------------------------------------------------------------------------------
 
 
-def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceConfig, stream: bool) -> httpx.Request:
+def _request(request: ChatRequest, service: ServiceConfig, stream: bool) -> Outbound:
     body = build_body(request.payload, stream=stream, max_tokens=service.max_tokens)
     body = with_provider_args(body, request.provider_args, _ARG_ALIASES)
-    headers = httpx.Headers(
-        {
-            "anthropic-version": ANTHROPIC_VERSION,
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-        }
-    )
-    headers.update(service.headers)  # e.g. anthropic-beta, or a newer anthropic-version
+    headers = {
+        "anthropic-version": ANTHROPIC_VERSION,
+        "accept": "text/event-stream" if stream else "application/json",
+        **service.headers,  # e.g. anthropic-beta, or a newer anthropic-version
+    }
     if request.api_key:
         headers["x-api-key"] = request.api_key
     url = (service.base_url or "").rstrip("/") + "/v1/messages"
-    timeout = httpx.Timeout(None, connect=service.timeouts.connect)
-    return client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
+    return outbound(url, headers, body, service.timeouts.connect)
 
 
 def _scrubbed(value: Any, api_key: str | None) -> Any:
@@ -141,9 +135,9 @@ def _index(data: dict[str, Any]) -> int:
 
 
 async def stream_chat(
-    request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
+    request: ChatRequest, client: ProviderClient, service: ServiceConfig
 ) -> AsyncGenerator[ProviderEvent, None]:
-    http_request = _request(client, request, service, stream=True)
+    http_request = _request(request, service, stream=True)
     async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
         yield Started(model=request.model)
         tools = _ToolUses()
@@ -209,9 +203,9 @@ async def stream_chat(
     raise ProviderError("The provider closed the stream before it was complete", details="no message_stop event")
 
 
-async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> dict[str, Any]:
+async def complete(request: ChatRequest, client: ProviderClient, service: ServiceConfig) -> dict[str, Any]:
     """Anthropic's Message reshaped as an OpenAI chat.completion, so callers parse one format."""
-    http_request = _request(client, request, service, stream=False)
+    http_request = _request(request, service, stream=False)
     answer = await post_json(client, http_request, service, request.api_key)
     if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
         if isinstance(answer, dict) and answer.get("type") == "error":

@@ -13,10 +13,9 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from bfstream.config import ServiceConfig
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started
+from bfstream.providers.http import ProviderClient
 from bfstream.providers.translation import text_of
 
 MODEL = "echo"
@@ -39,7 +38,7 @@ def _usage(payload: dict[str, Any], words: int) -> dict[str, int]:
 
 
 async def stream_chat(
-    request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
+    request: ChatRequest, client: ProviderClient, service: ServiceConfig
 ) -> AsyncGenerator[ProviderEvent, None]:
     yield Started(model=MODEL)
     words = _WORDS.findall(_answer(request.payload))
@@ -49,7 +48,7 @@ async def stream_chat(
     yield Finished("stop", _usage(request.payload, len(words)))
 
 
-async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> dict[str, Any]:
+async def complete(request: ChatRequest, client: ProviderClient, service: ServiceConfig) -> dict[str, Any]:
     """Shaped like OpenAI's chat.completion, so code written against echo works against OpenAI."""
     text = _answer(request.payload)
     return {

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    import httpx
-
     from bfstream.config import ServiceConfig
+    from bfstream.providers.http import ProviderClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +85,7 @@ class Adapter(Protocol):
     """What each adapter module provides (the contract in this module's docstring)."""
 
     def stream_chat(
-        self, request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
+        self, request: ChatRequest, client: ProviderClient, service: ServiceConfig
     ) -> AsyncGenerator[ProviderEvent, None]: ...
 
-    async def complete(self, request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> Any: ...
+    async def complete(self, request: ChatRequest, client: ProviderClient, service: ServiceConfig) -> Any: ...

@@ -32,13 +32,11 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError, ValidationFailed
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.gemini_payload import build_body
-from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.providers.http import Outbound, ProviderClient, error_message, iter_sse, open_stream, outbound, post_json
 from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
@@ -106,7 +104,7 @@ def model_path(model: str) -> str:
     return f"{kind}/{name}"
 
 
-def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceConfig, stream: bool) -> httpx.Request:
+def _request(request: ChatRequest, service: ServiceConfig, stream: bool) -> Outbound:
     body = with_provider_args(build_body(request.payload), request.provider_args, _ARG_ALIASES, _GENERATION)
     base = (service.base_url or "").rstrip("/")
     root = base if base.endswith("/" + API_VERSION) else f"{base}/{API_VERSION}"
@@ -115,9 +113,8 @@ def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceCo
     headers = {"Accept": "text/event-stream" if stream else "application/json", **service.headers}
     if request.api_key:
         headers["x-goog-api-key"] = request.api_key
-    timeout = httpx.Timeout(None, connect=service.timeouts.connect)
     params = {"alt": "sse"} if stream else None
-    return client.build_request("POST", url, params=params, json=body, headers=headers, timeout=timeout)
+    return outbound(url, headers, body, service.timeouts.connect, params)
 
 
 # ---- response --------------------------------------------------------------------------------------------
@@ -208,9 +205,9 @@ def _error_object(body: dict[str, Any], api_key: str | None) -> ProviderError:
 
 
 async def stream_chat(
-    request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
+    request: ChatRequest, client: ProviderClient, service: ServiceConfig
 ) -> AsyncGenerator[ProviderEvent, None]:
-    http_request = _request(client, request, service, stream=True)
+    http_request = _request(request, service, stream=True)
     async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
         yield Started(model=model_path(request.model).partition("/")[2])
         calls: list[ToolCall] = []
@@ -281,9 +278,9 @@ def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
     }
 
 
-async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> dict[str, Any]:
+async def complete(request: ChatRequest, client: ProviderClient, service: ServiceConfig) -> dict[str, Any]:
     """Gemini's answer as an OpenAI ``chat.completion``, so callers need one shape whatever the service."""
-    http_request = _request(client, request, service, stream=False)
+    http_request = _request(request, service, stream=False)
     response = await post_json(client, http_request, service, request.api_key)
     if not isinstance(response, dict):
         raise ProviderError("The provider sent an answer that is not a JSON object")

@@ -1,5 +1,10 @@
 """The HTTP edge every adapter shares: send, check the status, read with time-outs, and turn
-httpx's exceptions into ``ProviderError`` so nothing above this module sees a library error.
+aiohttp's exceptions into ``ProviderError`` so nothing above this module sees a library error.
+
+Provider calls go through aiohttp, not httpx: reading a stream costs it about 19 µs of CPU a
+chunk against httpx's 142 (300 streams at 20 chunks/s on this machine, ``docs/benchmarks.md``),
+and that read is most of what a relay does. One session holds a pool of connections per provider
+host, sized for the concurrent streams (``streams.provider_connections``).
 
 Provider error texts are scrubbed of the caller's key here (``bfstream/scrub.py``): OpenAI, for one,
 quotes a masked copy of a rejected key in its 401 message, and that text goes on to HTTP responses
@@ -9,19 +14,57 @@ and channels.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 
 from bfstream.config import ServiceConfig, Timeouts
 from bfstream.errors import ProviderError, ProviderTimeout
 from bfstream.providers.sse import ServerSentEvent, SSEDecoder
 from bfstream.scrub import hold, scrub
 from bfstream.text import provider_json, repair
+
+ProviderClient = aiohttp.ClientSession
+
+
+def provider_client(connections: int) -> ProviderClient:
+    """The one session every provider call uses. It honours HTTP(S)_PROXY and NO_PROXY, as httpx
+    and the providers' SDKs do, follows no redirect, and leaves time-outs to each call."""
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=True, timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=["User-Agent"]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A provider request, built by an adapter: the URL, the headers (lower-case names) and the body."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    connect: float = field(default=10.0)  # seconds to open the TCP (and TLS) connection
+
+
+def outbound(
+    url: str, headers: dict[str, str], payload: Any, connect: float, params: dict[str, str] | None = None
+) -> Outbound:
+    """JSON ``payload`` to ``url``; later headers win, whatever their case (a configured
+    ``anthropic-version`` replaces the default one)."""
+    merged: dict[str, str] = {"content-type": "application/json"}
+    for name, value in headers.items():
+        merged[name.lower()] = value
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return Outbound(url + ("?" + urlencode(params) if params else ""), merged, body, connect)
+
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -39,25 +82,23 @@ def error_message(body: Any) -> str | None:
     return None
 
 
-async def _refusal(response: httpx.Response, api_key: str | None, timeouts: Timeouts) -> ProviderError:
+async def _refusal(response: aiohttp.ClientResponse, api_key: str | None, timeouts: Timeouts) -> ProviderError:
     try:
         async with asyncio.timeout(timeouts.idle):
             raw = b""
-            async for piece in response.aiter_bytes():
+            async for piece in response.content.iter_any():
                 raw += piece
                 if len(raw) > _MAX_ERROR_BODY:
                     break
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         raw = b""
     text = raw[:_MAX_ERROR_BODY].decode("utf-8", "replace")
     try:
         body = provider_json(text)
     except ValueError:
         body = None
-    detail = repair(
-        scrub((error_message(body) or text).strip() or response.reason_phrase or "no error message", api_key)
-    )
-    status = response.status_code
+    detail = repair(scrub((error_message(body) or text).strip() or response.reason or "no error message", api_key))
+    status = response.status
     error = ProviderError(f"The provider refused the request (HTTP {status})", code=status, details=detail)
     error.retryable = status == 429 or status >= 500
     error.retry_after = _seconds(response.headers.get("retry-after")) or _google_retry_delay(body)
@@ -91,21 +132,26 @@ def _seconds(retry_after: str | None) -> float | None:
         return None
 
 
-def translate(exc: Exception, stage: str) -> ProviderError:
+def translate(exc: BaseException, stage: str) -> ProviderError:
     """One place that names what went wrong with the connection, in words a caller can act on."""
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, TimeoutError):  # aiohttp's own time-outs are TimeoutErrors too
         return ProviderTimeout(f"The provider timed out ({stage})", details=type(exc).__name__)
-    # httpx's texts may quote a header or a URL, key and all: scrubbed like everything leaving.
-    if isinstance(exc, httpx.ConnectError):
+    # aiohttp's texts may quote a header or a URL, key and all: scrubbed like everything leaving.
+    if isinstance(exc, aiohttp.ClientConnectorError):
         error = ProviderError("Could not connect to the provider", details=scrub(str(exc)) or type(exc).__name__)
         error.retryable = True
         return error
     return ProviderError(f"The provider connection failed ({stage})", details=scrub(str(exc)) or type(exc).__name__)
 
 
+_CONNECTION_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
+
+
 @asynccontextmanager
 async def open_stream(
-    client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts, api_key: str | None
+    client: ProviderClient, request: Outbound, timeouts: Timeouts, api_key: str | None
 ) -> AsyncIterator[AsyncIterator[bytes]]:
     """Send ``request``; on a 2xx answer yield its body as chunks, read under the time-outs.
 
@@ -117,35 +163,67 @@ async def open_stream(
     try:
         try:
             async with asyncio.timeout_at(first_deadline):
-                response = await client.send(request, stream=True)
-        except (TimeoutError, httpx.HTTPError) as exc:
+                response = await client.post(
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.connect),
+                )
+        except _CONNECTION_ERRORS as exc:
             raise translate(exc, "waiting for response headers") from None
         try:
-            if not response.is_success:
+            if not 200 <= response.status < 300:
                 raise await _refusal(response, api_key, timeouts)
             yield _read_chunks(response, first_deadline, timeouts.idle)
         finally:
-            await response.aclose()
+            response.close()  # a whole answer was released to the pool already; a cut one is dropped
     finally:
         release()
 
 
-async def _read_chunks(response: httpx.Response, first_deadline: float, idle: float) -> AsyncIterator[bytes]:
-    chunks = response.aiter_bytes()
+class _Watchdog:
+    """The read time-outs of one response, without a timer per chunk: one timer, moved forward only
+    when it fires early. On time-out it fails the pending read, with the stage it was in."""
+
+    def __init__(self, response: aiohttp.ClientResponse, deadline: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._content = response.content
+        self.deadline = deadline
+        self.stage = "waiting for the first byte"
+        self._handle = self._loop.call_at(deadline, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now < self.deadline:
+            self._handle = self._loop.call_at(self.deadline, self._check)
+        elif math.isinf(self.deadline):  # the consumer has the chunk: not the provider's silence
+            self._handle = self._loop.call_later(1.0, self._check)
+        else:
+            self._content.set_exception(ProviderTimeout(f"The provider timed out ({self.stage})", details="idle"))
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+async def _read_chunks(response: aiohttp.ClientResponse, first_deadline: float, idle: float) -> AsyncIterator[bytes]:
+    content = response.content
     loop = asyncio.get_running_loop()
-    deadline = first_deadline
-    stage = "waiting for the first byte"
-    while True:
-        try:
-            async with asyncio.timeout_at(deadline):
-                chunk = await anext(chunks, None)
-        except (TimeoutError, httpx.HTTPError) as exc:
-            raise translate(exc, stage) from None
-        if chunk is None:
-            return
-        yield chunk
-        deadline = loop.time() + idle
-        stage = "silent between chunks"
+    watchdog = _Watchdog(response, first_deadline)
+    try:
+        while True:
+            try:
+                chunk = await content.readany()
+            except _CONNECTION_ERRORS as exc:
+                raise translate(exc, watchdog.stage) from None
+            if not chunk:
+                return
+            watchdog.deadline = math.inf
+            yield chunk
+            watchdog.deadline = loop.time() + idle
+            watchdog.stage = "silent between chunks"
+    finally:
+        watchdog.cancel()
 
 
 async def iter_sse(chunks: AsyncIterator[bytes], service: ServiceConfig) -> AsyncIterator[ServerSentEvent]:
@@ -168,9 +246,7 @@ async def iter_sse(chunks: AsyncIterator[bytes], service: ServiceConfig) -> Asyn
         yield event
 
 
-async def post_json(
-    client: httpx.AsyncClient, request: httpx.Request, service: ServiceConfig, api_key: str | None
-) -> Any:
+async def post_json(client: ProviderClient, request: Outbound, service: ServiceConfig, api_key: str | None) -> Any:
     """A non-streaming call: the whole answer, bounded by ``timeouts.request`` and, in size, by
     ``max_line`` (the same bound as one line of a stream: the answer is one JSON document)."""
     timeouts = service.timeouts

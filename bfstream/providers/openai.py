@@ -13,12 +13,10 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
-from bfstream.providers.http import error_message, iter_sse, open_stream, post_json
+from bfstream.providers.http import Outbound, ProviderClient, error_message, iter_sse, open_stream, outbound, post_json
 from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
@@ -55,15 +53,14 @@ def build_body(payload: dict[str, Any], *, stream: bool, include_usage: bool) ->
     return body
 
 
-def _request(client: httpx.AsyncClient, request: ChatRequest, service: ServiceConfig, stream: bool) -> httpx.Request:
+def _request(request: ChatRequest, service: ServiceConfig, stream: bool) -> Outbound:
     headers = {"Accept": "text/event-stream" if stream else "application/json", **service.headers}
     if request.api_key:
         headers["Authorization"] = f"Bearer {request.api_key}"
     body = build_body(request.payload, stream=stream, include_usage=service.stream_options)
     body = with_provider_args(body, request.provider_args)
     url = (service.base_url or "").rstrip("/") + "/chat/completions"
-    timeout = httpx.Timeout(None, connect=service.timeouts.connect)
-    return client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
+    return outbound(url, headers, body, service.timeouts.connect)
 
 
 class _ToolCallBuffer:
@@ -107,9 +104,9 @@ class _ToolCallBuffer:
 
 
 async def stream_chat(
-    request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig
+    request: ChatRequest, client: ProviderClient, service: ServiceConfig
 ) -> AsyncGenerator[ProviderEvent, None]:
-    http_request = _request(client, request, service, stream=True)
+    http_request = _request(request, service, stream=True)
     async with open_stream(client, http_request, service.timeouts, request.api_key) as chunks:
         yield Started(model=request.model)
         tools = _ToolCallBuffer()
@@ -165,7 +162,7 @@ def _stream_error(chunk: dict[str, Any], api_key: str | None) -> ProviderError:
     )
 
 
-async def complete(request: ChatRequest, client: httpx.AsyncClient, service: ServiceConfig) -> Any:
+async def complete(request: ChatRequest, client: ProviderClient, service: ServiceConfig) -> Any:
     """The chat.completion object exactly as OpenAI sent it."""
-    http_request = _request(client, request, service, stream=False)
+    http_request = _request(request, service, stream=False)
     return await post_json(client, http_request, service, request.api_key)

@@ -32,6 +32,7 @@ from bfstream.messaging.hub import Hub
 from bfstream.metrics import Metrics, ServiceMetrics
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
+from bfstream.providers.http import ProviderClient
 from bfstream.scrub import scrub_json
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
@@ -53,7 +54,8 @@ class StreamContext:
 
     hub: Hub
     store: Store
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # webhooks
+    upstream: ProviderClient  # providers
     metrics: Metrics
     registry: StreamRegistry
     settings: Settings
@@ -115,7 +117,7 @@ class Stream:
         spec, ctx = self.spec, self._ctx
 
         async def attempt() -> tuple[Started, AsyncGenerator[ProviderEvent, None]]:
-            events = self._adapter.stream_chat(self._chat(), ctx.http, spec.service)
+            events = self._adapter.stream_chat(self._chat(), ctx.upstream, spec.service)
             try:
                 started = await anext(events)
             except BaseException:
@@ -338,7 +340,7 @@ class Stream:
             while True:
                 with ctx.metrics.provider_errors(spec.service_name):
                     completion = await with_retries(
-                        lambda: self._adapter.complete(self._chat(), ctx.http, spec.service), retries, max_wait
+                        lambda: self._adapter.complete(self._chat(), ctx.upstream, spec.service), retries, max_wait
                     )
                 usage = add_usage(usage, completion.get("usage") if isinstance(completion, dict) else None)
                 message, calls = _message_and_calls(completion)
