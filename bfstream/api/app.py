@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("%d stream(s) were cut short by a shutdown or crash; ended as interrupted", interrupted)
         held = lambda: registry.held_slots() + connections.held_slots()  # noqa: E731
         keeper = asyncio.create_task(keep_alive(held, fleet.leases, store, hub, fleet.instance_id))
+        _settle_garbage_collector()
         try:
             yield
         finally:
@@ -164,6 +166,17 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost, so that even the answers CORS gives by itself (preflights) carry them.
     app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
     return app
+
+
+def _settle_garbage_collector() -> None:
+    """What start-up made (modules, the app, its routes) lives as long as the process: frozen, the
+    collector never walks it again. And a collection every 700 allocations (the default) meant
+    full collections of 50-90 ms under load, each a stall for every stream: one every 50,000 keeps
+    the young generation cheap and full collections rare. Memory only waits longer for cycles,
+    which the relay hardly makes."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _configured_secrets(settings: Settings) -> list[str | None]:
