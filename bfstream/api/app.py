@@ -38,6 +38,7 @@ from bfstream.store.store import open_store
 from bfstream.streams.orphans import end_orphans, keep_alive
 from bfstream.streams.registry import StreamRegistry
 from bfstream.streams.remote import FleetStreams
+from bfstream.streams.saver import save_forever
 from bfstream.streams.stream import StreamContext
 from bfstream.streams.tools import ToolAnswers
 from bfstream.webhooks import Deliveries
@@ -98,12 +99,14 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("%d stream(s) were cut short by a shutdown or crash; ended as interrupted", interrupted)
         held = lambda: registry.held_slots() + connections.held_slots()  # noqa: E731
         keeper = asyncio.create_task(keep_alive(held, fleet.leases, store, hub, fleet.instance_id))
+        saver = asyncio.create_task(save_forever(registry, store))
         _settle_garbage_collector()
         try:
             yield
         finally:
             keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            saver.cancel()
+            await asyncio.gather(keeper, saver, return_exceptions=True)
             await registry.drain(0)
             await deliveries.close()
             await control.stop()

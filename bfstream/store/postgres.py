@@ -57,6 +57,19 @@ class PostgresDatabase:
             with _translated():
                 await self._pool.executemany(sql, rows)
 
+    async def execute_each(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+        if not rows:
+            return []
+        with _translated():
+            async with self._pool.acquire() as conn, conn.transaction():
+                statement = await conn.prepare(sql)
+                counts = []
+                for row in rows:
+                    await statement.fetch(*row)
+                    last = (statement.get_statusmsg() or "").rsplit(" ", 1)[-1]
+                    counts.append(int(last) if last.isdigit() else 0)
+        return counts
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         with _translated():
             return [tuple(record) for record in await self._pool.fetch(sql, *args)]

@@ -70,6 +70,22 @@ class SQLiteDatabase:
         query = self._translate(sql)
         await self._run(lambda: self._db.executemany(query, rows))
 
+    async def execute_each(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+        """One trip to the database thread and one commit for all the rows, not one of each per row."""
+        query = self._translate(sql)
+
+        def each() -> list[int]:
+            self._db.execute("BEGIN")
+            try:
+                counts = [self._db.execute(query, row).rowcount for row in rows]
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return counts
+
+        return await self._run(each) if rows else []
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         query = self._translate(sql)
         return await self._run(lambda: self._db.execute(query, args).fetchall())

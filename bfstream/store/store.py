@@ -37,6 +37,10 @@ class Database(Protocol):
         ...
 
     async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+    async def execute_each(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+        """``sql`` once per row, in one transaction; the rows each changed."""
+        ...
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
     async def migrate(self, steps: list[tuple[int, str]]) -> None:
@@ -129,6 +133,13 @@ class _Counted:
     async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         try:
             await self._db.executemany(sql, rows)
+        except StoreError:
+            self.errors += 1
+            raise
+
+    async def execute_each(self, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+        try:
+            return await self._db.execute_each(sql, rows)
         except StoreError:
             self.errors += 1
             raise
@@ -344,6 +355,14 @@ class Store:
             )
             > 0
         )
+
+    async def record_streams_text(self, saves: list[tuple[str, str | None, int]]) -> set[str]:
+        """Save the text so far and next ``seq`` of many running streams at once (``(id, text, seq)``);
+        the ids whose record is no longer running (another instance ended the stream meanwhile)."""
+        counts = await self._db.execute_each(
+            "UPDATE streams SET text = $2, seq = $3 WHERE id = $1 AND status = 'running'", saves
+        )
+        return {stream_id for (stream_id, _, _), changed in zip(saves, counts, strict=True) if not changed}
 
     async def stream_record(self, app_id: str, stream_id: str) -> StreamRecord | None:
         row = await self._db.fetchrow(

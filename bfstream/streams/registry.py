@@ -39,6 +39,14 @@ class RunningStream:
     admitted_at: float = 0.0  # time.monotonic() when its call was admitted, for the time to first token
     # Frontend tool calls waiting for a page's answer, by toolCallId (``tools.py``).
     answers: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    # For the saver (``saver.py``): what numbers its events (whose ``seq`` is the next one's),
+    # whether the text is kept, how much of it is saved, and whether another instance ended the
+    # stream meanwhile.
+    publisher: Any = None
+    retain_text: bool = True
+    saved_pieces: int = 0
+    saved_at: float = field(default_factory=time.monotonic)  # the last save that found it still its own
+    fenced: bool = False
 
 
 @dataclass(eq=False)
@@ -107,6 +115,9 @@ class StreamRegistry:
 
     def __len__(self) -> int:
         return len(self._running)
+
+    def running(self) -> list[RunningStream]:
+        return list(self._running.values())
 
     def get(self, stream_id: str) -> RunningStream | None:
         return self._running.get(stream_id)

@@ -40,12 +40,13 @@ from bfstream.streams.coalesce import coalesce
 from bfstream.streams.publisher import ENDING_PATIENCE, Publisher, announced, record_end, send_ending, still_running
 from bfstream.streams.registry import RunningStream, StreamRegistry
 from bfstream.streams.retry import with_retries
+from bfstream.streams.saver import STALE_AFTER, save_now
 from bfstream.streams.tools import is_frontend, run_calls
 from bfstream.text import SurrogateJoiner, repair_json
 
 log = logging.getLogger("bfstream.streams")
 
-_SAVE_EVERY = 1.0  # seconds between saves of a running stream's text
+_COUNT_EVERY = 20  # deltas added to the metrics at once: one addition a second at 20 a second
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ class Stream:
         self.running: RunningStream | None = None
         self._source: AsyncGenerator[ProviderEvent, None] | None = None
         self._deltas = self._deltas_counted = 0
-        self._saved_at = 0.0
+        self._started_at = 0.0
 
     def _chat(self) -> ChatRequest:
         """The request of the next turn: the caller's payload with the conversation so far."""
@@ -149,27 +150,27 @@ class Stream:
             except BaseException:
                 await events.aclose()
                 raise
-            self.running = RunningStream(record)
+            self.running = RunningStream(record, retain_text=spec.app.retain_text)
             ctx.registry.start(self.running, self._run(events), admission)
         return record.id
 
     async def _run(self, events: AsyncGenerator[ProviderEvent, None]) -> None:
         """Relay turn after turn, then send ``error`` (if any) and ``end``, and record the outcome.
 
-        Deltas are counted in a local and added to the metrics with each save and at the end: one
-        addition a second rather than one per delta."""
+        Deltas are counted in a local and added to the metrics every ``_COUNT_EVERY`` and at the
+        end, rather than one addition per delta."""
         ctx, spec = self._ctx, self.spec
         stream = self.running
         assert stream is not None
         record = stream.record
         counted = ctx.metrics.service(record.service)
         counted.started.inc()
-        out = Publisher(ctx.hub, record)
+        out = stream.publisher = Publisher(ctx.hub, record)
         status, finish_reason, usage = "completed", "stop", None
         error: dict[str, Any] | None = None
         shutdown: asyncio.CancelledError | None = None
         taken_over = False
-        self._saved_at = time.monotonic()
+        self._started_at = time.monotonic()
         max_duration = ctx.settings.streams.max_duration
         try:
             async with asyncio.timeout(max_duration):
@@ -271,28 +272,21 @@ class Stream:
     async def _delta(self, piece: str, out: Publisher, counted: ServiceMetrics) -> None:
         stream = self.running
         assert stream is not None
+        if time.monotonic() - stream.saved_at > STALE_AFTER:
+            await save_now(stream, self._ctx.store)
+        if stream.fenced:
+            # Ended for this instance by another, which took it for dead (a freeze or a partition
+            # longer than its lease, and maybe than the fence; the saver found out): stop before
+            # this delta goes out.
+            raise Fenced(stream.record.id)
         stream.text.append(piece)
-        now = time.monotonic()
         if not self._deltas:
-            counted.first_token.observe(now - (stream.admitted_at or self._saved_at))
-        if now >= self._saved_at + _SAVE_EVERY:
-            counted.deltas.inc(self._deltas - self._deltas_counted)
-            self._deltas_counted = self._deltas
-            # So that a crash leaves the record with the answer so far, not nothing, and whoever ends
-            # it for a dead instance knows where its numbering stood.
-            record = stream.record
-            text = "".join(stream.text) if self.spec.app.retain_text else None
-            try:
-                saved = await self._ctx.store.record_stream_text(record.id, text, out.seq)
-            except StoreError:  # the database is down: the next save makes up for it
-                saved = True
-            if not saved:
-                # Ended for this instance by another, which took it for dead (a freeze or a partition
-                # longer than its lease, and maybe than the fence): stop before this delta goes out.
-                raise Fenced(record.id)
-            self._saved_at = time.monotonic()
+            counted.first_token.observe(time.monotonic() - (stream.admitted_at or self._started_at))
         await out.emit("delta", content=piece)
         self._deltas += 1
+        if self._deltas - self._deltas_counted >= _COUNT_EVERY:
+            counted.deltas.inc(self._deltas - self._deltas_counted)
+            self._deltas_counted = self._deltas
 
     async def _can_answer(self, calls: list[ToolCall], frontend: bool) -> bool:
         """Whether every call has someone to answer it: a page for ``ui_*`` (streaming only), the

@@ -121,6 +121,20 @@ async def test_stream_records_through_their_life(store: Store) -> None:
     assert [r.id for r in await store.recent_streams(1)] == ["s2"]
 
 
+async def test_running_streams_text_is_saved_at_once_and_an_ended_one_is_named(store: Store) -> None:
+    """The saver's one statement a second for every running stream (streams/saver.py)."""
+    app, _ = await store.create_app("a")
+    for stream_id in ("s1", "s2", "s3"):
+        await store.record_stream_start(_record(app.id, stream_id))
+    assert len(await store.claim_orphans("i1", GONE)) == 3  # another instance took i1 for dead
+    await store.record_stream_start(_record(app.id, "s4"))
+    gone = await store.record_streams_text([("s4", "Hello", 3), ("s1", "late", 9)])
+    assert gone == {"s1"}  # claimed by another instance: its owner must stop
+    saved = await store.stream_by_id("s4")
+    assert saved is not None and (saved.text, saved.seq) == ("Hello", 3)
+    assert await store.record_streams_text([]) == set()
+
+
 async def test_orphans_are_claimed_once_and_ended_records_stay_as_they_are(store: Store) -> None:
     app, _ = await store.create_app("a")
     for stream_id, owner in (("s1", "dead"), ("s2", "dead"), ("s3", "alive"), ("s4", None)):
