@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from bfstream.errors import BfstreamError, ClientError, Conflict, Forbidden, PayloadTooLarge, TooManyRequests
@@ -68,9 +69,18 @@ def _since(value: Any) -> Since | None:
 
 class WebSocketConnection:
     def __init__(
-        self, websocket: WebSocket, context: Context, app: App, user: User | None, resume: dict[str, Since]
+        self,
+        websocket: WebSocket,
+        context: Context,
+        app: App,
+        user: User | None,
+        resume: dict[str, Since],
+        send: Send | None = None,
     ) -> None:
         self._ws = websocket
+        # The server's own ASGI send: frames skip the WebSocket object's checks, which only the
+        # handshake and the close need.
+        self._send = send
         self._resume = resume
         self._context = context
         self._writer: asyncio.Task[None] | None = None
@@ -112,10 +122,12 @@ class WebSocketConnection:
                     await self._ws.close(protocol.CLOSE_SLOW_CONSUMER, "send queue full: reading too slowly")
 
     async def _write_forever(self) -> None:
+        send = self._send or self._ws.send
+        next_outgoing = self.session.next_outgoing
         while True:
-            frame = (await self.session.next_outgoing())[1]
+            frame = (await next_outgoing())[1]
             try:
-                await self._ws.send_text(frame)
+                await send({"type": "websocket.send", "text": frame})
             except UnicodeEncodeError:  # cannot happen with the edges checked; must not cost the connection
                 log.error("dropped a frame that is not valid Unicode")
 
