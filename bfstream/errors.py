@@ -21,7 +21,7 @@ documented JSON shape without knowing where it came from::
      ├── StoreError                    503     store_unavailable  (the database is unreachable)
      └── Unavailable                   503     unavailable        (another instance needed for this is silent)
 
-Foreign exceptions (httpx, sqlite, redis, asyncpg) are translated where they are raised, at the adapter
+Foreign exceptions (aiohttp, sqlite, redis, asyncpg) are translated where they are raised, at the adapter
 edge; nothing above that edge catches library exceptions.
 """
 

@@ -26,9 +26,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from bfstream.errors import ValidationFailed, WebhookError
+from bfstream.providers.http import ProviderClient
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
 
@@ -99,7 +100,7 @@ async def check_url(url: str, allow_private: bool) -> str:
 
 
 async def post(
-    http: httpx.AsyncClient,
+    http: ProviderClient,
     url: str,
     secret: str,
     event: str,
@@ -116,7 +117,7 @@ async def post(
 
     The address is checked again before each call, not only when the URL was set: a name that
     resolved to a public address then may resolve to an internal one now (DNS rebinding). A name
-    that changes between this check and httpx's own lookup still gets through; the setting that
+    that changes between this check and the connection's own lookup still gets through; the setting that
     allows private addresses is the one place to trust a network."""
     try:
         await check_url(url, allow_private)
@@ -134,24 +135,20 @@ async def post(
         "X-Bfstream-Delivery": delivery or secrets.token_hex(12),
     }
     try:
-        async with asyncio.timeout(seconds):
-            request = http.build_request("POST", url, content=body, headers=headers, timeout=httpx.Timeout(seconds))
-            response = await http.send(request, stream=True)
-            try:
-                raw = b""
-                async for piece in response.aiter_bytes():
-                    raw += piece
-                    if len(raw) > MAX_ANSWER_BYTES:
-                        raise WebhookError(f"The webhook's answer is larger than {MAX_ANSWER_BYTES} bytes")
-            finally:
-                await response.aclose()
+        posting = http.post(url, data=body, headers=headers, allow_redirects=False)
+        async with asyncio.timeout(seconds), posting as response:
+            status = response.status
+            raw = b""
+            async for piece in response.content.iter_any():
+                raw += piece
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise WebhookError(f"The webhook's answer is larger than {MAX_ANSWER_BYTES} bytes")
     except TimeoutError:
         raise WebhookError(f"The webhook did not answer within {seconds:g} s", code=504) from None
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         raise WebhookError("The webhook could not be reached", details=scrub(str(exc)) or type(exc).__name__) from None
-    if not response.is_success:
+    if not 200 <= status < 300:
         detail = scrub(raw[:500].decode("utf-8", "replace"))
-        status = response.status_code
         raise WebhookError(f"The webhook answered HTTP {status}", code=status, details=detail)
     if not answer or not raw.strip():
         return None
@@ -170,7 +167,7 @@ class Deliveries:
     waits hold no slot, at most ``_CONCURRENT`` requests are in flight, and one app's unreachable
     webhook fills only its own ``_MAX_PENDING_PER_APP``, so it slows nobody else."""
 
-    def __init__(self, http: httpx.AsyncClient, attempts: int, timeout: float, allow_private: bool) -> None:
+    def __init__(self, http: ProviderClient, attempts: int, timeout: float, allow_private: bool) -> None:
         self._http = http
         self._attempts = attempts
         self._timeout = timeout

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+import uvicorn
 
 from bfstream.errors import WebhookError
+from bfstream.providers.http import provider_client
 from bfstream.webhooks import post, signature
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "tools.md"
@@ -83,9 +84,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def deliver(url: str, secret: str, transport: httpx.AsyncBaseTransport | None = None) -> Any:
+async def deliver(url: str, secret: str) -> Any:
     """A tool call as bfstream sends it: ``webhooks.post``, the function the tool loop calls."""
-    async with httpx.AsyncClient(transport=transport) as http:
+    async with provider_client(10) as http:
         return await post(http, url, secret, "tool_call", CALL, 5, allow_private=True)
 
 
@@ -160,9 +161,24 @@ def test_the_fastapi_receiver_answers_a_signed_tool_call_and_refuses_a_forged_on
     namespace: dict[str, Any] = {}
     code = snippets("python", "verify") + "\n" + snippets("python", "receiver")
     exec(compile(code, "docs/tools.md", "exec"), namespace)
-    transport = httpx.ASGITransport(app=namespace["app"])
-    url = "http://back-end.test/bfstream"
-    assert asyncio.run(deliver(url, SECRET, transport)) == {"city": "Oslo", "celsius": 21}
-    with pytest.raises(WebhookError) as refused:
-        asyncio.run(deliver(url, "whsec_wrong", transport))
-    assert refused.value.code == 401
+
+    async def against_the_receiver() -> tuple[Any, WebhookError]:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(namespace["app"], port=port, log_level="warning", lifespan="off"))
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:
+                    await asyncio.sleep(0.005)
+            url = f"http://127.0.0.1:{port}/bfstream"
+            answered = await deliver(url, SECRET)
+            with pytest.raises(WebhookError) as refused:
+                await deliver(url, "whsec_wrong")
+            return answered, refused.value
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, 10)
+
+    answered, refused = asyncio.run(against_the_receiver())
+    assert answered == {"city": "Oslo", "celsius": 21}
+    assert refused.code == 401

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-import httpx
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -62,11 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
         secret = settings.token_secret
         state.signing_key = hashlib.sha256(secret.encode()).digest() if secret else await state.store.signing_key()
         # One pooled client for every provider call; each call sets its own time-outs.
-        state.upstream = provider_client(settings.streams.provider_connections)
-        # Webhooks (a back end's tool answers, channel-mode deliveries): rare, so httpx's ease is kept.
-        state.http = httpx.AsyncClient(
-            timeout=None, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        )
+        # One pooled session for every outgoing call: providers, and apps' webhooks.
+        state.http = provider_client(settings.streams.provider_connections)
         state.fleet = fleet = open_fleet(settings)
         if not fleet.shared and settings.database_url and not settings.database_url.startswith("sqlite"):
             log.warning("a shared database with broker_url memory://: run one instance only (docs/deployment.md)")
@@ -77,9 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         state.control = control = Control(fleet.broker)
         state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
         state.fleet_streams = FleetStreams(registry, store, control)
-        state.stream_context = StreamContext(
-            hub, store, state.http, state.upstream, counts, registry, settings, fleet.instance_id
-        )
+        state.stream_context = StreamContext(hub, store, state.http, counts, registry, settings, fleet.instance_id)
         state.tool_answers = answers = ToolAnswers(registry, store, control)
         tools = settings.tools
         state.deliveries = deliveries = Deliveries(
@@ -112,8 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
             await control.stop()
             await fleet.close()
             await hub.stop()
-            await state.http.aclose()
-            await state.upstream.close()
+            await state.http.close()
             await store.close()
             for release in releases:
                 release()

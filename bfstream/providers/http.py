@@ -36,8 +36,8 @@ ProviderClient = aiohttp.ClientSession
 
 
 def provider_client(connections: int) -> ProviderClient:
-    """The one session every provider call uses. It honours HTTP(S)_PROXY and NO_PROXY, as httpx
-    and the providers' SDKs do, follows no redirect, and leaves time-outs to each call."""
+    """The one session every outgoing call uses (providers, webhooks). It honours HTTP(S)_PROXY and
+    NO_PROXY, as the providers' SDKs do, follows no redirect, and leaves time-outs to each call."""
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector, trust_env=True, timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=["User-Agent"]

@@ -23,8 +23,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx
-
 from bfstream.config import ServiceConfig, Settings
 from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError
 from bfstream.messaging.broker import Fenced
@@ -55,8 +53,7 @@ class StreamContext:
 
     hub: Hub
     store: Store
-    http: httpx.AsyncClient  # webhooks
-    upstream: ProviderClient  # providers
+    http: ProviderClient  # providers and webhooks
     metrics: Metrics
     registry: StreamRegistry
     settings: Settings
@@ -118,7 +115,7 @@ class Stream:
         spec, ctx = self.spec, self._ctx
 
         async def attempt() -> tuple[Started, AsyncGenerator[ProviderEvent, None]]:
-            events = self._adapter.stream_chat(self._chat(), ctx.upstream, spec.service)
+            events = self._adapter.stream_chat(self._chat(), ctx.http, spec.service)
             try:
                 started = await anext(events)
             except BaseException:
@@ -334,7 +331,7 @@ class Stream:
             while True:
                 with ctx.metrics.provider_errors(spec.service_name):
                     completion = await with_retries(
-                        lambda: self._adapter.complete(self._chat(), ctx.upstream, spec.service), retries, max_wait
+                        lambda: self._adapter.complete(self._chat(), ctx.http, spec.service), retries, max_wait
                     )
                 usage = add_usage(usage, completion.get("usage") if isinstance(completion, dict) else None)
                 message, calls = _message_and_calls(completion)
