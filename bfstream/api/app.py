@@ -159,8 +159,9 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     app.add_middleware(AppOrigins)
-    # Outermost, so that even the answers CORS gives by itself (preflights) carry them.
+    # Outermost but for the one below, so that even the answers CORS gives by itself (preflights) carry them.
     app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
+    app.add_middleware(realtime.KeepServerSend)  # WebSocket frames skip the layers below (api/realtime.py)
     return app
 
 

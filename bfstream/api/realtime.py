@@ -56,6 +56,19 @@ async def identify(connection: HTTPConnection) -> tuple[App, User | None]:
     return app, user
 
 
+class KeepServerSend:
+    """Outermost: keeps the server's own ``send`` of a WebSocket in its scope, before the
+    middleware below (Starlette's exception handler, for one) wraps it for every frame."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["bfstream.server_send"] = send
+        await self.app(scope, receive, send)
+
+
 async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """``GET /message/ws``, as a plain ASGI endpoint: its frames go to the server's own ``send``.
     A FastAPI websocket route wraps ``send`` in coroutines of its own, which every frame then went
@@ -72,7 +85,7 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     context: Context = websocket.app.state.messaging
     # ``since``: positions (as in SSE ids) for the channels a user's connection joins by itself.
     resume = resume_from(websocket.query_params.get("since"))
-    await WebSocketConnection(websocket, context, app, user, resume, send).serve()
+    await WebSocketConnection(websocket, context, app, user, resume, scope.get("bfstream.server_send", send)).serve()
 
 
 # A route of the ASGI function itself (Starlette wraps only endpoints that take a WebSocket).

@@ -100,6 +100,8 @@ class Session:
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(context.limits.send_queue)
         self._positions: dict[str, tuple[int, str]] = {}  # channel -> last (offset, epoch) queued
         self._held: dict[str, list[tuple[Publication, str]]] = {}  # channels being recovered
+        # Set by a transport that can write a frame without waiting; True when it did.
+        self.write_now: Callable[[str], bool] | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -141,6 +143,11 @@ class Session:
 
     def push(self, op: str, frame: str, channel: str | None = None, offset: int = 0, epoch: str = "") -> None:
         if self.too_slow:
+            return
+        # Nothing waiting before it: the transport may take the frame at once (``write_now``), and the
+        # queue, its task and a switch to it are spared. The order holds: a frame is written here
+        # only when none is queued or held by the writer.
+        if self.write_now is not None and self._queue.empty() and self.write_now(frame):
             return
         try:
             self._queue.put_nowait((op, frame, channel, offset, epoch))

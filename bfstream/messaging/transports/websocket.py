@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 import time
 from typing import Any
 
@@ -67,6 +68,45 @@ def _since(value: Any) -> Since | None:
     return Since(value["offset"], epoch)
 
 
+def _header(length: int) -> bytes:
+    """A final, unmasked text frame's header (RFC 6455 5.2): a server's frames are never masked."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+class _LastFrame:
+    """The last frame encoded, by identity: a message to a channel reaches each of its listeners as
+    the same str object, one listener's writer after another, so a thousand listeners share one
+    encoding instead of a thousand."""
+
+    text: str | None = None
+    data: bytes = b""
+
+
+def encoded(text: str) -> bytes:
+    if text is not _LastFrame.text:
+        payload = text.encode()
+        _LastFrame.text, _LastFrame.data = text, _header(len(payload)) + payload
+    return _LastFrame.data
+
+
+def direct_protocol(send: Send | None) -> Any:
+    """uvicorn's websockets-sansio protocol behind ``send``, when frames can go to its transport as
+    bytes: no extension negotiated (permessage-deflate compresses each frame itself). Otherwise
+    None, and frames go through ``send``. Writing the frame this protocol's ``send`` would write,
+    without its three coroutine layers and without framing it once per listener, is half of what
+    a delivery costs (docs/benchmarks.md)."""
+    protocol = getattr(send, "__self__", None)
+    conn = getattr(protocol, "conn", None)
+    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or conn is None or conn.extensions:
+        return None
+    needed = ("transport", "writable", "close_sent", "disconnected")
+    return protocol if all(hasattr(protocol, name) for name in needed) else None
+
+
 class WebSocketConnection:
     def __init__(
         self,
@@ -122,8 +162,40 @@ class WebSocketConnection:
                     await self._ws.close(protocol.CLOSE_SLOW_CONSUMER, "send queue full: reading too slowly")
 
     async def _write_forever(self) -> None:
-        send = self._send or self._ws.send
         next_outgoing = self.session.next_outgoing
+        protocol = direct_protocol(self._send)
+        if protocol is not None:
+            transport, writable = protocol.transport, protocol.writable
+            holding = False
+
+            def write_now(frame: str) -> bool:
+                if holding or not writable.is_set() or protocol.close_sent or protocol.disconnected:
+                    return False
+                if transport.is_closing():
+                    return True  # gone: nothing is to be written any more, queued or not
+                try:
+                    transport.write(encoded(frame))
+                except UnicodeEncodeError:  # cannot happen with the edges checked; must not cost the connection
+                    log.error("dropped a frame that is not valid Unicode")
+                return True
+
+            self.session.write_now = write_now
+            try:
+                while True:
+                    frame = (await next_outgoing())[1]
+                    if not writable.is_set():  # the socket's buffer is full: wait as the server's send
+                        holding = True  # would, so frames pile up in the session's queue, which is bounded
+                        await writable.wait()
+                        holding = False
+                    if protocol.close_sent or protocol.disconnected or transport.is_closing():
+                        return  # closed: what is left is not for this connection any more
+                    try:
+                        transport.write(encoded(frame))
+                    except UnicodeEncodeError:  # cannot happen with the edges checked; must not cost the connection
+                        log.error("dropped a frame that is not valid Unicode")
+            finally:
+                self.session.write_now = None
+        send = self._send or self._ws.send
         while True:
             frame = (await next_outgoing())[1]
             try:
