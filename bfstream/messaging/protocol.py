@@ -73,10 +73,15 @@ FROM_SERVER = '{"kind":"server"}'  # the events of a stream, sent by bfstream it
 FROM_API = '{"kind":"api"}'  # a back end, with the app key (POST /message/sendmessage)
 
 
-def from_browser(connection_id: str, user_id: str | None, email: str | None) -> str:
-    """A browser connection's publish, with its user when it connected with a token."""
+def browser_origin(connection_id: str, user_id: str | None, email: str | None) -> dict[str, Any]:
+    """A browser connection's publish, with its user when it connected with a token; channels and
+    the app's webhook (listen/receive modes) are told the same."""
     user = {"id": user_id, "email": email} if user_id is not None else None
-    return dumps({"kind": "browser", "connectionId": connection_id, "user": user})
+    return {"kind": "browser", "connectionId": connection_id, "user": user}
+
+
+def from_browser(connection_id: str, user_id: str | None, email: str | None) -> str:
+    return dumps(browser_origin(connection_id, user_id, email))
 
 
 def publication_data(message_json: str, origin: str) -> str:

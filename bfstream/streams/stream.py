@@ -247,14 +247,15 @@ class Stream:
         source = coalesce(events, window) if window > 0 else events
         self._source = source
         joiner = SurrogateJoiner()  # a surrogate pair cut between chunks is joined
-        text: list[str] = []
+        assert self.running is not None
+        pieces = self.running.text  # the whole answer so far: this turn's text is what it adds
+        start = len(pieces)
         calls: ToolCalls | None = None
         reason, usage = "stop", None
         async for event in source:
             if isinstance(event, Delta):
                 if piece := joiner.feed(event.text):
                     await self._delta(piece, out, counted)
-                    text.append(piece)
             elif isinstance(event, ToolCalls):
                 calls = event
                 await out.emit("function_call", content={"functions": [announced(call) for call in event.calls]})
@@ -262,9 +263,8 @@ class Stream:
                 reason, usage = event.reason or "stop", event.usage
         if tail := joiner.flush():  # a high surrogate that no low half followed
             await self._delta(tail, out, counted)
-            text.append(tail)
         await source.aclose()
-        return _Turn("".join(text), calls, reason, usage)
+        return _Turn("".join(pieces[start:]), calls, reason, usage)
 
     async def _delta(self, piece: str, out: Publisher, counted: ServiceMetrics) -> None:
         stream = self.running
@@ -303,21 +303,10 @@ class Stream:
         if turn.calls.thinking:  # Anthropic's signed blocks go back first, unchanged
             text = [{"type": "text", "text": turn.text}] if turn.text else []
             assistant["content"] = [*turn.calls.thinking, *text]
-        results = await run_calls(self._ctx, self._app, calls, self._tool_options(number), self.running, out)
+        results = await run_calls(self._ctx, self._app, calls, self.spec, number, self.running, out)
         self._messages.append(assistant)
         self._messages += results.messages
         self.running.record.tools += results.entries
-
-    def _tool_options(self, number: int) -> dict[str, Any]:
-        spec = self.spec
-        return {
-            "round": number,
-            "timeout": spec.tool_timeout,
-            "retain_text": spec.app.retain_text,
-            "action_name": spec.action_name,
-            "channels": spec.channels,
-            "offered": spec.offered,
-        }
 
     # --- stream: false -----------------------------------------------------------------------------
 
@@ -339,7 +328,7 @@ class Stream:
                     break
                 rounds += 1
                 calls = _with_ids(calls, rounds)
-                results = await run_calls(ctx, self._app, calls, self._tool_options(rounds), None, None)
+                results = await run_calls(ctx, self._app, calls, spec, rounds, None, None)
                 self._messages.append(
                     {"role": "assistant", "content": message.get("content"), "tool_calls": _entries(calls)}
                 )

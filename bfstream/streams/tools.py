@@ -38,7 +38,7 @@ from bfstream.webhooks import post
 if TYPE_CHECKING:
     from bfstream.messaging.session import Session
     from bfstream.streams.publisher import Publisher
-    from bfstream.streams.stream import StreamContext
+    from bfstream.streams.stream import StreamContext, StreamSpec
 
 log = logging.getLogger("bfstream.tools")
 
@@ -78,71 +78,80 @@ async def run_calls(
     ctx: StreamContext,
     app: App,
     calls: list[Any],
-    options: dict[str, Any],
+    spec: StreamSpec,
+    number: int,
     stream: RunningStream | None,
     out: Publisher | None,
 ) -> RoundResults:
-    """Answer every call of one turn, concurrently; frontend ones only when streaming (``out``)."""
+    """Answer every call of turn ``number``, concurrently; frontend ones only when streaming (``out``)."""
     stream_id = stream.record.id if stream is not None else None
-    waiting: list[asyncio.Future[dict[str, Any]] | None] = []
-    ids: list[str] = []
+    prepared: list[tuple[Any, str, dict[str, Any] | None, asyncio.Future[dict[str, Any]] | None]] = []
     for call in calls:
         tool_call_id = f"tc_{stream_id}_{secrets.token_hex(8)}" if stream_id else f"tc_{secrets.token_hex(8)}"
-        ids.append(tool_call_id)
         arguments = _arguments(call.arguments)
-        offered = call.name in options["offered"]
-        if not offered or not is_frontend(call.name) or stream is None or out is None or arguments is None:
-            waiting.append(None)
-            continue
-        answer = asyncio.get_running_loop().create_future()
-        stream.answers[tool_call_id] = answer
-        waiting.append(answer)
-        name = call.name[len(FRONTEND_PREFIX) :]
-        await out.emit(
-            "tool_call",
-            action="llmToolCall",
-            toolCallId=tool_call_id,
-            toolName=name,
-            arguments=arguments,
-            functions=[{"name": name, "arguments": arguments}],
-            timeoutMs=max(1, round(options["timeout"] * 1000)),
-        )
+        answer = None
+        page = call.name in spec.offered and is_frontend(call.name) and arguments is not None
+        if page and stream is not None and out is not None:
+            answer = asyncio.get_running_loop().create_future()
+            stream.answers[tool_call_id] = answer
+            name = call.name[len(FRONTEND_PREFIX) :]
+            await out.emit(
+                "tool_call",
+                action="llmToolCall",
+                toolCallId=tool_call_id,
+                toolName=name,
+                arguments=arguments,
+                functions=[{"name": name, "arguments": arguments}],
+                timeoutMs=max(1, round(spec.tool_timeout * 1000)),
+            )
+        prepared.append((call, tool_call_id, arguments, answer))
 
-    async def one(call: Any, tool_call_id: str, answer: asyncio.Future[dict[str, Any]] | None) -> dict[str, Any]:
+    async def one(
+        call: Any, tool_call_id: str, arguments: dict[str, Any] | None, answer: asyncio.Future[dict[str, Any]] | None
+    ) -> tuple[Any, dict[str, Any]]:
         started = time.monotonic()
-        arguments = _arguments(call.arguments)
-        kind = "frontend" if is_frontend(call.name) else "backend"
-        if call.name not in options["offered"]:
+        if call.name not in spec.offered:
             result, outcome = _failure(f"The tool {call.name} was not offered: there is no such tool"), "not_offered"
         elif arguments is None:
             result, outcome = _failure("The tool was not called: its arguments are not a JSON object"), "invalid"
         elif answer is not None:
-            result, outcome = await _from_page(answer, call.name, options["timeout"])
+            result, outcome = await _from_page(answer, call.name, spec.tool_timeout)
         else:
-            result, outcome = await _from_webhook(ctx, app, call.name, tool_call_id, arguments, stream_id, options)
+            request = {
+                "type": "tool_call",
+                "appId": app.id,
+                "streamId": stream_id,
+                "toolCallId": tool_call_id,
+                "toolName": call.name,
+                "arguments": arguments,
+                "round": number,
+                "actionName": spec.action_name or None,
+                "channels": spec.channels,
+            }
+            result, outcome = await _from_webhook(ctx, app, call.name, request)
         entry: dict[str, Any] = {
             "toolCallId": tool_call_id,
             "name": call.name,
-            "kind": kind,
-            "round": options["round"],
+            "kind": "frontend" if is_frontend(call.name) else "backend",
+            "round": number,
             "durationMs": round((time.monotonic() - started) * 1000),
             "outcome": outcome,
         }
-        if options["retain_text"]:
+        if spec.app.retain_text:
             entry["arguments"] = arguments if arguments is not None else call.arguments
-        return {"entry": entry, "result": result}
+        return result, entry
 
     try:
-        done = await asyncio.gather(*(one(c, i, w) for c, i, w in zip(calls, ids, waiting, strict=True)))
+        done = await asyncio.gather(*(one(*item) for item in prepared))
     finally:
         if stream is not None:
-            for tool_call_id in ids:
+            for _, tool_call_id, _, _ in prepared:
                 stream.answers.pop(tool_call_id, None)  # late answers now find nothing to answer
     results = RoundResults()
-    for call, outcome in zip(calls, done, strict=True):
-        content = json.dumps(repair_json(outcome["result"]), ensure_ascii=False, separators=(",", ":"))
+    for call, (result, entry) in zip(calls, done, strict=True):
+        content = json.dumps(repair_json(result), ensure_ascii=False, separators=(",", ":"))
         results.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
-        results.entries.append(outcome["entry"])
+        results.entries.append(entry)
     return results
 
 
@@ -154,28 +163,9 @@ async def _from_page(answer: asyncio.Future[dict[str, Any]], name: str, seconds:
     return result, "ok" if result.get("success") else "failed"
 
 
-async def _from_webhook(
-    ctx: StreamContext,
-    app: App,
-    name: str,
-    tool_call_id: str,
-    arguments: dict[str, Any],
-    stream_id: str | None,
-    options: dict[str, Any],
-) -> tuple[Any, str]:
+async def _from_webhook(ctx: StreamContext, app: App, name: str, request: dict[str, Any]) -> tuple[Any, str]:
     if app.webhook_url is None or app.webhook_secret is None:
         return _failure(f"The tool {name} has no back end to run it"), "error"
-    request = {
-        "type": "tool_call",
-        "appId": app.id,
-        "streamId": stream_id,
-        "toolCallId": tool_call_id,
-        "toolName": name,
-        "arguments": arguments,
-        "round": options["round"],
-        "actionName": options["action_name"] or None,
-        "channels": options["channels"],
-    }
     tools = ctx.settings.tools
     try:
         answer = await post(

@@ -168,15 +168,17 @@ class WebSocketConnection:
             transport, writable = protocol.transport, protocol.writable
             holding = False
 
-            def write_now(frame: str) -> bool:
-                if holding or not writable.is_set() or protocol.close_sent or protocol.disconnected:
-                    return False
-                if transport.is_closing():
-                    return True  # gone: nothing is to be written any more, queued or not
+            def write(frame: str) -> None:
                 try:
                     transport.write(encoded(frame))
                 except UnicodeEncodeError:  # cannot happen with the edges checked; must not cost the connection
                     log.error("dropped a frame that is not valid Unicode")
+
+            def write_now(frame: str) -> bool:
+                if holding or not writable.is_set() or protocol.close_sent or protocol.disconnected:
+                    return False
+                if not transport.is_closing():  # closing: nothing is to be written any more, queued or not
+                    write(frame)
                 return True
 
             self.session.write_now = write_now
@@ -189,10 +191,7 @@ class WebSocketConnection:
                         holding = False
                     if protocol.close_sent or protocol.disconnected or transport.is_closing():
                         return  # closed: what is left is not for this connection any more
-                    try:
-                        transport.write(encoded(frame))
-                    except UnicodeEncodeError:  # cannot happen with the edges checked; must not cost the connection
-                        log.error("dropped a frame that is not valid Unicode")
+                    write(frame)
             finally:
                 self.session.write_now = None
         send = self._send or self._ws.send
@@ -340,11 +339,7 @@ class WebSocketConnection:
             "appId": app.id,
             "channel": channel,
             "mode": mode,
-            "from": {
-                "kind": "browser",
-                "connectionId": session.id,
-                "user": {"id": user.id, "email": user.email} if user is not None else None,
-            },
+            "from": protocol.browser_origin(session.id, user.id if user else None, user.email if user else None),
             "message": message,
             "sentAt": time.time(),
         }
