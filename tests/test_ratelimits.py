@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bfstream.config import Rate
-from bfstream.ratelimits import MemoryRateLimits, RateLimits
+from bfstream.fleet.ratelimits import MemoryRateLimits, RateLimits
 from tests.services import delete_keys, require_redis, unique_prefix
 
 pytestmark = pytest.mark.anyio
@@ -21,8 +21,8 @@ async def limits(request: pytest.FixtureRequest) -> AsyncIterator[list[RateLimit
         alone = MemoryRateLimits()
         yield [alone, alone]
         return
+    from bfstream.fleet.ratelimits_redis import RedisRateLimits
     from bfstream.messaging.brokers.redis import redis_client
-    from bfstream.redis_ratelimits import RedisRateLimits
 
     url, prefix = require_redis(), unique_prefix()
     clients = [redis_client(url, retries=1), redis_client(url, retries=1)]  # as the fleet makes them

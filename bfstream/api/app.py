@@ -25,8 +25,9 @@ from bfstream.api.openapi import describe
 from bfstream.api.static import static_files
 from bfstream.config import Settings
 from bfstream.fleet import open_fleet
-from bfstream.messaging.connection_limits import ConnectionLimits
-from bfstream.messaging.control import Control
+from bfstream.fleet.connection_limits import ConnectionLimits
+from bfstream.fleet.control import Control
+from bfstream.fleet.owners import Owners
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.session import Context
 from bfstream.messaging.users import UserSessions, apply_change
@@ -72,9 +73,10 @@ def create_app(settings: Settings) -> FastAPI:
         await fleet.leases.renew([])
         state.control = control = Control(fleet.broker)
         state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
-        state.fleet_streams = FleetStreams(registry, store, control)
+        owners = Owners(store, control)
+        state.fleet_streams = FleetStreams(registry, store, owners, control)
         state.stream_context = StreamContext(hub, store, state.http, counts, registry, settings, fleet.instance_id)
-        state.tool_answers = answers = ToolAnswers(registry, store, control)
+        state.tool_answers = answers = ToolAnswers(registry, owners, control)
         tools = settings.tools
         state.deliveries = deliveries = Deliveries(
             state.http, tools.delivery_attempts, tools.webhook_timeout, tools.allow_private_webhooks

@@ -16,8 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bfstream.api.errors import error_body
 from bfstream.config import Rate
+from bfstream.fleet.ratelimits import TokenBucket
 from bfstream.nesting import nesting_problem
-from bfstream.ratelimits import TokenBucket
 from bfstream.text import body_problem
 
 _MAX_ADDRESSES = 10_000  # budgets kept before the full (idle) ones are forgotten

@@ -11,12 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from bfstream.api.auth import authenticate
 from bfstream.api.openapi import AppKey, ChannelName, UserChannelName
 from bfstream.errors import ValidationFailed
+from bfstream.fleet.ratelimits import enforce
 from bfstream.messaging import tokens
 from bfstream.messaging.broker import BROADCAST
 from bfstream.messaging.hub import scoped
 from bfstream.messaging.protocol import FROM_API, PRIVATE_PREFIX, Message, channel_problem, dumps, publication_data
 from bfstream.messaging.tokens import User
-from bfstream.ratelimits import enforce
 
 router = APIRouter()
 

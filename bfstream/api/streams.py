@@ -14,10 +14,10 @@ from bfstream.api.auth import authenticate
 from bfstream.api.headers import narrow_to_app
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, RESERVED_PROVIDER_ARGS, AppKey
 from bfstream.errors import Forbidden, NotFound, UnknownService, ValidationFailed
+from bfstream.fleet.ratelimits import enforce
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers.events import ChatRequest
 from bfstream.providers.translation import frontend_tools, normalise_tools, offered_tools
-from bfstream.ratelimits import enforce
 from bfstream.scrub import without
 from bfstream.store.records import App
 from bfstream.streams.stream import Stream, StreamSpec

@@ -20,14 +20,14 @@ from typing import Any
 
 from bfstream.config import LimitSettings, MessagingSettings
 from bfstream.errors import ClientError, Forbidden
+from bfstream.fleet.connection_limits import ConnectionLimits
+from bfstream.fleet.presence import Presence
+from bfstream.fleet.ratelimits import RateLimits
 from bfstream.messaging import protocol
 from bfstream.messaging.broker import Publication
-from bfstream.messaging.connection_limits import ConnectionLimits
 from bfstream.messaging.hub import Hub, scoped
-from bfstream.messaging.presence import Presence
 from bfstream.messaging.tokens import User
 from bfstream.messaging.users import UserSessions
-from bfstream.ratelimits import RateLimits
 from bfstream.store.records import App
 from bfstream.store.store import Store
 from bfstream.webhooks import Deliveries

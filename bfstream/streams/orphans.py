@@ -16,10 +16,10 @@ import logging
 from collections.abc import Callable
 
 from bfstream.errors import BfstreamError
+from bfstream.fleet.leases import RENEW_EVERY, Leases
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
-from bfstream.streams.leases import RENEW_EVERY, Leases
 from bfstream.streams.publisher import Publisher
 
 log = logging.getLogger("bfstream.streams")

@@ -4,7 +4,7 @@ A stream's task is cancelled to stop it, which closes the provider connection at
 provider then stops generating, and billing); the runner tells a stop from a shutdown by the
 ``stop_requested`` flag.
 
-The per-app limit is counted by the leases (``leases.py``), for the whole fleet when it shares a
+The per-app limit is counted by the leases (``fleet/leases.py``), for the whole fleet when it shares a
 broker: a call takes a slot when admitted and its stream keeps it until it ends.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 from bfstream.config import StreamSettings
 from bfstream.errors import BfstreamError, ShuttingDown, TooManyRequests
+from bfstream.fleet.leases import Leases
 from bfstream.store.records import StreamRecord
-from bfstream.streams.leases import Leases
 
 log = logging.getLogger("bfstream.streams")
 

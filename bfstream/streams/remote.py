@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from bfstream.errors import Unavailable
-from bfstream.messaging.control import Control
+from bfstream.fleet.control import Control
+from bfstream.fleet.owners import Owners
 from bfstream.store.records import App
 from bfstream.store.store import Store
 from bfstream.streams.registry import RunningStream, StreamRegistry
@@ -22,20 +23,21 @@ def live_status(stream: RunningStream, retain_text: bool) -> dict[str, Any]:
 
 
 class FleetStreams:
-    def __init__(self, registry: StreamRegistry, store: Store, control: Control) -> None:
+    def __init__(self, registry: StreamRegistry, store: Store, owners: Owners, control: Control) -> None:
         self._registry = registry
         self._store = store
-        self._control = control
+        self._owners = owners
+        self._instance_id = control.instance_id
         control.on("stop", self._stop_here)
         control.on("status", self._status_here)
 
     async def stop(self, stream_id: str) -> bool:
         if await self._registry.stop(stream_id):
             return True
-        owner = await self._running_elsewhere(stream_id)
-        if owner is None:
+        record = await self._owners.elsewhere(stream_id)
+        if record is None:
             return False
-        reply = await self._control.call(owner, {"op": "stop", "streamId": stream_id})
+        reply = await self._owners.ask(record, {"op": "stop", "streamId": stream_id})
         if reply is None:  # the stream exists, but its instance is silent: likely dead, soon swept
             raise Unavailable(
                 "The instance running this stream does not answer; if it is gone, the stream ends within seconds"
@@ -50,19 +52,13 @@ class FleetStreams:
         record = await self._store.stream_record(app.id, stream_id)
         if record is None:
             return None
-        if record.status == "running" and record.owner not in (None, self._control.instance_id):
+        if record.status == "running" and record.owner not in (None, self._instance_id):
             request = {"op": "status", "streamId": stream_id, "app": app.id, "retainText": app.retain_text}
-            reply = await self._control.call(record.owner, request)  # type: ignore[arg-type]
+            reply = await self._owners.ask(record, request)
             if reply is not None:
                 return reply
             record = await self._store.stream_record(app.id, stream_id) or record  # it ended meanwhile
         return record.to_json()
-
-    async def _running_elsewhere(self, stream_id: str) -> str | None:
-        record = await self._store.stream_by_id(stream_id)
-        if record is None or record.status != "running" or record.owner in (None, self._control.instance_id):
-            return None
-        return record.owner
 
     async def _stop_here(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"stopped": await self._registry.stop(str(request.get("streamId")))}

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bfstream.errors import BfstreamError, WebhookError
-from bfstream.messaging.control import Control
+from bfstream.fleet.control import Control
+from bfstream.fleet.owners import Owners
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.store.records import App, StreamRecord
-from bfstream.store.store import Store
 from bfstream.streams.registry import RunningStream, StreamRegistry
 from bfstream.text import repair_json
 from bfstream.webhooks import post
@@ -184,10 +184,9 @@ async def _from_webhook(ctx: StreamContext, app: App, name: str, request: dict[s
 class ToolAnswers:
     """Pages' answers to frontend calls, taken here or forwarded to the instance running the stream."""
 
-    def __init__(self, registry: StreamRegistry, store: Store, control: Control) -> None:
+    def __init__(self, registry: StreamRegistry, owners: Owners, control: Control) -> None:
         self._registry = registry
-        self._store = store
-        self._control = control
+        self._owners = owners
         control.on("toolResult", self._here)
 
     async def from_page(self, session: Session, tool_call_id: str, result: dict[str, Any]) -> bool:
@@ -215,12 +214,10 @@ class ToolAnswers:
         if running is not None:
             return _take(running, tool_call_id, result, app_id, channels)
         try:
-            record = await self._store.stream_by_id(stream_id)
+            record = await self._owners.elsewhere(stream_id)
         except BfstreamError:
             return False
-        if record is None or record.status != "running" or record.owner in (None, self._control.instance_id):
-            return False
-        if not _may_answer(record, app_id, channels):
+        if record is None or not _may_answer(record, app_id, channels):
             return False
         request = {
             "op": "toolResult",
@@ -231,7 +228,7 @@ class ToolAnswers:
             "channels": list(channels) if channels is not None else None,
         }
         try:
-            reply = await self._control.call(record.owner, request)  # type: ignore[arg-type]
+            reply = await self._owners.ask(record, request)
         except BfstreamError:
             return False
         return isinstance(reply, dict) and reply.get("accepted") is True

@@ -45,24 +45,18 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bfstream.errors import BrokerError
+from bfstream.fleet.redis import UNREACHABLE, redis_client, translated, unreachable
 from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication
 
 log = logging.getLogger("bfstream.redis")
 
-MAX_CONNECTIONS = 64  # per pool; more callers at once wait for one
-COMMAND_TIMEOUT = 2.0  # connect and command timeout: a dead server fails a request, not hangs it
 PING_AFTER = 1.0  # idle seconds before the reader PINGs the pub/sub connection
 DEAD_AFTER = 3.0  # silent seconds (PINGs unanswered) before the reader gives the connection up
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
@@ -120,44 +114,6 @@ if ARGV[3] == '' then return {offset, epoch, {}} end
 return {offset, epoch, redis.call('XRANGE', KEYS[2], ARGV[3], '+')}
 """
 )
-
-
-UNREACHABLE = "The message broker (Redis) is unreachable"
-
-
-def unreachable(error: BaseException | None) -> BrokerError:
-    """The error callers see. redis-py's own text names internal addresses, so it goes to the log only."""
-    log.debug("%s: %s", UNREACHABLE, error)
-    return BrokerError(UNREACHABLE)
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """redis-py's errors stop here; above this edge only ``BrokerError`` is seen."""
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-        raise unreachable(error) from error
-    except RedisError as error:
-        log.warning("the message broker (Redis) refused a command: %s", error)
-        raise BrokerError("The message broker (Redis) refused the command") from error
-
-
-def redis_client(url: str, retries: int) -> Redis:
-    """A client for commands. Its pool waits for a free connection (up to the command timeout)
-    rather than failing at once: a burst of joins on one instance must queue, not see 503s.
-    ``retries``: how often a command that failed on a dead connection is sent again on a new one;
-    only for commands that are harmless twice."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=COMMAND_TIMEOUT,  # the wait for a free connection
-        decode_responses=True,
-        socket_connect_timeout=COMMAND_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(NoBackoff(), retries),
-    )
-    return Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def _new_epoch() -> str:
@@ -252,7 +208,7 @@ class RedisBroker:
 
     async def publish(self, channel: str, data: str, fence: str | None = None) -> Publication:
         keys = self._keys(channel) + ([self._fence(channel, fence)] if fence is not None else [])
-        with _translated():
+        with translated():
             published = await self._publish_script(
                 keys=keys,
                 args=[
@@ -265,7 +221,7 @@ class RedisBroker:
         return Publication(channel, int(offset), epoch, data)
 
     async def raise_fence(self, channel: str, fence: str) -> None:
-        with _translated():
+        with translated():
             await self._redis.set(self._fence(channel, fence), "1", px=self._ttl_ms)
 
     async def next_published(self) -> Publication:
@@ -273,7 +229,7 @@ class RedisBroker:
 
     async def history(self, channel: str, since: int | None) -> History:
         start = "" if since is None else str(max(since, 0) + 1)
-        with _translated():
+        with translated():
             offset, epoch, entries = await self._history_script(
                 keys=self._keys(channel), args=[_new_epoch(), self._ttl_ms, start]
             )
@@ -285,7 +241,7 @@ class RedisBroker:
         return History(publications, offset, epoch, oldest <= since + 1)
 
     async def control(self, target: str, data: str) -> None:
-        with _translated():
+        with translated():
             await self._redis.publish(f"{self._prefix}:control:{target}", data)
 
     async def next_control(self) -> str:
@@ -314,7 +270,7 @@ class RedisBroker:
         # connection the reader is giving up, subscribed to nothing.
         if conn is None or not conn.is_connected or not self._live.is_set():
             raise unreachable(self._last_error)
-        with _translated():
+        with translated():
             await conn.send_command(*command, check_health=False)
 
     async def _read_forever(self) -> None:

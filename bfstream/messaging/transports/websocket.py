@@ -19,13 +19,13 @@ from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from bfstream.errors import BfstreamError, ClientError, Conflict, Forbidden, PayloadTooLarge, TooManyRequests
+from bfstream.fleet.ratelimits import TokenBucket, enforce
 from bfstream.messaging import protocol
 from bfstream.messaging.hub import scoped
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.nesting import nesting_problem
-from bfstream.ratelimits import TokenBucket, enforce
 from bfstream.store.records import App
 from bfstream.text import finite_float, has_lone_surrogate, may_hold_surrogates, not_json
 

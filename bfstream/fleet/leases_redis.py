@@ -15,10 +15,9 @@ instance's: drop lapsed slots, count, add if below the limit.
 from __future__ import annotations
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
-from bfstream.messaging.brokers.redis import unreachable
-from bfstream.streams.leases import LEASE_TTL
+from bfstream.fleet.leases import LEASE_TTL
+from bfstream.fleet.redis import translated
 
 _ACQUIRE = """
 local now = redis.call('TIME')
@@ -56,37 +55,27 @@ class RedisLeases:
         return f"{self._prefix}:slots:{pool}"
 
     async def acquire(self, pool: str, slot: str, limit: int) -> bool:
-        try:
+        with translated():
             return bool(await self._acquire(keys=[self._slots(pool)], args=[slot, limit, self._ttl_ms]))
-        except RedisError as exc:
-            raise unreachable(exc) from None
 
     async def release(self, pool: str, slot: str) -> None:
-        try:
+        with translated():
             await self._redis.zrem(self._slots(pool), slot)
-        except RedisError as exc:
-            raise unreachable(exc) from None
 
     async def renew(self, slots: list[tuple[str, str]]) -> None:
-        try:
+        with translated():
             await self._redis.set(self._lease, "1", px=self._ttl_ms)
             if slots:
                 await self._renew(keys=[self._slots(a) for a, _ in slots], args=[self._ttl_ms, *(s for _, s in slots)])
-        except RedisError as exc:
-            raise unreachable(exc) from None
 
     async def alive(self, instance_ids: set[str]) -> set[str]:
         ordered = sorted(instance_ids)
         if not ordered:
             return set()
-        try:
+        with translated():
             found = await self._redis.mget([f"{self._prefix}:lease:{i}" for i in ordered])
-        except RedisError as exc:
-            raise unreachable(exc) from None
         return {instance for instance, value in zip(ordered, found, strict=True) if value is not None}
 
     async def resign(self) -> None:
-        try:
+        with translated():
             await self._redis.delete(self._lease)
-        except RedisError as exc:
-            raise unreachable(exc) from None

@@ -9,10 +9,9 @@ its last token, and their clocks need not agree.
 from __future__ import annotations
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from bfstream.config import Rate
-from bfstream.messaging.brokers.redis import unreachable
+from bfstream.fleet.redis import translated
 
 # ARGV[1] tokens per millisecond, ARGV[2] burst. Returns the wait in ms as a string ("0": taken),
 # since Lua numbers come back from Redis truncated to integers.
@@ -37,8 +36,6 @@ class RedisRateLimits:
         self._take = client.register_script(_TAKE)
 
     async def take(self, key: str, rate: Rate) -> float:
-        try:
+        with translated():
             wait_ms = await self._take(keys=[f"{self._prefix}:rate:{key}"], args=[rate.rate / 1000, rate.burst])
-        except RedisError as exc:
-            raise unreachable(exc) from None
         return float(wait_ms) / 1000

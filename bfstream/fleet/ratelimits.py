@@ -2,7 +2,7 @@
 
 A bucket holds up to ``burst`` tokens and gains ``rate`` a second; each call takes one, and a call
 that finds none is refused with the wait until the next (429 with Retry-After). Alone, a process
-keeps its buckets in memory; a fleet keeps them in Redis (``redis_ratelimits.py``), so an app's
+keeps its buckets in memory; a fleet keeps them in Redis (``ratelimits_redis.py``), so an app's
 limit is the fleet's, whichever instance the load balancer picks.
 """
 

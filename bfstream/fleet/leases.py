@@ -5,7 +5,7 @@ Every instance holds a lease on itself, renewed every ``RENEW_EVERY`` seconds an
 instance that finds the owner's lease lapsed knows the stream is orphaned (``streams/orphans.py``).
 
 An app's running streams, and the calls still opening one, each hold a slot in the pool named by
-the app's id; open connections hold slots in pools of their own (``messaging/connection_limits.py``).
+the app's id; open connections hold slots in pools of their own (``connection_limits.py``).
 ``acquire`` takes one only while the pool holds fewer than its limit, atomically, so two instances
 admitting at the same instant cannot both take the last slot. Slots are leased too: the owner
 renews them with its own lease, and a dead instance's slots lapse with it instead of blocking

@@ -25,8 +25,8 @@ import time
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from bfstream.messaging.brokers.redis import unreachable
-from bfstream.messaging.presence import Listing
+from bfstream.fleet.presence import Listing
+from bfstream.fleet.redis import translated
 from bfstream.messaging.tokens import User
 
 log = logging.getLogger("bfstream.presence")
@@ -80,7 +80,7 @@ class RedisPresence:
 
     async def list(self, app_id: str) -> Listing:
         entries, expiry = self._keys(app_id)
-        try:
+        with translated():
             expired = await self._redis.zrangebyscore(expiry, "-inf", time.time())
             if expired:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -88,8 +88,6 @@ class RedisPresence:
                     pipe.zrem(expiry, *expired)
                     await pipe.execute()
             raw = await self._redis.hgetall(entries)
-        except RedisError as exc:
-            raise unreachable(exc) from None
         listing: Listing = {}
         for field, value in raw.items():
             channel, _, connection_id = _text(field).partition("\n")

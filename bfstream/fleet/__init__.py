@@ -1,5 +1,7 @@
 """What instances share, picked by the ``broker_url`` setting: the broker, presence, leases and
-rate limits.
+rate limits. Each shared concern has a module here holding its contract and its in-memory engine
+(``leases``, ``presence``, ``ratelimits``), with its Redis engine beside it (``*_redis``); the
+connection limits and the requests between instances (``control``, ``owners``) are built on them.
 
 ``memory://`` (the default) is one process alone: nothing to run, nothing shared. ``redis://``
 makes every instance with the same URL and ``broker_prefix`` one fleet. The Redis modules, and
@@ -14,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bfstream.config import Settings
+from bfstream.fleet.leases import Leases, MemoryLeases
+from bfstream.fleet.presence import MemoryPresence, Presence
+from bfstream.fleet.ratelimits import MemoryRateLimits, RateLimits
 from bfstream.messaging.broker import Broker
-from bfstream.messaging.presence import MemoryPresence, Presence
-from bfstream.ratelimits import MemoryRateLimits, RateLimits
-from bfstream.streams.leases import Leases, MemoryLeases
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +55,11 @@ def open_fleet(settings: Settings) -> Fleet:
         import redis  # noqa: F401
     except ImportError:
         raise SystemExit("bfstream: broker_url names Redis: install bfstream[redis]") from None
-    from bfstream.messaging.brokers.redis import RedisBroker, redis_client
-    from bfstream.messaging.brokers.redis_presence import RedisPresence
-    from bfstream.redis_ratelimits import RedisRateLimits
-    from bfstream.streams.redis_leases import RedisLeases
+    from bfstream.fleet.leases_redis import RedisLeases
+    from bfstream.fleet.presence_redis import RedisPresence
+    from bfstream.fleet.ratelimits_redis import RedisRateLimits
+    from bfstream.fleet.redis import redis_client
+    from bfstream.messaging.brokers.redis import RedisBroker
 
     prefix = settings.broker_prefix
     broker = RedisBroker(

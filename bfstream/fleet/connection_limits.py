@@ -1,7 +1,7 @@
 """How many connections (WebSocket and SSE alike) an app, and a client address, may hold open.
 
 Each open connection holds a slot in two pools, ``conn:<app id>`` and ``addr:<address>``, leased
-like stream slots (``streams/leases.py``): counted for the whole fleet when the broker is Redis,
+like stream slots (``leases.py``): counted for the whole fleet when the broker is Redis,
 renewed with this instance's lease, and lapsing with it if the instance dies, so a crash never
 leaves an app locked out.
 """
@@ -12,7 +12,7 @@ import logging
 
 from bfstream.config import LimitSettings
 from bfstream.errors import BfstreamError, TooManyRequests
-from bfstream.streams.leases import Leases
+from bfstream.fleet.leases import Leases
 
 log = logging.getLogger("bfstream.connections")
 
