@@ -8,8 +8,11 @@ an exception's text. Then shapes: app keys (``BFAPI_...``), the usual provider k
 (``sk-...``, Google's ``AIza...``), the masked copies providers quote in their refusals
 (``sk-test-****1234``), ``Bearer`` credentials and ``key=`` / ``token=`` in URLs.
 
-The model's own answer is not scrubbed: it is the user's content, and altering it would corrupt
-the very text a page shows. A key that reaches a prompt is the caller's to keep out.
+The model's own answer is never scrubbed: it is the user's content, and altering it would corrupt
+the very text a page shows. A key that reaches a prompt is the caller's to keep out. Nor is a key
+shorter than ``MIN_SECRET`` characters matched by value anywhere: local servers are routinely given
+keys such as ``ollama``, ``none`` or ``x``, and replacing those would rewrite ordinary words of
+every log line and error text (``"inde***"``). A real secret is longer; the shapes still apply.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 MASK = "***"
+MIN_SECRET = 16  # characters: shorter "keys" are placeholders that ordinary text is full of
 
 _SHAPES = re.compile(
     r"""
@@ -50,7 +54,7 @@ def _rebuild() -> None:
 
 def hold(secret: str | None) -> Callable[[], None]:
     """Scrub ``secret`` by value until the returned function is called (once)."""
-    if not secret or len(secret) < 4:  # too short to tell from ordinary text; shapes still apply
+    if not secret or len(secret) < MIN_SECRET:  # too short to tell from ordinary text; shapes still apply
         return lambda: None
     _held[secret] += 1
     if _held[secret] == 1:
@@ -73,7 +77,7 @@ def hold(secret: str | None) -> Callable[[], None]:
 def scrub(text: str, *known: str | None) -> str:
     """``text`` with every secret it holds replaced by ``***``; ``known`` are more keys to remove."""
     for secret in known:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET:
             text = text.replace(secret, MASK)
     if _exact is not None:
         text = _exact.sub(MASK, text)
@@ -92,18 +96,19 @@ def scrub_json(value: Any, *known: str | None) -> Any:
     return value
 
 
-def without(value: Any, secret: str | None) -> Any:
-    """Every string of a JSON value with ``secret`` (the caller's own key) replaced, and nothing else:
-    for a provider's answer, which is content and must not lose anything that merely looks like a key."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, MASK)
-    if isinstance(value, dict):
-        return {without(k, secret): without(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without(v, secret) for v in value]
-    return value
+def without_key(error: Any, secret: str | None) -> Any:
+    """An error body a provider answered with (a 200 that holds ``error`` and no answer, say), with
+    the caller's own key replaced wherever it is quoted, and nothing else touched. Never for an
+    answer: that is content, and a key it quotes is the caller's own text."""
+    if not secret or len(secret) < MIN_SECRET:
+        return error
+    if isinstance(error, str):
+        return error.replace(secret, MASK)
+    if isinstance(error, dict):
+        return {without_key(k, secret): without_key(v, secret) for k, v in error.items()}
+    if isinstance(error, list):
+        return [without_key(v, secret) for v in error]
+    return error
 
 
 class _ScrubbedRecord(logging.LogRecord):

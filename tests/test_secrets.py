@@ -10,7 +10,15 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import PROVIDER_KEY, ServeProcess, Server, seed_body
-from tests.fakes.openai_server import FakeOpenAI, JsonReply, StreamReply, invalid_key_reply, stream_error, text_stream
+from tests.fakes.openai_server import (
+    FakeOpenAI,
+    JsonReply,
+    StreamReply,
+    completion,
+    invalid_key_reply,
+    stream_error,
+    text_stream,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +107,29 @@ async def test_a_200_quoting_the_key_and_a_dotted_masked_copy_do_not_come_back(
     fake_openai.enqueue(JsonReply(401, {"error": {"message": f"bad key {dotted}"}}))
     refused = await server.post("/stream/create", seed_body(server))
     assert refused.status_code == 502 and refused.json()["error"]["details"] == "bad key ***"
+
+
+@pytest.mark.parametrize("key", ["ollama", "x", "EMPTY", PROVIDER_KEY])
+async def test_an_answer_quoting_the_key_comes_back_byte_for_byte(
+    server: Server, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture, key: str
+) -> None:
+    """Issue 16, finding 2: with ``apiKey: "ollama"`` the answer to "run ollama locally" came back as
+    "run *** locally", and with ``"x"`` every x of the JSON (``"inde***": 0``). An answer is content:
+    whatever it quotes, the caller's key included, comes back untouched; and a short placeholder key
+    rewrites no log line either."""
+    caplog.set_level(logging.INFO)
+    answer = completion(f"run {key} locally: {key}x{key}, index and box")
+    answer["choices"][0]["message"]["refusal"] = None
+    for path in ("/stream/create", "/llm/query"):
+        fake_openai.enqueue(JsonReply(200, answer))
+        body = seed_body(server, stream=False, apiKey=key)
+        if path == "/llm/query":
+            body["payload"]["provider"] = body.pop("service")
+        response = await server.post(path, body)
+        assert response.status_code == 200, response.text
+        got = response.json() if path == "/stream/create" else response.json()["data"]
+        assert got == answer
+        content = answer["choices"][0]["message"]["content"]
+        assert json.dumps(content)[1:-1] in response.text  # the text itself, not merely an equal value
+    if len(key) < 16:
+        assert "***" not in caplog.text  # nothing in the log was taken for the placeholder key

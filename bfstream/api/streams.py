@@ -18,7 +18,7 @@ from bfstream.fleet.ratelimits import enforce
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers.events import ChatRequest
 from bfstream.providers.translation import frontend_tools, normalise_tools, offered_tools
-from bfstream.scrub import without
+from bfstream.scrub import without_key
 from bfstream.store.records import App
 from bfstream.streams.stream import Stream, StreamSpec
 from bfstream.text import repair_json
@@ -102,8 +102,12 @@ async def until_answered(request: Request, stream: Stream, api_key: str | None) 
         answer.cancel()
         await asyncio.gather(answer, return_exceptions=True)
         return None
-    # The provider's JSON may hold lone surrogates, and a broken or hostile one may quote the key back.
-    return without(repair_json(answer.result()), api_key)
+    # The provider's JSON may hold lone surrogates. The answer goes back byte for byte as the model
+    # wrote it; only an error body that a broken or hostile provider sent with a 200 loses a quoted key.
+    result = repair_json(answer.result())
+    if isinstance(result, dict) and "error" in result and "choices" not in result:
+        return without_key(result, api_key)
+    return result
 
 
 def _key_problem(key: str | None) -> None:
