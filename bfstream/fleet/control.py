@@ -53,7 +53,8 @@ class Control:
         reply = self._waiting[rid] = asyncio.get_running_loop().create_future()
         try:
             await self._send(instance_id, dumps({**request, "from": self.instance_id, "rid": rid}))
-            return await asyncio.wait_for(reply, wait)
+            async with asyncio.timeout(wait):  # not wait_for, which can swallow a cancellation on 3.11
+                return await reply
         except TimeoutError:
             return None
         finally:

@@ -26,7 +26,8 @@ class Owners:
             return None
         return record
 
-    async def ask(self, record: StreamRecord, request: dict[str, Any]) -> Any:
-        """The owner's reply to ``request``; None when it does not answer in time (likely gone)."""
+    async def ask(self, record: StreamRecord, request: dict[str, Any], wait: float = 2.0) -> Any:
+        """The owner's reply to ``request``; None when it does not answer within ``wait`` seconds
+        (likely gone)."""
         assert record.owner is not None
-        return await self._control.call(record.owner, request)
+        return await self._control.call(record.owner, request, wait)

@@ -2,7 +2,10 @@
 
 A stream's task is cancelled to stop it, which closes the provider connection at once (the
 provider then stops generating, and billing); the runner tells a stop from a shutdown by the
-``stop_requested`` flag.
+``stop_requested`` flag. A cancellation can be lost on its way: on Python 3.11,
+``asyncio.wait_for`` (which redis-py uses for every write to Redis) returns the inner result when
+the cancellation lands as that result arrives, and the task runs on as if never cancelled. So a
+stop cancels again until the stream has taken it, and answers that it stopped only once it did.
 
 The per-app limit is counted by the leases (``fleet/leases.py``), for the whole fleet when it shares a
 broker: a call takes a slot when admitted and its stream keeps it until it ends.
@@ -27,12 +30,16 @@ from bfstream.store.records import StreamRecord
 
 log = logging.getLogger("bfstream.streams")
 
+STOP_WAIT = 5.0  # seconds a stop waits for the stream's end to go out before answering
+_CANCEL_AGAIN_AFTER = 0.05  # seconds: a cancellation not taken by then was lost
+
 
 @dataclass(eq=False)
 class RunningStream:
     record: StreamRecord
     text: list[str] = field(default_factory=list)  # the answer so far, for live status
     stop_requested: bool = False
+    stopped: bool = False  # the stop was taken: its end says ``stopped``
     ending: bool = False  # past its last event: sending its end and writing its record, not to be cancelled
     task: asyncio.Task[None] | None = None
     slot: str = ""  # its slot in the app's limit
@@ -123,18 +130,21 @@ class StreamRegistry:
         return self._running.get(stream_id)
 
     async def stop(self, stream_id: str) -> bool:
-        """Stop a running stream; returns once its ``end`` went out (or after a second at most). False
-        when there is nothing to stop: no such stream here, or one already ending by itself."""
+        """Stop a running stream. True once it has ended as ``stopped`` (its ``end`` went out, or is
+        held until the broker takes it: after ``STOP_WAIT`` seconds the answer does not wait for
+        that); False when there was nothing to stop: no such stream here, or one that ended, or
+        began ending, by itself first."""
         stream = self._running.get(stream_id)
         if stream is None or stream.task is None:
             return False
-        if stream.ending:  # it finished by itself an instant ago: nothing is left to stop
-            await asyncio.wait({stream.task}, timeout=1.0)
-            return False
-        stream.stop_requested = True
-        stream.task.cancel()
-        await asyncio.wait({stream.task}, timeout=1.0)
-        return True
+        task = stream.task
+        if not stream.ending:
+            stream.stop_requested = True
+            while not stream.ending and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=_CANCEL_AGAIN_AFTER)
+        await asyncio.wait({task}, timeout=STOP_WAIT)
+        return stream.stopped
 
     async def drain(self, seconds: float) -> None:
         """Take no new streams, give running ones (and calls still opening or running ``stream: false``)

@@ -13,7 +13,7 @@ from bfstream.fleet.control import Control
 from bfstream.fleet.owners import Owners
 from bfstream.store.records import App
 from bfstream.store.store import Store
-from bfstream.streams.registry import RunningStream, StreamRegistry
+from bfstream.streams.registry import STOP_WAIT, RunningStream, StreamRegistry
 
 
 def live_status(stream: RunningStream, retain_text: bool) -> dict[str, Any]:
@@ -37,7 +37,8 @@ class FleetStreams:
         record = await self._owners.elsewhere(stream_id)
         if record is None:
             return False
-        reply = await self._owners.ask(record, {"op": "stop", "streamId": stream_id})
+        # The owner answers once the stream has ended as stopped: it may wait STOP_WAIT for its end.
+        reply = await self._owners.ask(record, {"op": "stop", "streamId": stream_id}, wait=STOP_WAIT + 1)
         if reply is None:  # the stream exists, but its instance is silent: likely dead, soon swept
             raise Unavailable(
                 "The instance running this stream does not answer; if it is gone, the stream ends within seconds"

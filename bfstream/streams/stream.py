@@ -203,8 +203,11 @@ class Stream:
             status, error = "failed", {"message": f"The stream ran longer than {max_duration:g} s", "code": 504}
         except asyncio.CancelledError as exc:
             if stream.stop_requested:
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own stop, handled here
-                status, finish_reason = "stopped", "stopped"
+                task = asyncio.current_task()
+                assert task is not None
+                while task.uncancel():  # our own stop, handled here (it may have cancelled more than once)
+                    pass
+                status, finish_reason, stream.stopped = "stopped", "stopped", True
             else:  # server shutdown: tell the channels, then let the task end
                 status, error, shutdown = "interrupted", {"message": "The server is shutting down", "code": 503}, exc
         except Exception:

@@ -156,8 +156,11 @@ async def run_calls(
 
 
 async def _from_page(answer: asyncio.Future[dict[str, Any]], name: str, seconds: float) -> tuple[dict[str, Any], str]:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the answer when a stop's
+    # cancellation lands as the answer arrives, and the stop is lost.
     try:
-        result = await asyncio.wait_for(answer, seconds)
+        async with asyncio.timeout(seconds):
+            result = await answer
     except TimeoutError:
         return _failure(f"The tool {name} did not respond within {seconds:g} s"), "timeout"
     return result, "ok" if result.get("success") else "failed"
