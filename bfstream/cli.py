@@ -13,18 +13,77 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from bfstream.config import Settings, load_settings
-from bfstream.errors import BfstreamError
+from bfstream.errors import BfstreamError, StoreError
 from bfstream.store.records import App
-from bfstream.store.store import Store, open_store
+from bfstream.store.store import Store, open_store, sqlite_path
 from bfstream.webhooks import check_url
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.config, data_dir=args.data_dir, database_url=args.database_url, **overrides)
+
+
+def _without_password(url: str) -> str:
+    """A URL as start-up may print it: the user and host stay, a password (in the authority or the
+    query string) goes, since that output ends up in logs."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if "pass" not in k.lower()]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if at and user else host, query=urlencode(query)))
+
+
+def _is_postgres(settings: Settings) -> bool:
+    return bool(settings.database_url and settings.database_url.startswith(("postgresql://", "postgres://")))
+
+
+def _database(settings: Settings) -> str:
+    """The database as a person would look for it: the SQLite file's absolute path, or the URL."""
+    if _is_postgres(settings):
+        return _without_password(settings.database_url or "")
+    return str(sqlite_path(settings.database_url, settings.data_dir).absolute())
+
+
+def _where(settings: Settings) -> str:
+    """The one line every command that opens the database prints, so a wrong directory is seen at once."""
+    if settings.database_url:
+        return f"bfstream: database {_database(settings)}"
+    return f"bfstream: data directory {settings.data_dir.absolute()}"
+
+
+def _note_old_default(settings: Settings) -> None:
+    """The default data directory used to be ``.bfstream`` under the current directory; a
+    database left there is no longer found, and a fresh one elsewhere must not go unexplained."""
+    old = Path(".bfstream") / "bfstream.sqlite3"
+    if "data_dir" in settings.model_fields_set or settings.database_url or not old.is_file():
+        return
+    if old.absolute() != sqlite_path(None, settings.data_dir).absolute():
+        print(
+            f"bfstream: note: {old.absolute()} is not used any more (the default data directory is now "
+            f"{settings.data_dir.absolute()}); pass --data-dir {old.parent.absolute()} to keep using it",
+            file=sys.stderr,
+        )
+
+
+async def _open(settings: Settings, create: bool) -> Store:
+    """``open_store``, its failures as one line: a missing SQLite file is not created unless ``create``."""
+    _note_old_default(settings)
+    try:
+        store = await open_store(settings.database_url, settings.data_dir, create=create)
+    except StoreError as exc:
+        if exc.code == "no_database":
+            raise SystemExit(
+                f"bfstream: no database at {_database(settings)}, and this command makes none: "
+                "bfstream serve or bfstream apps create makes it, or --data-dir names another directory"
+            ) from None
+        raise SystemExit(f"bfstream: cannot open the database {_database(settings)}: {exc.message}") from None
+    print(_where(settings), file=sys.stderr)
+    return store
 
 
 def _app_json(app: App, api_key: str | None = None) -> dict[str, Any]:
@@ -48,8 +107,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.demo:
         settings.demo.enabled = True
 
+    _check_broker(settings)
+
     async def first_app() -> None:
-        store = await open_store(settings.database_url, settings.data_dir)
+        store = await _open(settings, create=True)
         try:
             if settings.create_first_app and not await store.list_apps():
                 app, key = await store.create_app("default")
@@ -67,6 +128,13 @@ def _serve(args: argparse.Namespace) -> int:
             await store.close()
 
     asyncio.run(first_app())
+    alone = settings.broker_url.startswith("memory://")
+    broker = "memory:// (this process alone)" if alone else _without_password(settings.broker_url)
+    print(
+        f"bfstream: broker {broker}, key prefix {settings.broker_prefix}, database {_database(settings)}",
+        file=sys.stderr,
+        flush=True,
+    )
     if settings.demo.enabled:
         scheme = "https" if settings.tls_certfile else "http"
         print(f"The demo is at {scheme}://{settings.host}:{settings.port}/demo", flush=True)
@@ -77,24 +145,43 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_store(command: Callable[[argparse.Namespace, Store], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
-    """Run a store command on the database the settings name, the one every instance uses."""
-
-    def run(args: argparse.Namespace) -> int:
-        async def with_store() -> int:
-            settings = _settings(args)
-            store = await open_store(settings.database_url, settings.data_dir)
-            try:
-                return await command(args, store)
-            finally:
-                await store.close()
-
-        return asyncio.run(with_store())
-
-    return run
+def _check_broker(settings: Settings) -> None:
+    """The server imports the Redis client while it starts (``open_fleet``), where a missing package
+    is a traceback; importing it here first makes that one line. Building the fleet here instead is
+    no check: its Redis parts start talking to Redis as soon as they are made."""
+    if settings.broker_url.startswith("memory://"):
+        return
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise SystemExit("bfstream: broker_url names Redis: install bfstream[redis]") from None
 
 
-@_with_store
+Command = Callable[[argparse.Namespace, Store], Awaitable[int]]
+
+
+def _with_store(*, create: bool = False) -> Callable[[Command], Callable[[argparse.Namespace], int]]:
+    """Run a store command on the database the settings name, the one every instance uses. Only a
+    command that makes something ``create``s a database: any other, pointed at a directory with
+    none, says so instead of leaving an empty one there."""
+
+    def wrap(command: Command) -> Callable[[argparse.Namespace], int]:
+        def run(args: argparse.Namespace) -> int:
+            async def with_store() -> int:
+                store = await _open(_settings(args), create)
+                try:
+                    return await command(args, store)
+                finally:
+                    await store.close()
+
+            return asyncio.run(with_store())
+
+        return run
+
+    return wrap
+
+
+@_with_store(create=True)
 async def _apps_create(args: argparse.Namespace, store: Store) -> int:
     name = args.name.strip()
     if not name:
@@ -106,7 +193,7 @@ async def _apps_create(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-@_with_store
+@_with_store()
 async def _apps_list(args: argparse.Namespace, store: Store) -> int:
     apps = await store.list_apps()
     if args.json:
@@ -126,7 +213,7 @@ async def _find(store: Store, ref: str) -> App:
     return app
 
 
-@_with_store
+@_with_store()
 async def _apps_rotate(args: argparse.Namespace, store: Store) -> int:
     app = await _find(store, args.app)
     _print_new_key(app, await store.rotate_key(app.id, args.grace), args.json, "New key for")
@@ -150,7 +237,7 @@ def _origins(value: str) -> list[str] | None:
     return origins
 
 
-@_with_store
+@_with_store()
 async def _apps_update(args: argparse.Namespace, store: Store) -> int:
     app = await _find(store, args.app)
     if args.browser_publish is not None:
@@ -190,7 +277,7 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-@_with_store
+@_with_store()
 async def _apps_delete(args: argparse.Namespace, store: Store) -> int:
     app = await _find(store, args.app)
     await store.delete_app(app.id)
@@ -198,7 +285,7 @@ async def _apps_delete(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-@_with_store
+@_with_store()
 async def _streams_list(args: argparse.Namespace, store: Store) -> int:
     app_id = (await _find(store, args.app)).id if args.app else None
     records = await store.recent_streams(args.limit, app_id)
@@ -214,7 +301,11 @@ async def _streams_list(args: argparse.Namespace, store: Store) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, help="where the SQLite file lives (default .bfstream)")
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the SQLite file lives (default: $XDG_DATA_HOME/bfstream, or ~/.local/share/bfstream)",
+    )
     common.add_argument("--config", type=Path, help="a TOML settings file")
     common.add_argument("--database-url", help="postgresql://... to share one database across instances")
 
@@ -292,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # A "bfstream: ..." message: what was asked cannot be done as configured, the usage-error code, as argparse's.
+        print(exc.code, file=sys.stderr)
+        return 2
     except FileNotFoundError as exc:
         print(f"bfstream: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ Nested keys use ``__`` in the environment: ``BFSTREAM_SERVICES__ECHO__DELAY_MS=5
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,6 +171,19 @@ class DemoSettings(BaseModel):
     model: str | None = None
 
 
+def default_data_dir() -> Path:
+    """The user's data directory on this platform, never the current one: every command then finds
+    the same database whatever directory it is run from. One path does not need platformdirs."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"  # the spec ignores relative
+    return base / "bfstream"
+
+
 _DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
     "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"},
     "anthropic": {"kind": "anthropic", "base_url": "https://api.anthropic.com"},
@@ -187,7 +201,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    data_dir: Path = Path(".bfstream")
+    data_dir: Path = Field(default_factory=default_data_dir)  # BFSTREAM_DATA_DIR, --data-dir
     # Several instances behind a load balancer share a broker and a database (docs/deployment.md):
     # "redis://host:6379/0" and "postgresql://user@host/db". The defaults need no service at all.
     broker_url: str = Field("memory://", pattern=r"^(memory://|rediss?://)")

@@ -12,11 +12,15 @@ import sqlite3
 import subprocess
 import sys
 import tty
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+
+from tests.services import delete_keys, require_postgres, require_redis, throwaway_database, unique_prefix
 
 BFSTREAM = [sys.executable, "-m", "bfstream.cli"]
 
@@ -244,3 +248,197 @@ def test_apps_update_webhook_checks_the_url_and_shows_the_secret_once(tmp_path: 
     assert off["webhook"] is None and "webhookSecret" not in off
     again = run("apps", "update", "shop", "--rotate-webhook-secret", data_dir=tmp_path)
     assert again.returncode != 0 and "no webhook" in again.stderr
+
+
+# Start-up and where the data is (issue 16). The commands run as a user would run them from anywhere:
+# HOME and XDG_DATA_HOME point into the test's directory so nothing touches the real home, and
+# PYTHONPATH names this checkout so a command run from "/" still runs this bfstream.
+ROOT = Path(__file__).resolve().parent.parent
+FILESYSTEM_ROOT = Path("/")  # where the outside test ran `bfstream apps list` from
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BFSTREAM_") and k != "XDG_DATA_HOME"}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**env, "HOME": str(home), "PYTHONPATH": pythonpath, **extra}
+
+
+def command(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BFSTREAM, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd, env=env)
+
+
+async def serve_until_running(*args: str, cwd: Path, env: dict[str, str]) -> str:
+    """``bfstream serve`` until uvicorn says it runs, then stopped; what it printed, both streams."""
+    proc = await asyncio.create_subprocess_exec(
+        *BFSTREAM, "serve", "--port", str(free_port()), *args, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    printed = ""
+    try:
+        async with asyncio.timeout(20):
+            while "Uvicorn running on" not in printed:
+                line = await proc.stdout.readline()
+                assert line, printed
+                printed += line.decode()
+    finally:
+        proc.terminate()
+        printed += (await proc.stdout.read()).decode()
+        await proc.wait()
+    return printed
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """A refusal as the CLI must give it: exit 2, one line on stderr, no traceback anywhere."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.anyio
+async def test_every_directory_finds_the_data_directory_serve_used(tmp_path: Path) -> None:
+    home, somewhere, elsewhere = tmp_path / "home", tmp_path / "somewhere", tmp_path / "elsewhere"
+    for folder in (home, somewhere, elsewhere):
+        folder.mkdir()
+    data = tmp_path / "xdg" / "bfstream"
+    env = user_env(home, XDG_DATA_HOME=str(tmp_path / "xdg"))
+    root_had_one = (FILESYSTEM_ROOT / ".bfstream").exists()
+
+    printed = await serve_until_running(cwd=somewhere, env=env)
+    app_id = re.search(r"appId:\s+(\S+)", printed).group(1)
+    assert f"bfstream: data directory {data}\n" in printed
+    # Where a second instance or a support question needs to look: broker, prefix, database, in one line.
+    assert (
+        f"bfstream: broker memory:// (this process alone), key prefix bfstream, database {data}/bfstream.sqlite3\n"
+        in (printed)
+    )
+
+    for cwd in (FILESYSTEM_ROOT, elsewhere):
+        listed = command("apps", "list", "--json", cwd=cwd, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert [a["appId"] for a in json.loads(listed.stdout)] == [app_id]
+        assert listed.stderr == f"bfstream: data directory {data}\n"
+    assert (data / "bfstream.sqlite3").is_file()
+    assert not (somewhere / ".bfstream").exists() and not (elsewhere / ".bfstream").exists()
+    assert (FILESYSTEM_ROOT / ".bfstream").exists() == root_had_one
+    assert list(home.iterdir()) == []  # XDG_DATA_HOME wins over HOME
+
+
+def test_commands_that_need_a_database_create_none(tmp_path: Path) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env = user_env(home)  # no XDG_DATA_HOME: ~/.local/share/bfstream
+    expected = home / ".local" / "share" / "bfstream" / "bfstream.sqlite3"
+    for args in [
+        ("apps", "list"),
+        ("apps", "list", "--json"),
+        ("streams", "list"),
+        ("apps", "rotate-key", "shop"),
+        ("apps", "update", "shop", "--retain-text", "on"),
+        ("apps", "delete", "shop"),
+    ]:
+        result = command(*args, cwd=cwd, env=env)
+        line = one_line(result)
+        assert line.startswith(f"bfstream: no database at {expected}, and this command makes none"), (args, line)
+        assert result.stdout == ""  # no empty listing that a script could take for "no apps"
+        assert list(home.iterdir()) == [] and list(cwd.iterdir()) == [], args
+    named = tmp_path / "named"
+    assert one_line(command("apps", "list", "--data-dir", str(named), cwd=cwd, env=env)).startswith(
+        f"bfstream: no database at {named}/bfstream.sqlite3"
+    )
+    assert not named.exists()
+
+    # The one command that makes something makes the database, where the others then find it.
+    assert command("apps", "create", "shop", cwd=cwd, env=env).returncode == 0
+    assert expected.is_file() and list(cwd.iterdir()) == []
+    listed = command("apps", "list", "--json", cwd=tmp_path, env=env)
+    assert [a["name"] for a in json.loads(listed.stdout)] == ["shop"]
+
+
+def test_a_database_left_at_the_old_default_is_pointed_out(tmp_path: Path) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    cwd.mkdir()
+    env = user_env(home)
+    assert command("apps", "create", "old", "--data-dir", ".bfstream", cwd=cwd, env=env).returncode == 0
+    result = command("apps", "list", cwd=cwd, env=env)
+    assert result.returncode == 2
+    assert f"pass --data-dir {cwd}/.bfstream to keep using it" in result.stderr
+    assert command("apps", "list", "--data-dir", ".bfstream", cwd=cwd, env=env).stdout.split()[1] == "old"
+
+
+def _missing_database_url(password: str) -> tuple[str, str]:
+    """A PostgreSQL URL naming a database that does not exist, with a password to keep out of output."""
+    parts = urlsplit(require_postgres())
+    name = "bfstest_missing_" + uuid.uuid4().hex[:12]
+    netloc = f"{parts.username or 'postgres'}:{password}@{parts.hostname}:{parts.port or 5432}"
+    return urlunsplit(parts._replace(netloc=netloc, path="/" + name)), name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("serve", "--port", "0"), ("apps", "list"), ("apps", "create", "shop"), ("streams", "list")],
+    ids=["serve", "apps-list", "apps-create", "streams-list"],
+)
+def test_a_postgresql_database_that_does_not_exist_is_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    url, name = _missing_database_url("hunter2-not-shown")
+    home = tmp_path / "home"
+    home.mkdir()
+    line = one_line(command(*args, "--database-url", url, cwd=tmp_path, env=user_env(home)))
+    assert line.startswith("bfstream: cannot open the database postgresql://") and "hunter2" not in line
+    assert f'database "{name}" does not exist' in line
+    assert list(home.iterdir()) == []  # no SQLite fallback either
+
+
+@pytest.mark.parametrize(
+    ("args", "hidden", "setting", "says"),
+    [
+        (("serve", "--port", "0"), "asyncpg", "BFSTREAM_DATABASE_URL", "install bfstream[postgres]"),
+        (("apps", "list"), "asyncpg", "BFSTREAM_DATABASE_URL", "install bfstream[postgres]"),
+        (("serve", "--port", "0"), "redis", "BFSTREAM_BROKER_URL", "install bfstream[redis]"),
+    ],
+    ids=["serve-postgres", "apps-list-postgres", "serve-redis"],
+)
+def test_a_missing_extra_is_one_line(
+    tmp_path: Path, args: tuple[str, ...], hidden: str, setting: str, says: str
+) -> None:
+    """The package of an extra not installed: a module of that name on the path that fails to import,
+    as the real one does when it is absent."""
+    (tmp_path / "uninstalled" / hidden).mkdir(parents=True)
+    (tmp_path / "uninstalled" / hidden / "__init__.py").write_text(
+        f"raise ModuleNotFoundError({'No module named ' + repr(hidden)!r}, name={hidden!r})\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = user_env(home)
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path / "uninstalled")  # after this checkout, before site-packages
+    env[setting] = (
+        "postgresql://postgres@127.0.0.1:5432/postgres" if "DATABASE" in setting else "redis://127.0.0.1:6379/0"
+    )
+    line = one_line(command(*args, cwd=tmp_path, env=env))
+    assert says in line, line
+
+
+@pytest.mark.anyio
+async def test_serve_names_its_broker_database_and_prefix_without_passwords(tmp_path: Path) -> None:
+    redis_url, prefix = require_redis(), unique_prefix()
+    home = tmp_path / "home"
+    home.mkdir()
+    async with throwaway_database() as database_url:
+        parts = urlsplit(database_url)
+        secret = "hunter2-not-shown"  # the server trusts local connections; the password only has to stay unshown
+        with_password = urlunsplit(
+            parts._replace(netloc=f"{parts.username}:{secret}@{parts.hostname}:{parts.port or 5432}")
+        )
+        env = user_env(home, BFSTREAM_BROKER_URL=redis_url, BFSTREAM_BROKER_PREFIX=prefix)
+        try:
+            printed = await serve_until_running("--database-url", with_password, cwd=tmp_path, env=env)
+        finally:
+            await delete_keys(redis_url, prefix)
+    shown = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port or 5432}"))
+    assert f"bfstream: broker {redis_url}, key prefix {prefix}, database {shown}\n" in printed
+    assert f"bfstream: database {shown}\n" in printed
+    assert secret not in printed
+    assert list(home.iterdir()) == []

@@ -42,7 +42,10 @@ class PostgresDatabase:
     @classmethod
     async def connect(cls, url: str) -> PostgresDatabase:
         # timeout: a connection attempt to a server that does not answer gives up (asyncpg waits 60 s).
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=10, timeout=5, command_timeout=10)
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=10, timeout=5, command_timeout=10)
+        except (*_UNREACHABLE, asyncpg.PostgresError, ValueError) as exc:  # no server, no such database or role
+            raise StoreError(str(exc) or type(exc).__name__) from exc
         return cls(pool)
 
     async def execute(self, sql: str, *args: Any) -> int:

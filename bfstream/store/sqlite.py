@@ -46,7 +46,11 @@ class SQLiteDatabase:
             db.execute("PRAGMA foreign_keys=ON")
             return db
 
-        return cls(await asyncio.get_running_loop().run_in_executor(thread, open_file), thread)
+        try:
+            return cls(await asyncio.get_running_loop().run_in_executor(thread, open_file), thread)
+        except (OSError, sqlite3.Error) as exc:  # a directory it may not write, a file that is no database
+            thread.shutdown(wait=False)
+            raise StoreError(str(exc)) from exc
 
     async def _run(self, work: Callable[[], T]) -> T:
         try:

@@ -57,17 +57,33 @@ def migrations() -> list[tuple[int, str]]:
     return [(int(f.name.partition("_")[0]), f.read_text()) for f in files]
 
 
-async def open_store(database_url: str | None, data_dir: Path) -> Store:
-    """SQLite in ``data_dir`` unless ``database_url`` names PostgreSQL; asyncpg is imported only then."""
+def sqlite_path(database_url: str | None, data_dir: Path) -> Path:
+    """The SQLite file a ``database_url`` of ``sqlite:///...`` (or none: the data directory's) names."""
+    return Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / "bfstream.sqlite3"
+
+
+async def open_store(database_url: str | None, data_dir: Path, *, create: bool = True) -> Store:
+    """SQLite in ``data_dir`` unless ``database_url`` names PostgreSQL; asyncpg is imported only then.
+
+    ``create=False`` is for commands that only work on what exists: a missing SQLite file is then a
+    ``StoreError`` with code ``no_database`` rather than a new empty database, since a command run
+    against the wrong data directory must say so, not leave a database there that finds nothing.
+    Every way of failing to open (no server, no such database, the extra not installed) is a
+    ``StoreError`` whose message says why in one line."""
     database: Database
     if database_url and database_url.startswith(("postgresql://", "postgres://")):
-        from bfstream.store.postgres import PostgresDatabase
+        try:
+            from bfstream.store.postgres import PostgresDatabase
+        except ImportError as exc:  # its message names the extra to install
+            raise StoreError(str(exc), code="missing_extra") from None
 
         database = await PostgresDatabase.connect(database_url)
     else:
         from bfstream.store.sqlite import SQLiteDatabase
 
-        path = Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / "bfstream.sqlite3"
+        path = sqlite_path(database_url, data_dir)
+        if not create and not path.is_file():
+            raise StoreError(f"there is no database at {path}", code="no_database")
         database = await SQLiteDatabase.connect(path)
     try:
         await database.migrate(migrations())
