@@ -24,6 +24,12 @@ ends a stream for its dead owner raises the fence first, so that a publish from 
 its way (held in a network buffer during a partition, say) is refused when it lands, instead of
 arriving after the stream's ``end``. A fence lasts as long as the channel's history.
 
+Repeats: a fenced publish also carries its event's ``seq``, and the broker keeps, per channel and
+fence, the highest seq it published. A publish whose seq is not above it is a repeat and is dropped
+(``publish`` returns None). So an owner that could not tell whether an event landed (Redis went
+away with the reply on its way, or the command sat in a dead network's buffer and lands minutes
+later) sends it again in its place, and every listener and every replay still sees each seq once.
+
 Failures: while the backend cannot reach its server, ``publish``, ``history``, ``subscribe`` and
 ``control`` raise ``BrokerError``; ``up`` says whether it is reachable right now.
 """
@@ -68,9 +74,13 @@ class Broker(Protocol):
         ...
 
     async def unsubscribe(self, channel: str) -> None: ...
-    async def publish(self, channel: str, data: str, fence: str | None = None) -> Publication:
+    async def publish(
+        self, channel: str, data: str, fence: str | None = None, seq: int | None = None
+    ) -> Publication | None:
         """Append to the channel's history and deliver, atomically: offsets have no gaps. With
-        ``fence``, raise ``Fenced`` instead if that fence was raised on the channel."""
+        ``fence``, raise ``Fenced`` instead if that fence was raised on the channel; with ``fence``
+        and ``seq``, return None and publish nothing if that fence already published that seq or
+        a later one (a repeat)."""
         ...
 
     async def raise_fence(self, channel: str, fence: str) -> None: ...

@@ -100,13 +100,22 @@ class Hub:
     def broker(self) -> Broker:
         return self._broker
 
-    async def publish(self, channel: str, message_json: str, fence: str | None = None) -> Publication:
+    async def publish(self, channel: str, message_json: str) -> Publication:
+        publication = await self.publish_fenced(channel, message_json, None, None)
+        assert publication is not None  # only a fenced publish can be a repeat
+        return publication
+
+    async def publish_fenced(
+        self, channel: str, message_json: str, fence: str | None, seq: int | None
+    ) -> Publication | None:
+        """A stream's event (``broker.py`` says what the fence and the seq guard against); None for a repeat."""
         try:
-            publication = await self._broker.publish(channel, message_json, fence)
+            publication = await self._broker.publish(channel, message_json, fence, seq)
         except BrokerError:
             self.broker_errors += 1
             raise
-        self.published += 1
+        if publication is not None:
+            self.published += 1
         return publication
 
     async def history(self, channel: str, since: int | None) -> History:

@@ -13,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 from bfstream.errors import BfstreamError
-from bfstream.fleet.leases import RENEW_EVERY, Leases
+from bfstream.fleet.leases import LEASE_TTL, RENEW_EVERY, Leases
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
-from bfstream.streams.publisher import Publisher
+from bfstream.streams.publisher import Publisher, ender_fence
 
 log = logging.getLogger("bfstream.streams")
+
+_RETRY_EVERY = 0.5  # seconds between tries to end an orphan on a broker that is away
 
 INTERRUPTED = {
     "message": "The stream was interrupted: the bfstream instance running it stopped",
@@ -48,13 +52,15 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     """Continue the stream's own numbering and give its whole text, as far as the channel's history
     tells (what the owner published but had not saved yet); else as last saved."""
     text, seq, ended = record.text or "", record.seq, False
-    out = Publisher(hub, record, fenced=False)
-    try:
-        await out.raise_fence()  # first: whatever the dead owner still has on its way is refused from now on
-        history = await hub.history(scoped(record.app_id, record.channels[0]), 0)
-    except BfstreamError as exc:
-        log.warning("could not end orphaned stream %s on its channels: %s", record.id, exc.message)
-        return
+    out = Publisher(hub, record, ender_fence(record.id))
+    while True:  # the record is claimed: nobody else will end the stream, so wait for the broker
+        try:
+            await out.raise_fence()  # first: whatever the dead owner still has on its way is refused from now on
+            history = await hub.history(scoped(record.app_id, record.channels[0]), 0)
+            break
+        except BfstreamError as exc:
+            log.warning("could not end orphaned stream %s on its channels yet: %s", record.id, exc.message)
+        await asyncio.sleep(_RETRY_EVERY)
     parts: list[str] | None = None
     for publication in history.publications:
         try:
@@ -77,11 +83,18 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     if parts is not None:
         text = "".join(parts)
     out.seq = seq
-    try:
-        await out.emit("error", error=INTERRUPTED)
-        await out.emit("end", finish_reason="error", usage=None, text=text)
-    except BfstreamError as exc:
-        log.warning("could not end orphaned stream %s on its channels: %s", record.id, exc.message)
+    ending: list[dict[str, Any]] = [
+        {"type_": "error", "error": INTERRUPTED},
+        {"type_": "end", "finish_reason": "error", "usage": None, "text": text},
+    ]
+    for event in ending:
+        while True:  # sent again in its place until the broker takes it; a repeat that landed is dropped
+            try:
+                await out.emit(**event)
+                break
+            except BfstreamError as exc:
+                log.warning("could not end orphaned stream %s on its channels yet: %s", record.id, exc.message)
+            await asyncio.sleep(_RETRY_EVERY)
     if record.text is not None or parts:
         app = await store.app_by_id(record.app_id)
         kept = text if app is not None and app.retain_text else None
@@ -93,17 +106,53 @@ async def keep_alive(
     held_slots: Callable[[], list[tuple[str, str]]], leases: Leases, store: Store, hub: Hub, instance_id: str
 ) -> None:
     """Renew this instance's lease and slots (streams' and connections'), and end the streams of
-    dead instances, until cancelled."""
+    dead instances, until cancelled.
+
+    The two run apart: a sweep waiting on a stalled database must never hold up the renewal, or
+    this instance's own lease would lapse behind it and the others would take its healthy streams
+    for orphans. And a lease found lapsed only counts once every live instance has had the time to
+    renew since the lease store was last reachable from here: after an outage of the broker every
+    lease has lapsed, the living as well as the dead, and the first to be back must not sweep the
+    others before they are back too."""
+    renewed = _Renewals()
+    renewing = asyncio.create_task(_renew_forever(held_slots, leases, renewed))
+    try:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            if not renewed.steady():
+                continue
+            try:
+                await end_orphans(store, hub, leases, instance_id)
+            except BfstreamError as exc:  # an outage: the next round tries again
+                log.warning("could not look for orphaned streams now: %s", exc.message)
+            except Exception:
+                log.exception("looking for orphaned streams failed")
+    finally:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+
+
+class _Renewals:
+    """Since when this instance's renewals have been going through without a failure."""
+
+    def __init__(self) -> None:
+        # The lease was renewed at start-up, and the others have been renewing all along.
+        self.since: float | None = time.monotonic() - LEASE_TTL - RENEW_EVERY
+
+    def steady(self) -> bool:
+        """Long enough for every live instance to have renewed too: ``LEASE_TTL`` plus a round."""
+        return self.since is not None and time.monotonic() - self.since >= LEASE_TTL + RENEW_EVERY
+
+
+async def _renew_forever(held_slots: Callable[[], list[tuple[str, str]]], leases: Leases, renewed: _Renewals) -> None:
     while True:
         await asyncio.sleep(RENEW_EVERY)
         try:
             await leases.renew(held_slots())
         except BfstreamError as exc:
-            log.warning("could not renew this instance's lease: %s", exc.message)
+            if renewed.since is not None:
+                log.warning("could not renew this instance's lease: %s", exc.message)
+            renewed.since = None
             continue
-        try:
-            await end_orphans(store, hub, leases, instance_id)
-        except BfstreamError as exc:  # an outage: the next round tries again
-            log.warning("could not look for orphaned streams now: %s", exc.message)
-        except Exception:
-            log.exception("looking for orphaned streams failed")
+        if renewed.since is None:
+            renewed.since = time.monotonic()

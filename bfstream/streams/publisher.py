@@ -29,7 +29,7 @@ from bfstream.text import repair
 
 log = logging.getLogger("bfstream.streams")
 
-ENDING_PATIENCE = 30.0  # seconds a stream waits for an unreachable broker to take its end
+SHUTDOWN_PATIENCE = 0.0  # seconds a stream ending during a shutdown waits for the broker or the database
 _RETRY_ENDING_EVERY = 0.5
 
 
@@ -48,24 +48,35 @@ def announced(call: ToolCall) -> dict[str, Any]:
     }
 
 
+def ender_fence(stream_id: str) -> str:
+    """The fence of whoever ends a stream for its dead owner: its repeats are dropped too."""
+    return f"{stream_id}.ended"
+
+
 class Publisher:
     """A stream's events as channel messages, numbered from ``record.seq`` on. The owner publishes
-    behind the stream's fence (see ``messaging/broker.py``); whoever ends it for a dead owner, not."""
+    behind the stream's fence (see ``messaging/broker.py``), its id; whoever ends it for a dead
+    owner raises that fence and publishes behind a fence of its own, ``ender_fence``."""
 
-    def __init__(self, hub: Hub, record: StreamRecord, fenced: bool = True) -> None:
+    def __init__(self, hub: Hub, record: StreamRecord, fence: str | None = None) -> None:
         self._hub = hub
-        self._fence = record.id if fenced else None
+        self._fence = fence or record.id
         self._stream_id = record.id
         self._action_name = record.action_name
         self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
         self.seq = record.seq
+        # The event whose publish failed: it may or may not have landed, so it goes out again in its
+        # place, first in the ending (the broker drops it where it did land: a repeat of its seq).
+        self.unsent: dict[str, Any] | None = None
 
     async def emit(self, type_: str, **fields: Any) -> None:
         """The number moves on only once every channel has the event: sent again after a failure,
-        it keeps its ``seq``, so a client can tell a repeat from a new event."""
+        it keeps its ``seq``, and the owner's fence drops it where it had landed already."""
         message = stream_event(self._action_name, type_, self._stream_id, self.seq, **fields)
+        self.unsent = {"type_": type_, **fields}
         for channel in self._channels:
-            await self._hub.publish(channel, message, self._fence)
+            await self._hub.publish_fenced(channel, message, self._fence, self.seq)
+        self.unsent = None
         self.seq += 1
 
     async def raise_fence(self) -> None:
@@ -74,12 +85,16 @@ class Publisher:
 
 
 async def send_ending(
-    out: Publisher, store: Store, record: StreamRecord, events: list[dict[str, Any]], patience: float
+    out: Publisher, store: Store, record: StreamRecord, events: list[dict[str, Any]], patience: float | None
 ) -> bool:
-    """Send the closing events, waiting up to ``patience`` seconds for an unreachable broker to come
-    back: every stream ends with ``end``. Gives up early if another instance, taking this one for
-    dead meanwhile, has already ended the stream on the channels (its record is no longer running)."""
-    deadline = time.monotonic() + patience
+    """Send the closing events, waiting for an unreachable broker to come back however long it takes
+    (``patience`` None; a number of seconds while shutting down): every stream ends with ``end``,
+    after the event that could not go out, if one could not. Gives up early if another instance,
+    taking this one for dead meanwhile, has already ended the stream on the channels (its record is
+    no longer running)."""
+    deadline = None if patience is None else time.monotonic() + patience
+    if out.unsent is not None:
+        events = [out.unsent, *events]
     for event in events:
         while True:
             try:
@@ -88,7 +103,7 @@ async def send_ending(
             except Fenced:
                 return False  # another instance ended the stream on the channels already
             except BrokerError as exc:
-                if time.monotonic() >= deadline:
+                if deadline is not None and time.monotonic() >= deadline:
                     log.warning("stream %s could not send its end: %s", record.id, exc.message)
                     return False
             await asyncio.sleep(_RETRY_ENDING_EVERY)
@@ -97,15 +112,18 @@ async def send_ending(
     return True
 
 
-async def record_end(store: Store, record: StreamRecord, patience: float) -> None:
-    """Write the final record, waiting up to ``patience`` seconds for an unreachable database."""
-    deadline = time.monotonic() + patience
+async def record_end(store: Store, record: StreamRecord, patience: float | None) -> None:
+    """Write the final record, waiting for an unreachable database however long it takes
+    (``patience`` None), or that many seconds while shutting down."""
+    deadline = None if patience is None else time.monotonic() + patience
     while True:
         try:
             await store.record_stream_end(record)
             return
         except StoreError:
-            if time.monotonic() >= deadline:  # it stays running, and is swept once this instance stops
+            if (
+                deadline is not None and time.monotonic() >= deadline
+            ):  # it stays running, and is swept once this instance stops
                 log.warning("stream %s ended, but its record could not be written", record.id)
                 return
         await asyncio.sleep(_RETRY_ENDING_EVERY)

@@ -31,6 +31,7 @@ from bfstream.store.records import StreamRecord
 log = logging.getLogger("bfstream.streams")
 
 STOP_WAIT = 5.0  # seconds a stop waits for the stream's end to go out before answering
+_ENDING_AT_SHUTDOWN = 3.0  # seconds the streams get to send their ending once the drain is over
 _CANCEL_AGAIN_AFTER = 0.05  # seconds: a cancellation not taken by then was lost
 
 
@@ -153,10 +154,17 @@ class StreamRegistry:
         tasks = [s.task for s in self._running.values() if s.task is not None] + list(self._opening)
         if tasks and seconds > 0:
             await asyncio.wait(tasks, timeout=seconds)
-        remaining = [s for s in self._running.values() if s.task is not None]
-        for stream in remaining:
+        remaining = [s.task for s in self._running.values() if s.task is not None]
+        for stream in self._running.values():
             if not stream.ending:
                 stream.task.cancel()  # type: ignore[union-attr]
-        await asyncio.gather(*(s.task for s in remaining), return_exceptions=True)
+        # Those cancelled just now try their ending once. Those that were already ending wait for an
+        # unreachable broker or database however long it takes: cut short, their records stay
+        # running and the fleet ends them (``orphans.py``), here or on the next start.
+        if remaining:
+            _, waiting = await asyncio.wait(remaining, timeout=_ENDING_AT_SHUTDOWN)
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*remaining, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._releasing)

@@ -35,7 +35,7 @@ from bfstream.scrub import scrub_json
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
-from bfstream.streams.publisher import ENDING_PATIENCE, Publisher, announced, record_end, send_ending, still_running
+from bfstream.streams.publisher import SHUTDOWN_PATIENCE, Publisher, announced, record_end, send_ending, still_running
 from bfstream.streams.registry import RunningStream, StreamRegistry
 from bfstream.streams.retry import with_retries
 from bfstream.streams.saver import STALE_AFTER, save_now
@@ -197,8 +197,6 @@ class Stream:
             log.warning("stream %s failed: %s", record.id, exc.message)
             if isinstance(exc, ProviderError):
                 ctx.metrics.provider_error(record.service, exc)
-            if isinstance(exc, BrokerError):
-                out.seq += 1  # the failed event may still land (a reply lost, not the publish): never reuse its number
         except TimeoutError:
             status, error = "failed", {"message": f"The stream ran longer than {max_duration:g} s", "code": 504}
         except asyncio.CancelledError as exc:
@@ -232,7 +230,7 @@ class Stream:
         ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
         # Unless another instance ended it for this one (asked once more: a stream may end right after
         # a long freeze). While shutting down there is no time to wait for the broker.
-        patience = 0 if shutdown is not None else ENDING_PATIENCE
+        patience = SHUTDOWN_PATIENCE if shutdown is not None else None
         if not taken_over and await still_running(ctx.store, record):
             await send_ending(out, ctx.store, record, ending, patience)
         record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication
 
+_SEQS_KEPT = 10_000  # streams per channel whose last seq is remembered
+
 
 @dataclass(slots=True)
 class _Channel:
@@ -23,6 +25,7 @@ class _Channel:
     retained: deque[tuple[float, Publication, int]] = field(default_factory=deque)  # (at, publication, size)
     retained_bytes: int = 0  # bounded by history_bytes, as the deque's length is by history_size
     fences: set[str] = field(default_factory=set)  # forgotten with the channel
+    last_seq: dict[str, int] = field(default_factory=dict)  # fence -> the highest seq it published; so too
 
 
 class MemoryBroker:
@@ -63,10 +66,19 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
-    async def publish(self, channel: str, data: str, fence: str | None = None) -> Publication:
+    async def publish(
+        self, channel: str, data: str, fence: str | None = None, seq: int | None = None
+    ) -> Publication | None:
         state = self._channel(channel)
-        if fence is not None and fence in state.fences:
-            raise Fenced(fence)
+        if fence is not None:
+            if fence in state.fences:
+                raise Fenced(fence)
+            if seq is not None:
+                if seq <= state.last_seq.get(fence, -1):
+                    return None
+                state.last_seq[fence] = seq
+                if len(state.last_seq) > _SEQS_KEPT:  # one process loses no reply: only a bound matters
+                    del state.last_seq[next(iter(state.last_seq))]
         state.offset += 1
         publication = Publication(channel, state.offset, state.epoch, data)
         size = len(data) if data.isascii() else len(data.encode())

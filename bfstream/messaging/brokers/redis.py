@@ -9,6 +9,9 @@ tag, so both keys of a channel share a slot and one script may touch them:
     <prefix>:{<channel>}:fence:<stream id>   string, set when another instance ends a dead
                                     instance's stream: that stream's late publishes are refused.
                                     PEXPIRE history_ttl.
+    <prefix>:{<channel>}:seq:<stream id>     string, the highest seq the stream published here: a
+                                    publish of that seq or a lower one is a repeat, dropped.
+                                    PEXPIRE history_ttl, refreshed by every publish of the stream.
     <prefix>:{<channel>}:history    stream, one entry per publication, id ``<offset>-1``, field ``d``
                                     = data; at most history_size entries and history_bytes bytes of
                                     data, the oldest trimmed first (absent when history_size is 0).
@@ -75,13 +78,15 @@ end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 """
 # ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data, ARGV[6] history_bytes; KEYS[3], when
-# given, the fence. XADD, the only call that could fail on a sound key, runs before the offset is counted,
+# given, the fence, and KEYS[4] with ARGV[7] the stream's seq key and the event's seq: false when fenced,
+# 0 for a repeat. XADD, the only call that could fail on a sound key, runs before the offset is counted,
 # so nothing is ever half-written. Trimming drops the oldest entries until both bounds hold; the byte
 # count lives in meta (``bytes``) and starts over with the history (a lost epoch, or an older version's
 # history that it never counted, clamped at 0).
 _PUBLISH = (
     """
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return false end
+if KEYS[4] and tonumber(redis.call('GET', KEYS[4]) or '-1') >= tonumber(ARGV[7]) then return 0 end
 """
     + _EPOCH
     + """
@@ -102,6 +107,7 @@ if tonumber(ARGV[3]) > 0 then
 end
 redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[2]) end
 redis.call('PUBLISH', ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[5])
 return {offset, epoch}
 """
@@ -206,17 +212,24 @@ class RedisBroker:
         with contextlib.suppress(BrokerError):  # while down there is nothing to undo: reconnecting skips it
             await self._send("UNSUBSCRIBE", self._topic(channel))
 
-    async def publish(self, channel: str, data: str, fence: str | None = None) -> Publication:
-        keys = self._keys(channel) + ([self._fence(channel, fence)] if fence is not None else [])
+    async def publish(
+        self, channel: str, data: str, fence: str | None = None, seq: int | None = None
+    ) -> Publication | None:
+        keys = self._keys(channel)
+        args: list[str | int] = [
+            _new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data, self._history_bytes
+        ]  # fmt: skip
+        if fence is not None:
+            keys.append(self._fence(channel, fence))
+            if seq is not None:
+                keys.append(f"{self._prefix}:{{{channel}}}:seq:{fence}")
+                args.append(seq)
         with translated():
-            published = await self._publish_script(
-                keys=keys,
-                args=[
-                    _new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data, self._history_bytes
-                ],
-            )  # fmt: skip
+            published = await self._publish_script(keys=keys, args=args)
         if published is None:
             raise Fenced(fence)
+        if published == 0:
+            return None  # a repeat of what this fence already published
         offset, epoch = published
         return Publication(channel, int(offset), epoch, data)
 
