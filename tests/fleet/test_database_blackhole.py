@@ -93,9 +93,10 @@ async def test_a_database_blackhole_answers_503_within_the_bound_and_recovers_by
         await proxy.stop()
 
 
-async def test_a_database_that_stops_answering_mid_call_is_dropped_not_waited_for(fleet: Fleet) -> None:
-    """Held while its connections are open and idle: the first calls find them dead and end them,
-    and once the database answers again no call is left waiting on one of them."""
+async def test_connections_that_stop_answering_while_open_are_dropped_not_waited_for(fleet: Fleet) -> None:
+    """The connections open when the network failed stay dead while new ones get through (a NAT
+    or a firewall that forgot them): the first call to meet one gives up within the bound, and no
+    later call waits on another of them."""
     proxy = Proxy(fleet.env["BFSTREAM_DATABASE_URL"])
     await proxy.start()
     try:
