@@ -233,6 +233,9 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "ws_ping_timeout": ping,
         "ws_max_size": settings.messaging.max_frame_bytes,
         "ws_per_message_deflate": settings.messaging.compression,
+        # Named, not "auto": the direct frame path (messaging/transports/websocket.py) and the 4408
+        # of a slow reader rely on this protocol's write flow control, whatever "auto" picks next.
+        "ws": "websockets-sansio",
         # A backstop: requests still open this long after shutdown began are cut.
         "timeout_graceful_shutdown": 5,
         "ssl_certfile": settings.tls_certfile,
