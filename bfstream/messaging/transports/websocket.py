@@ -27,6 +27,7 @@ from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.nesting import nesting_problem
 from bfstream.ratelimits import TokenBucket, enforce
+from bfstream.scrub import scrub
 from bfstream.store.records import App
 from bfstream.text import finite_float, has_lone_surrogate, may_hold_surrogates, not_json
 
@@ -56,9 +57,29 @@ class _InvalidTextFrames(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
+class _RefusedHandshakes(logging.Filter):
+    """For uvicorn's error log, which websockets writes to as well. A malformed upgrade (a
+    ``Sec-WebSocket-Version: 99``, a missing or bad key) gets its 400 and one INFO line, but at
+    DEBUG websockets adds the traceback of how it found out, two or three chained exceptions that
+    any client can have written at will. The reason stays, on the same line; the traceback goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.msg, str) and record.msg.startswith("! "):
+            exc = record.exc_info[1]
+            causes = []
+            while exc is not None and len(causes) < 3:
+                causes.append(f"{type(exc).__name__}: {exc}")
+                exc = exc.__cause__
+            # Records are scrubbed when made (bfstream/scrub.py): this text is new, so it is scrubbed here.
+            record.msg, record.args = scrub(f"{record.getMessage()} ({'; '.join(causes)})"), ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 # Installed with this module, which every server imports: logging set-ups (uvicorn's own included)
 # replace a logger's handlers, never its filters.
 logging.getLogger("uvicorn.error").addFilter(_InvalidTextFrames())
+logging.getLogger("uvicorn.error").addFilter(_RefusedHandshakes())
 
 
 def _since(value: Any) -> Since | None:
