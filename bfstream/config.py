@@ -101,6 +101,10 @@ class MessagingSettings(BaseModel):
     # permessage-deflate compresses every frame once per connection: a third of the server's CPU at
     # 1,000 listeners (bench/fanout.py) for frames of a few dozen bytes. Off unless bandwidth matters more.
     compression: bool = False
+    # Frames written straight to uvicorn's transport, encoded once per message however many listen:
+    # half of what a delivery costs (docs/benchmarks.md). Off, they go through the ASGI send, as with
+    # any other server; only for comparing the two, or should a uvicorn release break the direct path.
+    direct_writes: bool = True
     # With a shared broker, a dead instance's connections leave the listings within this many seconds.
     presence_ttl: float = Field(15.0, gt=0)
     token_ttl: int = Field(3600, gt=0)

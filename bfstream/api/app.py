@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from uvicorn.config import WS_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from bfstream import __version__
 from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, realtime, streams
@@ -30,6 +32,7 @@ from bfstream.fleet.control import Control
 from bfstream.fleet.owners import Owners
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.session import Context
+from bfstream.messaging.transports.websocket import announce_write_path
 from bfstream.messaging.users import UserSessions, apply_change
 from bfstream.metrics import ConnectionCounter, Metrics
 from bfstream.providers.http import provider_client
@@ -235,10 +238,17 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "ws_ping_timeout": ping,
         "ws_max_size": settings.messaging.max_frame_bytes,
         "ws_per_message_deflate": settings.messaging.compression,
+        # Named, not "auto": the direct frame path (messaging/transports/websocket.py) and the 4408
+        # of a slow reader rely on this protocol's write flow control, whatever "auto" picks next.
+        "ws": "websockets-sansio",
         # A backstop: requests still open this long after shutdown began are cut.
         "timeout_graceful_shutdown": 5,
         "ssl_certfile": settings.tls_certfile,
         "ssl_keyfile": settings.tls_keyfile,
         **overrides,
     }
-    return uvicorn.Config(create_app(settings), **options)
+    config = uvicorn.Config(create_app(settings), **options)  # sets up uvicorn's logging, which the line below uses
+    ws = config.ws if not isinstance(config.ws, str) else WS_PROTOCOLS.get(config.ws, config.ws)
+    if ws is not None:  # "none": no WebSocket at all
+        announce_write_path(import_from_string(ws) if isinstance(ws, str) else ws, settings.messaging)
+    return config

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, WebSocket
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
@@ -74,18 +74,24 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     A FastAPI websocket route wraps ``send`` in coroutines of its own, which every frame then went
     through; at 1,000 streams they were 8% of the server's CPU, for nothing a connection uses."""
     websocket = WebSocket(scope, receive, send)
-    # Accept before refusing: a close before the handshake reaches the browser as a bare HTTP 403,
-    # with no code saying why.
-    await websocket.accept()
     try:
-        app, user = await identify(websocket)
-    except BfstreamError as exc:
-        await websocket.close(protocol.close_code(exc.status), exc.message[:120])
+        # Accept before refusing: a close before the handshake reaches the browser as a bare HTTP
+        # 403, with no code saying why.
+        await websocket.accept()
+        try:
+            app, user = await identify(websocket)
+        except BfstreamError as exc:
+            await websocket.close(protocol.close_code(exc.status), exc.message[:120])
+            return
+        context: Context = websocket.app.state.messaging
+        # ``since``: positions (as in SSE ids) for the channels a user's connection joins by itself.
+        resume = resume_from(websocket.query_params.get("since"))
+        server_send = scope.get("bfstream.server_send", send)
+        await WebSocketConnection(websocket, context, app, user, resume, server_send).serve()
+    except WebSocketDisconnect:
+        # The client left (or broke the protocol, and uvicorn closed it) before the accept or the
+        # close could reach it: nobody is left to tell, and it is no server error to log.
         return
-    context: Context = websocket.app.state.messaging
-    # ``since``: positions (as in SSE ids) for the channels a user's connection joins by itself.
-    resume = resume_from(websocket.query_params.get("since"))
-    await WebSocketConnection(websocket, context, app, user, resume, scope.get("bfstream.server_send", send)).serve()
 
 
 # A route of the ASGI function itself (Starlette wraps only endpoints that take a WebSocket).

@@ -1,12 +1,14 @@
 """Frames written straight to the connection's transport (transports/websocket.py) are what a real
-WebSocket client reads, at every length encoding RFC 6455 has: 7 bits, 16 bits and 64 bits."""
+WebSocket client reads, at every length encoding RFC 6455 has: 7 bits, 16 bits and 64 bits; and
+so are those that go through uvicorn's send."""
 
 from __future__ import annotations
 
 import pytest
 
 from bfstream.messaging.transports.websocket import encoded
-from tests.conftest import Server
+from tests.conftest import ServerFactory
+from tests.messaging.write_paths import WritePath
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +27,10 @@ def test_the_header_says_the_payload_length(size: int) -> None:
         assert frame[1] == 127 and int.from_bytes(frame[2:10]) == len(payload) and frame[10:] == payload
 
 
-async def test_messages_of_every_length_reach_a_real_client_whole_and_in_order(server: Server) -> None:
+async def test_messages_of_every_length_reach_a_real_client_whole_and_in_order(
+    start_server: ServerFactory, write_path: WritePath
+) -> None:
+    server = await start_server(messaging=write_path.settings)
     listeners = [await server.ws(channels=("room",)) for _ in range(3)]
     sizes = [1, 90, 200, 30_000, 64_000]  # the last one's frame is past 65,535 bytes
     for size in sizes:
@@ -33,3 +38,4 @@ async def test_messages_of_every_length_reach_a_real_client_whole_and_in_order(s
     for client in listeners:
         got = [frame["message"]["actions"][0]["options"]["text"] for frame in await client.messages_so_far()]
         assert got == ["ü" * size for size in sizes]
+    write_path.assert_taken()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.conftest import Server, StalledClient
+from tests.messaging.write_paths import WritePath
 
 pytestmark = pytest.mark.anyio
 
@@ -26,8 +27,8 @@ async def stalled_client(server: Server, channel: str) -> StalledClient:
     return client
 
 
-async def test_slow_consumer_is_dropped_and_memory_stays_bounded(start_server) -> None:
-    server = await start_server(messaging={"send_queue": 50})
+async def test_slow_consumer_is_dropped_and_memory_stays_bounded(start_server, write_path: WritePath) -> None:
+    server = await start_server(messaging={"send_queue": 50, **write_path.settings})
     slow = await stalled_client(server, "firehose")
     watcher = await server.ws(channels=("firehose",))
 
@@ -48,6 +49,7 @@ async def test_slow_consumer_is_dropped_and_memory_stays_bounded(start_server) -
     assert [f["offset"] for f in received] == list(range(1, len(received) + 1))  # it knows where to resume
     # The healthy client was not disturbed.
     assert [f["offset"] for f in await watcher.messages_so_far()] == list(range(1, sent + 1))
+    write_path.assert_taken()
 
 
 async def test_dead_connection_is_dropped_within_two_ping_intervals(start_server) -> None:

@@ -8,17 +8,25 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Server
+from tests.conftest import Server, ServerFactory
+from tests.messaging.write_paths import WritePath
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_hello_puts_each_connection_in_its_private_channel(server: Server) -> None:
+@pytest.fixture
+async def server(start_server: ServerFactory, write_path: WritePath) -> Server:
+    """Every test here runs on both write paths, with the same assertions (tests/messaging/conftest.py)."""
+    return await start_server(messaging=write_path.settings)
+
+
+async def test_hello_puts_each_connection_in_its_private_channel(server: Server, write_path: WritePath) -> None:
     first, second = await server.ws(), await server.ws()
     for client in (first, second):
         assert client.hello["op"] == "hello"
         assert client.hello["channels"] == [f"tab|{client.hello['connectionId']}"]
     assert first.hello["connectionId"] != second.hello["connectionId"]
+    write_path.assert_taken()
 
 
 async def test_join_leave_ping_replies_echo_the_id(server: Server) -> None:
@@ -80,7 +88,7 @@ async def test_unknown_or_missing_app_is_closed_with_a_code(server: Server, quer
     assert closed.value.rcvd is not None and closed.value.rcvd.code == code
 
 
-async def test_sendmessage_reaches_its_channels_only(server: Server) -> None:
+async def test_sendmessage_reaches_its_channels_only(server: Server, write_path: WritePath) -> None:
     in_one = await server.ws(channels=("channel1",))
     in_both = await server.ws(channels=("channel1", "channel2"))
     outside = await server.ws(channels=("channel3",))
@@ -106,6 +114,7 @@ async def test_sendmessage_reaches_its_channels_only(server: Server) -> None:
     assert all(f["message"] == message for f in got)
     assert await outside.messages_so_far() == []
     assert await other_app.messages_so_far() == []
+    write_path.assert_taken()
 
 
 async def test_sendmessage_to_a_private_tab_channel(server: Server) -> None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketState
 
+from bfstream.config import MessagingSettings
 from bfstream.errors import BfstreamError, ClientError, Conflict, Forbidden, PayloadTooLarge, TooManyRequests
 from bfstream.fleet.ratelimits import TokenBucket, enforce
 from bfstream.messaging import protocol
@@ -26,10 +27,14 @@ from bfstream.messaging.protocol import tool_result_problem
 from bfstream.messaging.session import Context, Session, Since
 from bfstream.messaging.tokens import User
 from bfstream.nesting import nesting_problem
+from bfstream.scrub import scrub
 from bfstream.store.records import App
 from bfstream.text import finite_float, has_lone_surrogate, may_hold_surrogates, not_json
 
 log = logging.getLogger("bfstream.websocket")
+# The server's own log, which ``bfstream serve`` prints (uvicorn configures it): what start-up says of
+# the write path belongs next to uvicorn's own start-up lines.
+_server_log = logging.getLogger("uvicorn.error")
 
 _SLOW_CLOSE_WAIT = 10.0  # seconds
 _FRAME_OVERHEAD = 64  # bytes a frame costs beyond its length: an empty frame still has to be handled
@@ -52,9 +57,29 @@ class _InvalidTextFrames(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
+class _RefusedHandshakes(logging.Filter):
+    """For uvicorn's error log, which websockets writes to as well. A malformed upgrade (a
+    ``Sec-WebSocket-Version: 99``, a missing or bad key) gets its 400 and one INFO line, but at
+    DEBUG websockets adds the traceback of how it found out, two or three chained exceptions that
+    any client can have written at will. The reason stays, on the same line; the traceback goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.msg, str) and record.msg.startswith("! "):
+            exc = record.exc_info[1]
+            causes = []
+            while exc is not None and len(causes) < 3:
+                causes.append(f"{type(exc).__name__}: {exc}")
+                exc = exc.__cause__
+            # Records are scrubbed when made (bfstream/scrub.py): this text is new, so it is scrubbed here.
+            record.msg, record.args = scrub(f"{record.getMessage()} ({'; '.join(causes)})"), ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 # Installed with this module, which every server imports: logging set-ups (uvicorn's own included)
 # replace a logger's handlers, never its filters.
 logging.getLogger("uvicorn.error").addFilter(_InvalidTextFrames())
+logging.getLogger("uvicorn.error").addFilter(_RefusedHandshakes())
 
 
 def _since(value: Any) -> Since | None:
@@ -93,18 +118,62 @@ def encoded(text: str) -> bytes:
     return _LastFrame.data
 
 
-def direct_protocol(send: Send | None) -> Any:
+# What the direct path reads of uvicorn's protocol: private, so checked rather than trusted. uvicorn
+# 0.52.1 is the first to have them all (``writable`` is set and cleared by flow control from then).
+_SANSIO = "WebSocketsSansIOProtocol"
+_NEEDED = ("transport", "writable", "close_sent", "disconnected")
+_warned: set[str] = set()
+
+
+def direct_protocol(send: Send | None, messaging: MessagingSettings) -> Any:
     """uvicorn's websockets-sansio protocol behind ``send``, when frames can go to its transport as
-    bytes: no extension negotiated (permessage-deflate compresses each frame itself). Otherwise
-    None, and frames go through ``send``. Writing the frame this protocol's ``send`` would write,
-    without its three coroutine layers and without framing it once per listener, is half of what
-    a delivery costs (docs/benchmarks.md)."""
+    bytes: direct writes on, no extension negotiated (permessage-deflate compresses each frame
+    itself). Otherwise None, and frames go through ``send``. Writing the frame this protocol's
+    ``send`` would write, without its three coroutine layers and without framing it once per
+    listener, is half of what a delivery costs (docs/benchmarks.md)."""
+    if not messaging.direct_writes:
+        return None
     protocol = getattr(send, "__self__", None)
     conn = getattr(protocol, "conn", None)
-    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or conn is None or conn.extensions:
+    if type(protocol).__name__ != _SANSIO or conn is None or conn.extensions:
         return None
-    needed = ("transport", "writable", "close_sent", "disconnected")
-    return protocol if all(hasattr(protocol, name) for name in needed) else None
+    missing = [name for name in _NEEDED if not hasattr(protocol, name)]
+    if missing:
+        _warn_once(f"WebSocket frames: through the ASGI send, as uvicorn's {_SANSIO} has no {', '.join(missing)}")
+        return None
+    return protocol
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        _server_log.warning(message)
+
+
+def fallback_reason(ws_protocol: Any, messaging: MessagingSettings) -> str | None:
+    """Why a server whose WebSocket protocol is ``ws_protocol`` (uvicorn's class) sends frames
+    through the ASGI ``send``; None when it writes them straight to the transport."""
+    if not messaging.direct_writes:
+        return "messaging.direct_writes is off"
+    name = getattr(ws_protocol, "__name__", repr(ws_protocol))
+    if name != _SANSIO:
+        return f"uvicorn speaks WebSocket with {name}, the direct path knows its websockets-sansio protocol only"
+    if "pause_writing" not in vars(ws_protocol):
+        # Without write flow control nothing stops the transport's buffer growing for a slow reader.
+        return "this uvicorn's websockets-sansio protocol has no write flow control (uvicorn 0.52.1 added it)"
+    return None
+
+
+def announce_write_path(ws_protocol: Any, messaging: MessagingSettings) -> None:
+    """Say once, at start-up, how frames reach the browsers: a fallback costs about half the
+    delivery throughput (docs/benchmarks.md), which nobody should have to find out from a profile."""
+    reason = fallback_reason(ws_protocol, messaging)
+    if reason is None:
+        deflate = "; connections that negotiate permessage-deflate use send" if messaging.compression else ""
+        _server_log.info("WebSocket frames: written straight to the transport%s", deflate)
+    else:  # chosen: said; not chosen: a warning, as the server runs slower than it should
+        level = logging.INFO if not messaging.direct_writes else logging.WARNING
+        _server_log.log(level, "WebSocket frames: through the ASGI send, as %s", reason)
 
 
 class WebSocketConnection:
@@ -163,7 +232,7 @@ class WebSocketConnection:
 
     async def _write_forever(self) -> None:
         next_outgoing = self.session.next_outgoing
-        protocol = direct_protocol(self._send)
+        protocol = direct_protocol(self._send, self._context.limits)
         if protocol is not None:
             transport, writable = protocol.transport, protocol.writable
             holding = False
