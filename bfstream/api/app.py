@@ -22,6 +22,7 @@ from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, rea
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
+from bfstream.api.sockets import guarded_protocol
 from bfstream.api.static import static_files
 from bfstream.config import Settings
 from bfstream.fleet import open_fleet
@@ -239,4 +240,8 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "ssl_keyfile": settings.tls_keyfile,
         **overrides,
     }
-    return uvicorn.Config(create_app(settings), **options)
+    config = uvicorn.Config(create_app(settings), **options)
+    # After the Config is made: which peers are proxies is uvicorn's reading of its options and
+    # environment (FORWARDED_ALLOW_IPS), and the guard must agree with it.
+    config.http = guarded_protocol(config, settings.limits)
+    return config
