@@ -79,8 +79,11 @@ class MessagingSettings(BaseModel):
     history_size: int = Field(1000, ge=0)
     history_bytes: int = Field(1024 * 1024, ge=0)
     history_ttl: float = Field(600.0, gt=0)
-    # Frames waiting for one connection; a client that falls this far behind is disconnected.
+    # Frames waiting for one connection, and the bytes they hold (a frame's size in memory); a client
+    # that falls this far behind is disconnected. One frame bigger than send_queue_bytes still goes
+    # alone. The default holds a channel's whole history (history_bytes) eight times over.
     send_queue: int = Field(1024, gt=0)
+    send_queue_bytes: int = Field(8 * 1024 * 1024, gt=0)
     # Channels one connection may join, and one request (sendmessage, a stream) may name.
     max_channels: int = Field(100, gt=0)
     max_message_bytes: int = Field(64 * 1024, gt=0)
