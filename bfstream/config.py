@@ -80,8 +80,11 @@ class MessagingSettings(BaseModel):
     history_size: int = Field(1000, ge=0)
     history_bytes: int = Field(1024 * 1024, ge=0)
     history_ttl: float = Field(600.0, gt=0)
-    # Frames waiting for one connection; a client that falls this far behind is disconnected.
+    # Frames waiting for one connection, and the bytes they hold (a frame's size in memory); a client
+    # that falls this far behind is disconnected. One frame bigger than send_queue_bytes still goes
+    # alone. The default holds a channel's whole history (history_bytes) eight times over.
     send_queue: int = Field(1024, gt=0)
+    send_queue_bytes: int = Field(8 * 1024 * 1024, gt=0)
     # Channels one connection may join, and one request (sendmessage, a stream) may name.
     max_channels: int = Field(100, gt=0)
     max_message_bytes: int = Field(64 * 1024, gt=0)
@@ -132,13 +135,26 @@ class LimitSettings(BaseModel):
     messages: Rate = Rate(rate=100, burst=200)
     # Per app, all its browsers together (each connection also has messaging.publish_rate).
     publishes: Rate = Rate(rate=100, burst=200)
-    # Open WebSocket and SSE connections, per app and per client address (behind a proxy, set
-    # FORWARDED_ALLOW_IPS so the address is the browser's, not the proxy's).
     # Request body bytes per client address, on each instance: parsing JSON costs the event loop
     # about 40 ns a byte, so this bounds what one address can take from everyone else's streams.
     body_bytes_per_address: Rate = Rate(rate=2 * 1024 * 1024, burst=24 * 1024 * 1024)
+    # Open WebSocket and SSE connections, per app and per client address (behind a proxy, set
+    # FORWARDED_ALLOW_IPS so the address is the browser's, not the proxy's).
     connections_per_app: int = Field(10_000, gt=0)
     connections_per_address: int = Field(1_000, gt=0)
+    # Sockets one client address may hold open on each server process, counted from the connect,
+    # before any request is read (plain HTTP and SSE; a WebSocket leaves this count at its upgrade,
+    # for connections_per_address): past it a new socket gets 429 and is closed. None means
+    # connections_per_address + 100, room for plain requests beside its SSE connections. A peer
+    # trusted as a proxy (FORWARDED_ALLOW_IPS) is not counted: its sockets carry many clients.
+    sockets_per_address: int | None = Field(None, gt=0)
+    # Seconds a request's headers may take to arrive, from the socket's connect or the request's
+    # first byte; past it the socket gets 408 and is closed (slow-header attacks, "slowloris").
+    header_timeout: float = Field(10.0, gt=0)
+
+    def socket_limit(self) -> int:
+        """``sockets_per_address``, or what it follows when unset."""
+        return self.sockets_per_address or self.connections_per_address + 100
 
 
 class ToolSettings(BaseModel):

@@ -24,6 +24,7 @@ from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, rea
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
+from bfstream.api.sockets import guarded_protocol
 from bfstream.api.static import static_files
 from bfstream.config import Settings
 from bfstream.fleet import open_fleet
@@ -251,4 +252,7 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     ws = config.ws if not isinstance(config.ws, str) else WS_PROTOCOLS.get(config.ws, config.ws)
     if ws is not None:  # "none": no WebSocket at all
         announce_write_path(import_from_string(ws) if isinstance(ws, str) else ws, settings.messaging)
+    # After the Config is made: which peers are proxies is uvicorn's reading of its options and
+    # environment (FORWARDED_ALLOW_IPS), and the guard must agree with it.
+    config.http = guarded_protocol(config, settings.limits)
     return config

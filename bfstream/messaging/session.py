@@ -1,8 +1,10 @@
 """One browser connection, whatever its transport: its channels, its position in each, its queue.
 
-Frames for the client go through a bounded queue that the transport drains, so a slow reader
-never blocks the hub or a stream; when the queue is full the session marks itself ``too_slow``
-and the transport closes it (the client recovers what it missed from history on reconnect).
+Frames for the client go through a queue that the transport drains, so a slow reader never
+blocks the hub or a stream. The queue is bounded in frames and in bytes (``messaging.send_queue``,
+``send_queue_bytes``): frames of a few dozen bytes and frames of megabytes must both stop piling
+up. When either bound would be passed the session marks itself ``too_slow`` and the transport
+closes it (the client recovers what it missed from history on reconnect).
 
 Joining with a position (``since``) replays what the client missed and then continues live with
 no gap and no duplicate: live messages that arrive while history is being read are held back,
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,10 +35,13 @@ from bfstream.store.records import App
 from bfstream.store.store import Store
 from bfstream.webhooks import Deliveries
 
-# What the queue holds: (op, frame, channel, offset, epoch), flat to cost one allocation per frame.
-# The position (on message/joined/left frames; channel None on the others) tells the SSE transport
-# what a resume needs; the WebSocket transport only sends the frame.
-Outgoing = tuple[str, str, str | None, int, str]
+# What the queue holds: (op, frame, channel, offset, epoch, size), flat to cost one allocation per
+# frame. The position (on message/joined/left frames; channel None on the others) tells the SSE
+# transport what a resume needs; the WebSocket transport only sends the frame. ``size`` is what the
+# frame was counted for in the byte bound, kept so that taking it out subtracts exactly that.
+Outgoing = tuple[str, str, str | None, int, str, int]
+
+_size_of = sys.getsizeof  # per frame queued: a global, not an attribute looked up each time
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,8 @@ class Session:
         self._context = context
         self._on_too_slow = on_too_slow
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(context.limits.send_queue)
+        self._queued_bytes = 0
+        self._max_queued_bytes = context.limits.send_queue_bytes
         self._positions: dict[str, tuple[int, str]] = {}  # channel -> last (offset, epoch) queued
         self._held: dict[str, list[tuple[Publication, str]]] = {}  # channels being recovered
         # Set by a transport that can write a frame without waiting; True when it did.
@@ -149,14 +157,29 @@ class Session:
         # only when none is queued or held by the writer.
         if self.write_now is not None and self._queue.empty() and self.write_now(frame):
             return
+        # What the frame holds in memory, not its length: a frame of CJK text or emoji takes two or
+        # four bytes a character. A frame shared by many listeners counts for each: the bound is on
+        # what one connection may keep alive. One frame bigger than the bound still goes alone.
+        size = _size_of(frame)
+        queued = self._queued_bytes + size
+        if queued > self._max_queued_bytes and self._queued_bytes:
+            self._fall_behind()
+            return
         try:
-            self._queue.put_nowait((op, frame, channel, offset, epoch))
+            self._queue.put_nowait((op, frame, channel, offset, epoch, size))
         except asyncio.QueueFull:
-            self.too_slow = True
-            self._on_too_slow()
+            self._fall_behind()
+            return
+        self._queued_bytes = queued
+
+    def _fall_behind(self) -> None:
+        self.too_slow = True
+        self._on_too_slow()
 
     async def next_outgoing(self) -> Outgoing:
-        return await self._queue.get()
+        outgoing = await self._queue.get()
+        self._queued_bytes -= outgoing[5]
+        return outgoing
 
     def deliver(self, channel: str, publication: Publication, frame: str) -> None:
         held = self._held.get(channel)

@@ -90,7 +90,7 @@ class EventStream(Response):
         while True:
             try:
                 async with asyncio.timeout(keepalive):
-                    op, frame, channel, offset, epoch = await session.next_outgoing()
+                    op, frame, channel, offset, epoch, _ = await session.next_outgoing()
             except TimeoutError:
                 await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
                 continue
