@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bfstream.errors import BfstreamError
@@ -35,11 +36,21 @@ INTERRUPTED = {
 }
 
 
-async def end_orphans(store: Store, hub: Hub, leases: Leases, instance_id: str) -> int:
-    """End the streams of every instance whose lease lapsed; returns how many."""
+async def end_orphans(
+    store: Store, hub: Hub, leases: Leases, instance_id: str, trusted: Callable[[], bool] = lambda: True
+) -> int:
+    """End the streams of every instance whose lease lapsed; returns how many.
+
+    The leases are read after the database, so a database read that stalled never decides on
+    leases read before it. A lease read that took longer than a renewal round (held by a dead
+    network, say, and answered once it healed, before the others' renewals landed), or during
+    which ``trusted()`` stopped holding, decides nothing either: the next round reads again."""
     owners = await store.running_owners()
     others = {owner for owner in owners if owner is not None and owner != instance_id}
+    asked = time.monotonic()
     alive = await leases.alive(others) if others else set()
+    if others - alive and (time.monotonic() - asked > RENEW_EVERY or not trusted()):
+        return 0
     ended = 0
     for owner in owners - alive - {instance_id}:
         for record in await store.claim_orphans(owner, INTERRUPTED):
@@ -122,7 +133,7 @@ async def keep_alive(
             if not renewed.steady():
                 continue
             try:
-                await end_orphans(store, hub, leases, instance_id)
+                await end_orphans(store, hub, leases, instance_id, partial(renewed.holds_since, renewed.since))
             except BfstreamError as exc:  # an outage: the next round tries again
                 log.warning("could not look for orphaned streams now: %s", exc.message)
             except Exception:
@@ -143,10 +154,15 @@ class _Renewals:
         """Long enough for every live instance to have renewed too: ``LEASE_TTL`` plus a round."""
         return self.since is not None and time.monotonic() - self.since >= LEASE_TTL + RENEW_EVERY
 
+    def holds_since(self, since: float | None) -> bool:
+        """Steady, and not broken since ``since`` was read."""
+        return self.since == since and self.steady()
+
 
 async def _renew_forever(held_slots: Callable[[], list[tuple[str, str]]], leases: Leases, renewed: _Renewals) -> None:
     while True:
         await asyncio.sleep(RENEW_EVERY)
+        started = time.monotonic()
         try:
             await leases.renew(held_slots())
         except BfstreamError as exc:
@@ -154,5 +170,8 @@ async def _renew_forever(held_slots: Callable[[], list[tuple[str, str]]], leases
                 log.warning("could not renew this instance's lease: %s", exc.message)
             renewed.since = None
             continue
-        if renewed.since is None:
-            renewed.since = time.monotonic()
+        # A renewal that took longer than a round went through a broken network (held, then let
+        # go): the others' may not have, so the steady time starts over as after a failure.
+        now = time.monotonic()
+        if renewed.since is None or now - started > RENEW_EVERY:
+            renewed.since = now

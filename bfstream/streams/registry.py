@@ -139,12 +139,14 @@ class StreamRegistry:
         if stream is None or stream.task is None:
             return False
         task = stream.task
-        if not stream.ending:
-            stream.stop_requested = True
-            while not stream.ending and not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=_CANCEL_AGAIN_AFTER)
-        await asyncio.wait({task}, timeout=STOP_WAIT)
+        if stream.ending:  # it ended, or began its ending, by itself: nothing is left to stop
+            return False
+        stream.stop_requested = True
+        while not stream.ending and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_CANCEL_AGAIN_AFTER)
+        if stream.stopped:
+            await asyncio.wait({task}, timeout=STOP_WAIT)
         return stream.stopped
 
     async def drain(self, seconds: float) -> None:

@@ -193,7 +193,7 @@ async def test_a_stopped_stream_is_counted_as_stopped(start_server: ServerFactor
 
 
 class _FailingBroker(MemoryBroker):
-    async def publish(self, channel: str, message_json: str, fence: str | None = None) -> Any:
+    async def publish(self, channel: str, message_json: str, fence: str | None = None, seq: int | None = None) -> Any:
         raise BrokerError("down")
 
 
