@@ -442,3 +442,20 @@ async def test_serve_names_its_broker_database_and_prefix_without_passwords(tmp_
     assert f"bfstream: database {shown}\n" in printed
     assert secret not in printed
     assert list(home.iterdir()) == []
+
+
+def test_serve_with_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
+    """Redis not running when serve starts (nothing listens on port 1): a refusal like the others,
+    not uvicorn's lifespan traceback and its start-up failure code 3."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = user_env(home, XDG_DATA_HOME=str(tmp_path / "xdg"), BFSTREAM_BROKER_URL="redis://127.0.0.1:1/0")
+    result = command("serve", "--port", str(free_port()), cwd=tmp_path, env=env)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    # Start-up names the broker on its own line (checked above); the refusal is one more, the last.
+    about_it = [line for line in lines if "(Redis)" in line or "lifespan" in line]
+    assert about_it == [lines[-1]], result.stderr
+    assert lines[-1].startswith("bfstream: cannot start: The message broker (Redis) is unreachable"), lines[-1]
+    assert "bfstream: broker redis://127.0.0.1:1/0, key prefix bfstream" in result.stderr

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hashlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import WS_PROTOCOLS
 from uvicorn.importer import import_from_string
 
@@ -27,6 +29,7 @@ from bfstream.api.openapi import describe
 from bfstream.api.sockets import guarded_protocol
 from bfstream.api.static import static_files
 from bfstream.config import Settings
+from bfstream.errors import BrokerError
 from bfstream.fleet import open_fleet
 from bfstream.fleet.connection_limits import ConnectionLimits
 from bfstream.fleet.control import Control
@@ -72,9 +75,14 @@ def create_app(settings: Settings) -> FastAPI:
         if not fleet.shared and settings.database_url and not settings.database_url.startswith("sqlite"):
             log.warning("a shared database with broker_url memory://: run one instance only (docs/deployment.md)")
         state.hub = hub = Hub(fleet.broker)
-        await hub.start()
-        # The lease exists before any record names this instance, so no other takes its streams for orphans.
-        await fleet.leases.renew([])
+        try:
+            await hub.start()
+            # The lease exists before any record names this instance, so no other takes its streams for orphans.
+            await fleet.leases.renew([])
+        except BrokerError as exc:
+            # A configuration problem for the operator, not a bug: said in one line (DrainingServer.startup).
+            state.refusal = f"cannot start: {exc.message}; is Redis running at the broker_url printed above?"
+            raise
         state.control = control = Control(fleet.broker)
         state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
         owners = Owners(store, control)
@@ -168,7 +176,29 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost but for the one below, so that even the answers CORS gives by itself (preflights) carry them.
     app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
     app.add_middleware(realtime.KeepServerSend)  # WebSocket frames skip the layers below (api/realtime.py)
+    app.add_middleware(QuietRefusal)
     return app
+
+
+class QuietRefusal:
+    """A start-up the lifespan refused (``app.state.refusal``) reaches uvicorn without the traceback
+    Starlette attaches to it, which uvicorn would log; ``DrainingServer.startup`` says it in one line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+
+        async def quiet(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and getattr(state, "refusal", None):
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, quiet)
 
 
 def _settle_garbage_collector() -> None:
@@ -199,6 +229,17 @@ class DrainingServer(uvicorn.Server):
     before that for the browsers to see their streams end."""
 
     _draining = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn exits with its start-up failure code; a refusal the lifespan explained is instead
+        one ``bfstream: ...`` line and the CLI's usage-error code (``bfstream.cli.main``)."""
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            refusal = getattr(getattr(self.config.app, "state", None), "refusal", None)
+            if refusal:
+                raise SystemExit(f"bfstream: {refusal}") from None
+            raise
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         state = getattr(self.config.app, "state", None)

@@ -39,15 +39,12 @@ class Fleet:
     root: Path
     http: httpx.AsyncClient
     instances: list[ServeProcess] = field(default_factory=list)
-    _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, redis_url: str | None = None, **env: str) -> ServeProcess:
         """One more instance; ``redis_url`` points it at Redis another way (through a proxy)."""
         extra = {"BFSTREAM_BROKER_URL": redis_url} if redis_url else {}
         instance = await ServeProcess.start(self.root / f"i{len(self.instances)}", **{**self.env, **extra, **env})
         self.instances.append(instance)
-        # Keep reading what it prints (access logs), or a full pipe would one day block it mid-test.
-        self._readers.append(asyncio.create_task(_keep_reading(instance)))
         return instance
 
     async def post(self, instance: ServeProcess, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -92,13 +89,6 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                         instance.proc.kill()
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(instance.proc.wait(), 10)
-                await asyncio.gather(*made._readers, return_exceptions=True)
                 for instance in made.instances:  # what each instance logged, at debug level
                     secret_scan.record("serve output", instance.output)
         await delete_keys(redis_url, prefix)
-
-
-async def _keep_reading(instance: ServeProcess) -> None:
-    assert instance.proc.stdout is not None
-    while line := await instance.proc.stdout.readline():
-        instance.output += line.decode(errors="replace")
