@@ -1,8 +1,10 @@
 """The pages bfstream serves, driven in Chromium as a person would: the demo chat and the streams
-dashboard. Each writes a screenshot to docs/screenshots/ (the README shows the demo's)."""
+dashboard. Each takes a screenshot: into the test's own directory, so a run leaves the checkout as it
+was, or, with BFSTREAM_SCREENSHOTS=docs/screenshots, where the README shows the demo's."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,14 @@ from tests.conftest import Server, ServerFactory
 
 pytestmark = pytest.mark.anyio
 
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("BFSTREAM_SCREENSHOTS") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
 TOKEN = "admin-token-for-the-browser-tests"
 
 # Counts how often the answer's text changes: an answer that arrives in one piece changes once.
@@ -29,7 +38,7 @@ async def ask(page: Any, prompt: str) -> None:
 
 
 async def test_the_demo_streams_an_answer_progressively_and_the_stop_button_ends_one(
-    start_server: ServerFactory, chromium: Any
+    start_server: ServerFactory, chromium: Any, screenshots: Path
 ) -> None:
     server = await start_server(demo={"enabled": True}, services={"echo": {"delay_ms": 15}})
     page = await chromium.new_page()
@@ -47,8 +56,7 @@ async def test_the_demo_streams_an_answer_progressively_and_the_stop_button_ends
     assert text is not None and text.startswith("You wrote: What does bfstream do? This answer comes from")
     assert text.count(". ") >= 2 and text.endswith("where it was.")  # several sentences, whole
     assert await page.evaluate("() => window.answerChanges") >= 20  # it grew word by word, not at once
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / "demo.png"), full_page=True)
+    await page.screenshot(path=str(screenshots / "demo.png"), full_page=True)
 
     await ask(page, " ".join(["long"] * 400))  # some 6 s of words: time to press Stop
     second = page.locator("#conversation li.answer").nth(1)
@@ -64,7 +72,7 @@ async def test_the_demo_streams_an_answer_progressively_and_the_stop_button_ends
 
 
 async def test_the_dashboard_shows_a_running_stream_and_then_its_completion(
-    start_server: ServerFactory, chromium: Any
+    start_server: ServerFactory, chromium: Any, screenshots: Path
 ) -> None:
     server: Server = await start_server(admin_token=TOKEN, services={"echo": {"delay_ms": 30}})
     page = await chromium.new_page()
@@ -90,8 +98,7 @@ async def test_the_dashboard_shows_a_running_stream_and_then_its_completion(
         timeout=10_000,
     )
     assert await page.is_hidden("#login")  # the token was taken
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+    await page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
     await page.wait_for_selector(f"{row}[data-status='completed']", timeout=15_000)
     cells = await page.locator(f"{row} td").all_text_contents()
     assert cells[1] == "echo / echo" and cells[3] == "completed" and cells[4] == "80"  # the provider's count
