@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -81,16 +83,32 @@ async def run_streams(fleet: Fleet, instances: list[Any], listeners: list[Listen
     return ids
 
 
+@asynccontextmanager
+async def six_streams(
+    fleet: Fleet, proxy: Proxy, **via: str
+) -> AsyncIterator[tuple[list[Any], list[Listener], list[str]]]:
+    """Three instances reaching a service through ``proxy`` (``via`` says which), a listener on each,
+    six streams under way; all taken down afterwards, whatever the proxy was left doing. The proxy
+    is started already, so that its address is known."""
+    listeners: list[Listener] = []
+    try:
+        instances = [await fleet.start(**via) for _ in range(3)]
+        listeners = [Listener(await instance.ws(fleet.app_id, "room")) for instance in instances]
+        yield instances, listeners, await run_streams(fleet, instances, listeners, 6)
+    finally:
+        for listener in listeners:
+            await listener.close()
+        proxy.release()
+        for instance in fleet.instances:
+            instance.proc.kill()
+        await proxy.stop()
+
+
 async def test_a_redis_blackhole_of_60_s_ends_every_stream_once_within_10_s_of_its_return(fleet: Fleet) -> None:
     proxy = Proxy(REDIS_URL)
     await proxy.start()
-    listeners: list[Listener] = []
-    try:
-        instances = [
-            await fleet.start(redis_url=proxy.proxied_url, BFSTREAM_SERVICES__ECHO__DELAY_MS="100") for _ in range(3)
-        ]
-        listeners = [Listener(await instance.ws(fleet.app_id, "room")) for instance in instances]
-        ids = await run_streams(fleet, instances, listeners, 6)
+    via = {"redis_url": proxy.proxied_url, "BFSTREAM_SERVICES__ECHO__DELAY_MS": "100"}
+    async with six_streams(fleet, proxy, **via) as (instances, listeners, ids):
         proxy.hold()  # no reset: every byte each way waits, as in a dead network
         await asyncio.sleep(60)  # the outage itself: nothing to wait for but time
         proxy.release()  # what the network held is delivered now: late publishes land after all
@@ -105,26 +123,14 @@ async def test_a_redis_blackhole_of_60_s_ends_every_stream_once_within_10_s_of_i
             record = await fleet.status(instances[0], stream_id)
             assert record["status"] == "failed", record
         print(f"every end arrived within {took:.1f} s of the broker's return")
-    finally:
-        for listener in listeners:
-            await listener.close()
-        proxy.release()
-        for instance in fleet.instances:
-            instance.proc.kill()
-        await proxy.stop()
 
 
 @pytest.mark.parametrize("cut", ["blackhole", "refused"])
 async def test_a_5_s_redis_cut_ends_no_stream_as_interrupted(fleet: Fleet, cut: str) -> None:
     proxy = Proxy(REDIS_URL)
     await proxy.start()
-    listeners: list[Listener] = []
-    try:
-        instances = [
-            await fleet.start(redis_url=proxy.proxied_url, BFSTREAM_SERVICES__ECHO__DELAY_MS="50") for _ in range(3)
-        ]
-        listeners = [Listener(await instance.ws(fleet.app_id, "room")) for instance in instances]
-        ids = await run_streams(fleet, instances, listeners, 6)
+    via = {"redis_url": proxy.proxied_url, "BFSTREAM_SERVICES__ECHO__DELAY_MS": "50"}
+    async with six_streams(fleet, proxy, **via) as (instances, listeners, ids):
         if cut == "blackhole":
             proxy.hold()
             await asyncio.sleep(5)
@@ -142,26 +148,13 @@ async def test_a_5_s_redis_cut_ends_no_stream_as_interrupted(fleet: Fleet, cut: 
                 assert end["finish_reason"] in ("stop", "error")
         for stream_id in ids:
             assert (await fleet.status(instances[0], stream_id))["status"] in ("completed", "failed")
-    finally:
-        for listener in listeners:
-            await listener.close()
-        proxy.release()
-        for instance in fleet.instances:
-            instance.proc.kill()
-        await proxy.stop()
 
 
 async def test_a_postgresql_blackhole_of_10_s_ends_no_healthy_stream(fleet: Fleet) -> None:
     proxy = Proxy(fleet.env["BFSTREAM_DATABASE_URL"])
     await proxy.start()
-    listeners: list[Listener] = []
-    try:
-        instances = [
-            await fleet.start(BFSTREAM_DATABASE_URL=proxy.proxied_url, BFSTREAM_SERVICES__ECHO__DELAY_MS="50")
-            for _ in range(3)
-        ]
-        listeners = [Listener(await instances[0].ws(fleet.app_id, "room"))]
-        ids = await run_streams(fleet, instances, listeners, 6)
+    via = {"BFSTREAM_DATABASE_URL": proxy.proxied_url, "BFSTREAM_SERVICES__ECHO__DELAY_MS": "50"}
+    async with six_streams(fleet, proxy, **via) as (instances, listeners, ids):
         proxy.hold()
         started = time.monotonic()
         refused = await fleet.http.post(instances[1].url + "/stream/create", json=echo_body(fleet.api_key), timeout=30)
@@ -178,10 +171,3 @@ async def test_a_postgresql_blackhole_of_10_s_ends_no_healthy_stream(fleet: Flee
                 while (record := await fleet.status(instances[0], stream_id))["status"] == "running":
                     await asyncio.sleep(0.1)
                 assert record["status"] == "completed", record
-    finally:
-        for listener in listeners:
-            await listener.close()
-        proxy.release()
-        for instance in fleet.instances:
-            instance.proc.kill()
-        await proxy.stop()
