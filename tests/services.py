@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -103,14 +104,17 @@ async def _scan_database(url: str) -> None:
         await connection.close()
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds; fail the test if it does not within ``timeout`` seconds."""
+async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> float:
+    """Poll ``condition`` until it holds; fail the test if it does not within ``timeout`` seconds.
+    How long it took."""
+    started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
             while not condition():
                 await asyncio.sleep(0.01)
     except TimeoutError:
-        pytest.fail(f"condition not met within {timeout} s")
+        pytest.fail(f"{what}: not met within {timeout} s")
+    return time.monotonic() - started
 
 
 class Proxy:

@@ -153,21 +153,7 @@ async def test_serve_creates_a_first_app_and_streams_echo(tmp_path: Path) -> Non
 @pytest.mark.anyio
 async def test_serve_does_not_print_the_first_key_where_it_could_be_kept(tmp_path: Path) -> None:
     """Under a supervisor, or with its output sent to a file, the first app is made without showing its key."""
-    proc = await asyncio.create_subprocess_exec(
-        *BFSTREAM, "serve", "--port", str(free_port()), "--data-dir", str(tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    printed = ""
-    try:
-        async with asyncio.timeout(20):
-            while "Uvicorn running on" not in printed:
-                line = await proc.stdout.readline()
-                assert line, printed
-                printed += line.decode()
-    finally:
-        proc.terminate()
-        printed += (await proc.stdout.read()).decode()
-        await proc.wait()
+    printed = await serve_until_running("--data-dir", str(tmp_path))
     assert "BFAPI_" not in printed
     assert "apiKey: not shown" in printed and "bfstream apps rotate-key default" in printed
     rotated = run("apps", "rotate-key", "default", "--json", data_dir=tmp_path)
@@ -267,7 +253,7 @@ def command(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return subprocess.run([*BFSTREAM, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd, env=env)
 
 
-async def serve_until_running(*args: str, cwd: Path, env: dict[str, str]) -> str:
+async def serve_until_running(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     """``bfstream serve`` until uvicorn says it runs, then stopped; what it printed, both streams."""
     proc = await asyncio.create_subprocess_exec(
         *BFSTREAM, "serve", "--port", str(free_port()), *args, cwd=cwd, env=env,

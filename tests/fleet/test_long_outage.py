@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import WSClient
 from tests.fleet.conftest import Fleet, echo_body
-from tests.services import REDIS_URL, Proxy
+from tests.services import REDIS_URL, Proxy, until
 
 pytestmark = pytest.mark.anyio
 
@@ -51,18 +51,6 @@ class Listener:
     async def close(self) -> None:
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
-
-
-async def until(condition: Any, timeout: float, what: str) -> float:
-    """Wait for ``condition()``; how long it took."""
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"{what}: not within {timeout} s")
-    return time.monotonic() - started
 
 
 def assert_whole(events: list[dict[str, Any]]) -> dict[str, Any]:
