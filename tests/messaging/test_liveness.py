@@ -118,17 +118,23 @@ class StalledSSE:
         return read
 
 
+async def flood_until_one_leaves(server: Server, channel: str, listening: int) -> int:
+    """Big messages to ``channel`` until fewer than ``listening`` connections are left in it; how many."""
+    sent = 0
+    async with asyncio.timeout(60):
+        while await connections_in(server, channel) == listening:
+            await server.send(channel, big_message(sent))
+            sent += 1
+    return sent
+
+
 async def test_a_slow_reader_of_big_messages_is_dropped_by_bytes_not_frames(start_server) -> None:
     bound = 2 * MiB
     server = await start_server(messaging={"send_queue_bytes": bound}, limits=NO_BODY_BUDGET)
     slow = await stalled_client(server, "firehose")
     watcher = await server.ws(channels=("firehose",))
 
-    sent = 0
-    async with asyncio.timeout(60):
-        while await connections_in(server, "firehose") == 2:
-            await server.send("firehose", big_message(sent))
-            sent += 1
+    sent = await flood_until_one_leaves(server, "firehose", 2)
     # The 1,024-frame bound alone would have let 512 MB pile up. Cut once the byte bound filled
     # behind what the sockets buffer (a few MB on loopback).
     assert bound // BIG < sent < (bound + 16 * MiB) // BIG, sent
@@ -144,11 +150,7 @@ async def test_a_slow_sse_reader_of_big_messages_is_dropped_by_bytes(start_serve
     server = await start_server(messaging={"send_queue_bytes": bound}, limits=NO_BODY_BUDGET)
     slow = await StalledSSE.open(int(server.url.rsplit(":", 1)[1]), server.app_id, "firehose")
 
-    sent = 0
-    async with asyncio.timeout(60):
-        while await connections_in(server, "firehose") == 1:
-            await server.send("firehose", big_message(sent))
-            sent += 1
+    sent = await flood_until_one_leaves(server, "firehose", 1)
     assert bound // BIG < sent < (bound + 16 * MiB) // BIG, sent
     # Closed: once it reads again it gets what was in flight, then the end of the connection.
     assert 0 < await slow.read_to_end() < sent * BIG
