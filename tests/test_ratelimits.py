@@ -22,7 +22,7 @@ async def limits(request: pytest.FixtureRequest) -> AsyncIterator[list[RateLimit
         yield [alone, alone]
         return
     from bfstream.fleet.ratelimits_redis import RedisRateLimits
-    from bfstream.messaging.brokers.redis import redis_client
+    from bfstream.fleet.redis import redis_client
 
     url, prefix = require_redis(), unique_prefix()
     clients = [redis_client(url, retries=1), redis_client(url, retries=1)]  # as the fleet makes them

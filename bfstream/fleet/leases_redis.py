@@ -31,11 +31,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# Renewal adds a slot that is missing: after an outage longer than a lease, the slots of streams and
+# connections that lived through it have lapsed and been swept, and must count again. A slot
+# released while a renewal that listed it was on its way comes back too, for one lease at most.
 _RENEW = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], 'XX', ms + tonumber(ARGV[1]), ARGV[i + 1])
+  redis.call('ZADD', KEYS[i], ms + tonumber(ARGV[1]), ARGV[i + 1])
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
 return #KEYS
