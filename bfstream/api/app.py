@@ -125,7 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
             for release in releases:
                 release()
 
-    app = FastAPI(
+    app = _Application(
         title="bfstream",
         version=__version__,
         description="Streams LLM output to BetterForms-style messaging channels.",
@@ -175,9 +175,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AppOrigins)
     # Outermost but for the one below, so that even the answers CORS gives by itself (preflights) carry them.
     app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
-    app.add_middleware(realtime.KeepServerSend)  # WebSocket frames skip the layers below (api/realtime.py)
     app.add_middleware(QuietRefusal)
     return app
+
+
+class _Application(FastAPI):
+    """FastAPI, keeping the server's own ``send`` in the scope (``bfstream.server_send``) before any
+    middleware, Starlette's outermost error handler included, wraps it: a WebSocket writes its frames
+    to it (``api/realtime.py``), and an SSE response cuts through it the connection of a reader too
+    slow to take its last bytes (``messaging/transports/sse.py``)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["bfstream.server_send"] = send
+        await super().__call__(scope, receive, send)
 
 
 class QuietRefusal:

@@ -56,19 +56,6 @@ async def identify(connection: HTTPConnection) -> tuple[App, User | None]:
     return app, user
 
 
-class KeepServerSend:
-    """Outermost: keeps the server's own ``send`` of a WebSocket in its scope, before the
-    middleware below (Starlette's exception handler, for one) wraps it for every frame."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope["bfstream.server_send"] = send
-        await self.app(scope, receive, send)
-
-
 async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """``GET /message/ws``, as a plain ASGI endpoint: its frames go to the server's own ``send``.
     A FastAPI websocket route wraps ``send`` in coroutines of its own, which every frame then went

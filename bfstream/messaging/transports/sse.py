@@ -78,8 +78,10 @@ class EventStream(Response):
             await asyncio.gather(*tasks, return_exceptions=True)
             await session.close()
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):  # a client too slow to take even this gets its connection cut
+            async with asyncio.timeout(1):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+        await _cut(scope)  # a client too slow to take even the end of the response
 
     async def _write_forever(self, session: Session, send: Send) -> None:
         # Start from where the client resumes: until a channel's own joined event is written, the ids
@@ -114,3 +116,20 @@ class EventStream(Response):
     async def _until_disconnect(receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+
+
+async def _cut(scope: Scope) -> None:
+    """Drop the connection of a reader that does not take the response's last bytes (it stopped
+    reading, so the server's writes stay paused). Returning with the response unfinished would
+    have uvicorn report an application error; a connection it sees lost first is the client's
+    doing. The server's own ``send`` (``api/realtime.py``) is uvicorn's request cycle, whose
+    ``transport`` and ``disconnected`` the WebSocket's direct path relies on as well."""
+    cycle = getattr(scope.get("bfstream.server_send"), "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:  # another server than uvicorn: it reports the unfinished response as it will
+        return
+    transport.abort()
+    for _ in range(10):  # connection_lost runs at the loop's next turn
+        if getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0)
