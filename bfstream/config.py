@@ -151,6 +151,10 @@ class LimitSettings(BaseModel):
     # Seconds a request's headers may take to arrive, from the socket's connect or the request's
     # first byte; past it the socket gets 408 and is closed (slow-header attacks, "slowloris").
     header_timeout: float = Field(10.0, gt=0)
+    # Bytes a request's line and headers may take; past it the socket gets 431 and is closed.
+    # httptools sets no bound of its own, so a 64 MB header was taken whole into memory. nginx
+    # allows 32 KB by default, as here: cookies and tokens fit, a flood does not.
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
 
     def socket_limit(self) -> int:
         """``sockets_per_address``, or what it follows when unset."""

@@ -1,5 +1,5 @@
-"""Limits below HTTP: how long a request's headers may take to arrive, and how many sockets one
-client address may hold open on this process.
+"""Limits below HTTP: how long a request's headers may take to arrive, how many bytes they may
+take, and how many sockets one client address may hold open on this process.
 
 Both live in uvicorn's HTTP protocol (a subclass of the one it would use, given to its ``Config``),
 because nothing above it can see what they guard. The ASGI application, and so every middleware,
@@ -110,8 +110,10 @@ class _SocketGuard:
 
     # Set on the class made for each server (``guarded_protocol``).
     header_timeout: float
+    max_header_bytes: int
     sockets: SocketCounts
     timed_out: bytes
+    too_large: bytes
     refused: bytes
     # uvicorn's, per connection.
     loop: asyncio.AbstractEventLoop
@@ -121,6 +123,7 @@ class _SocketGuard:
 
     _timer: asyncio.TimerHandle | None = None
     _counted = False
+    _header_bytes = 0  # received while the request's headers are still incomplete
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -152,9 +155,22 @@ class _SocketGuard:
             self._timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _disarm(self) -> None:
+        self._header_bytes = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _count_header_bytes(self, received: int) -> None:
+        """After the parser took ``received`` bytes: if the headers are still incomplete (the timer
+        is armed), all of them were headers (but for the end of a previous request sharing the
+        read), and past the bound the socket is answered 431 and closed."""
+        if self._timer is None:
+            return
+        self._header_bytes += received
+        if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._disarm()
+            self.transport.write(self.too_large)
+            self.transport.close()
 
     def _headers_too_slow(self) -> None:
         self._timer = None
@@ -177,6 +193,10 @@ if HttpToolsProtocol is not None:
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._count_header_bytes(len(data))  # httptools bounds no header (h11 does: see below)
 
 
 class _GuardedH11(_SocketGuard, H11Protocol):
@@ -207,6 +227,8 @@ def guarded_protocol(config: uvicorn.Config, limits: LimitSettings) -> type[asyn
     else:
         raise ValueError(f"headers and sockets are guarded for uvicorn's httptools and h11 only, not {base.__name__}")
     limit, timeout = limits.socket_limit(), limits.header_timeout
+    # h11 bounds a request's head by itself, with a 400: the same figure.
+    config.h11_max_incomplete_event_size = limits.max_header_bytes
     timed_out = _answer(
         408, "Request Timeout", f"The request's headers did not arrive within {timeout:g} s", "request_timeout"
     )
@@ -218,5 +240,18 @@ def guarded_protocol(config: uvicorn.Config, limits: LimitSettings) -> type[asyn
         f"retry-after: {_RETRY_AFTER}\r\n".encode(),
     )
     counts = SocketCounts(limit, ProxyPeers(config))
-    attributes = {"header_timeout": timeout, "sockets": counts, "timed_out": timed_out, "refused": refused}
+    too_large = _answer(
+        431,
+        "Request Header Fields Too Large",
+        f"The request's line and headers are larger than {limits.max_header_bytes} bytes",
+        "payload_too_large",
+    )
+    attributes = {
+        "header_timeout": timeout,
+        "max_header_bytes": limits.max_header_bytes,
+        "sockets": counts,
+        "timed_out": timed_out,
+        "too_large": too_large,
+        "refused": refused,
+    }
     return type(f"Guarded{base.__name__}", (guard,), attributes)
