@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from bfstream.config import Settings, load_settings
-from bfstream.errors import BfstreamError, StoreError
+from bfstream.errors import BfstreamError, BrokerError, StoreError
 from bfstream.store.records import App
 from bfstream.store.store import Store, open_store, sqlite_path
 from bfstream.webhooks import check_url
@@ -148,13 +148,30 @@ def _serve(args: argparse.Namespace) -> int:
 def _check_broker(settings: Settings) -> None:
     """The server imports the Redis client while it starts (``open_fleet``), where a missing package
     is a traceback; importing it here first makes that one line. Building the fleet here instead is
-    no check: its Redis parts start talking to Redis as soon as they are made."""
+    no check: its Redis parts start talking to Redis as soon as they are made. And a Redis that does
+    not answer is said before anything is made (the database, the first app), not after; the server
+    checks again as it starts, for a Redis gone meanwhile (``api/app.py``)."""
     if settings.broker_url.startswith("memory://"):
         return
     try:
         import redis  # noqa: F401
     except ImportError:
         raise SystemExit("bfstream: broker_url names Redis: install bfstream[redis]") from None
+    from bfstream.fleet.redis import redis_client, translated
+
+    async def ping() -> None:
+        client = redis_client(settings.broker_url, retries=0)
+        try:
+            with translated():
+                await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except BrokerError as exc:
+        where = _without_password(settings.broker_url)
+        raise SystemExit(f"bfstream: cannot start: {exc.message}; is Redis running at {where}?") from None
 
 
 Command = Callable[[argparse.Namespace, Store], Awaitable[int]]
