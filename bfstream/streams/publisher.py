@@ -73,10 +73,12 @@ class Publisher:
         """The number moves on only once every channel has the event: sent again after a failure,
         it keeps its ``seq``, and the owner's fence drops it where it had landed already."""
         message = stream_event(self._action_name, type_, self._stream_id, self.seq, **fields)
-        self.unsent = {"type_": type_, **fields}
-        for channel in self._channels:
-            await self._hub.publish_fenced(channel, message, self._fence, self.seq)
-        self.unsent = None
+        try:
+            for channel in self._channels:
+                await self._hub.publish_fenced(channel, message, self._fence, self.seq)
+        except BaseException:  # kept only then: nothing more per event on the way of every chunk
+            self.unsent = {"type_": type_, **fields}
+            raise
         self.seq += 1
 
     async def raise_fence(self) -> None:
@@ -94,7 +96,7 @@ async def send_ending(
     no longer running)."""
     deadline = None if patience is None else time.monotonic() + patience
     if out.unsent is not None:
-        events = [out.unsent, *events]
+        events, out.unsent = [out.unsent, *events], None
     for event in events:
         while True:
             try:
@@ -121,9 +123,8 @@ async def record_end(store: Store, record: StreamRecord, patience: float | None)
             await store.record_stream_end(record)
             return
         except StoreError:
-            if (
-                deadline is not None and time.monotonic() >= deadline
-            ):  # it stays running, and is swept once this instance stops
+            # Given up while shutting down: it stays running, and is swept once this instance stops.
+            if deadline is not None and time.monotonic() >= deadline:
                 log.warning("stream %s ended, but its record could not be written", record.id)
                 return
         await asyncio.sleep(_RETRY_ENDING_EVERY)
