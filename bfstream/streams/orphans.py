@@ -14,18 +14,21 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from bfstream.errors import BfstreamError
 from bfstream.fleet.leases import LEASE_TTL, RENEW_EVERY, Leases
+from bfstream.messaging.broker import History
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.publisher import Publisher, ender_fence
 
 log = logging.getLogger("bfstream.streams")
+
+T = TypeVar("T")
 
 _RETRY_EVERY = 0.5  # seconds between tries to end an orphan on a broker that is away
 
@@ -64,14 +67,12 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     tells (what the owner published but had not saved yet); else as last saved."""
     text, seq, ended = record.text or "", record.seq, False
     out = Publisher(hub, record, ender_fence(record.id))
-    while True:  # the record is claimed: nobody else will end the stream, so wait for the broker
-        try:
-            await out.raise_fence()  # first: whatever the dead owner still has on its way is refused from now on
-            history = await hub.history(scoped(record.app_id, record.channels[0]), 0)
-            break
-        except BfstreamError as exc:
-            log.warning("could not end orphaned stream %s on its channels yet: %s", record.id, exc.message)
-        await asyncio.sleep(_RETRY_EVERY)
+
+    async def fence_then_read() -> History:
+        await out.raise_fence()  # first: whatever the dead owner still has on its way is refused from now on
+        return await hub.history(scoped(record.app_id, record.channels[0]), 0)
+
+    history = await _until_taken(fence_then_read, record)
     parts: list[str] | None = None
     for publication in history.publications:
         try:
@@ -98,19 +99,23 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
         {"type_": "error", "error": INTERRUPTED},
         {"type_": "end", "finish_reason": "error", "usage": None, "text": text},
     ]
-    for event in ending:
-        while True:  # sent again in its place until the broker takes it; a repeat that landed is dropped
-            try:
-                await out.emit(**event)
-                break
-            except BfstreamError as exc:
-                log.warning("could not end orphaned stream %s on its channels yet: %s", record.id, exc.message)
-            await asyncio.sleep(_RETRY_EVERY)
+    for event in ending:  # each sent again in its place until taken; a repeat that had landed is dropped
+        await _until_taken(partial(out.emit, **event), record)
     if record.text is not None or parts:
         app = await store.app_by_id(record.app_id)
         kept = text if app is not None and app.retain_text else None
         await store.record_stream_text(record.id, kept, out.seq, status="interrupted")
     log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
+
+
+async def _until_taken(step: Callable[[], Awaitable[T]], record: StreamRecord) -> T:
+    """``step`` again until the broker takes it: the record is claimed, so nobody else will end the stream."""
+    while True:
+        try:
+            return await step()
+        except BfstreamError as exc:
+            log.warning("could not end orphaned stream %s on its channels yet: %s", record.id, exc.message)
+        await asyncio.sleep(_RETRY_EVERY)
 
 
 async def keep_alive(
