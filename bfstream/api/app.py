@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from uvicorn.config import WS_PROTOCOLS
 from uvicorn.importer import import_from_string
 
@@ -175,40 +175,33 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AppOrigins)
     # Outermost but for the one below, so that even the answers CORS gives by itself (preflights) carry them.
     app.add_middleware(SecurityHeaders, hsts=settings.tls_certfile is not None)
-    app.add_middleware(QuietRefusal)
     return app
 
 
 class _Application(FastAPI):
-    """FastAPI, keeping the server's own ``send`` in the scope (``bfstream.server_send``) before any
-    middleware, Starlette's outermost error handler included, wraps it: a WebSocket writes its frames
-    to it (``api/realtime.py``), and an SSE response cuts through it the connection of a reader too
-    slow to take its last bytes (``messaging/transports/sse.py``)."""
+    """FastAPI, with what has to happen before any middleware, Starlette's outermost error handler
+    included, wraps ``send``:
+
+    - the server's own ``send`` is kept in the scope (``bfstream.server_send``): a WebSocket writes
+      its frames to it (``api/realtime.py``), and an SSE response cuts through it the connection of
+      a reader too slow to take its last bytes (``messaging/transports/sse.py``);
+    - a start-up the lifespan refused (``app.state.refusal``) reaches uvicorn without the traceback
+      Starlette attaches to it, which uvicorn would log; ``DrainingServer.startup`` says it in one line.
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            state = self.state
+
+            async def quiet(message: Message) -> None:
+                if message["type"] == "lifespan.startup.failed" and getattr(state, "refusal", None):
+                    message = {"type": message["type"], "message": ""}
+                await send(message)
+
+            await super().__call__(scope, receive, quiet)
+            return
         scope["bfstream.server_send"] = send
         await super().__call__(scope, receive, send)
-
-
-class QuietRefusal:
-    """A start-up the lifespan refused (``app.state.refusal``) reaches uvicorn without the traceback
-    Starlette attaches to it, which uvicorn would log; ``DrainingServer.startup`` says it in one line."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-        state = scope["app"].state
-
-        async def quiet(message: Message) -> None:
-            if message["type"] == "lifespan.startup.failed" and getattr(state, "refusal", None):
-                message = {"type": message["type"], "message": ""}
-            await send(message)
-
-        await self.app(scope, receive, quiet)
 
 
 def _settle_garbage_collector() -> None:
