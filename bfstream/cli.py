@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from bfstream.config import Settings, load_settings
 from bfstream.errors import BfstreamError, BrokerError, StoreError
 from bfstream.store.records import App
-from bfstream.store.store import Store, open_store, sqlite_path
+from bfstream.store.store import Store, is_postgres, open_store, sqlite_path
 from bfstream.webhooks import check_url
 
 
@@ -38,13 +38,9 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}" if at and user else host, query=urlencode(query)))
 
 
-def _is_postgres(settings: Settings) -> bool:
-    return bool(settings.database_url and settings.database_url.startswith(("postgresql://", "postgres://")))
-
-
 def _database(settings: Settings) -> str:
     """The database as a person would look for it: the SQLite file's absolute path, or the URL."""
-    if _is_postgres(settings):
+    if is_postgres(settings.database_url):
         return _without_password(settings.database_url or "")
     return str(sqlite_path(settings.database_url, settings.data_dir).absolute())
 

@@ -57,6 +57,11 @@ def migrations() -> list[tuple[int, str]]:
     return [(int(f.name.partition("_")[0]), f.read_text()) for f in files]
 
 
+def is_postgres(database_url: str | None) -> bool:
+    """Whether ``database_url`` names PostgreSQL (else the store is SQLite)."""
+    return bool(database_url and database_url.startswith(("postgresql://", "postgres://")))
+
+
 def sqlite_path(database_url: str | None, data_dir: Path) -> Path:
     """The SQLite file a ``database_url`` of ``sqlite:///...`` (or none: the data directory's) names."""
     return Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / "bfstream.sqlite3"
@@ -71,7 +76,7 @@ async def open_store(database_url: str | None, data_dir: Path, *, create: bool =
     Every way of failing to open (no server, no such database, the extra not installed) is a
     ``StoreError`` whose message says why in one line."""
     database: Database
-    if database_url and database_url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(database_url):
         try:
             from bfstream.store.postgres import PostgresDatabase
         except ImportError as exc:  # its message names the extra to install
