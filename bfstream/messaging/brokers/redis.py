@@ -9,9 +9,11 @@ tag, so both keys of a channel share a slot and one script may touch them:
     <prefix>:{<channel>}:fence:<stream id>   string, set when another instance ends a dead
                                     instance's stream: that stream's late publishes are refused.
                                     PEXPIRE history_ttl.
-    <prefix>:{<channel>}:seq:<stream id>     string, the highest seq the stream published here: a
-                                    publish of that seq or a lower one is a repeat, dropped.
-                                    PEXPIRE history_ttl, refreshed by every publish of the stream.
+    <prefix>:{<channel>}:seq:<fence>         string, the highest seq published here behind that
+                                    fence (the stream's id for its owner, ``<stream id>.ended`` for
+                                    whoever ends it for a dead owner): a publish of that seq or a
+                                    lower one is a repeat, dropped. PEXPIRE history_ttl, refreshed by
+                                    every publish behind the fence.
     <prefix>:{<channel>}:history    stream, one entry per publication, id ``<offset>-1``, field ``d``
                                     = data; at most history_size entries and history_bytes bytes of
                                     data, the oldest trimmed first (absent when history_size is 0).
