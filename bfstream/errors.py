@@ -11,6 +11,7 @@ documented JSON shape without knowing where it came from::
      │    ├── Forbidden                403     forbidden
      │    ├── NotFound                 404     not_found
      │    ├── Conflict                 409     conflict
+     │    ├── Gone                     410     gone               (a stream's offset that can no longer be served)
      │    ├── PayloadTooLarge          413     payload_too_large
      │    └── TooManyRequests          429     rate_limited
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
@@ -72,6 +73,11 @@ class NotFound(ClientError):
 class Conflict(ClientError):
     status = 409
     type = "conflict"
+
+
+class Gone(ClientError):
+    status = 410
+    type = "gone"
 
 
 class PayloadTooLarge(ClientError):

@@ -22,7 +22,7 @@ from uvicorn.config import WS_PROTOCOLS
 from uvicorn.importer import import_from_string
 
 from bfstream import __version__
-from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, realtime, streams
+from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, realtime, stream_events, streams
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
@@ -133,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.include_router(streams.router)
+    app.include_router(stream_events.router)
     app.include_router(llm.router)
     app.include_router(messages.router)
     app.include_router(realtime.router)

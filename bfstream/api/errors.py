@@ -49,8 +49,11 @@ _STATUS_TEXT = {
     400: "Invalid request: not JSON, invalid fields (`details` lists `{field, message}`), text that is not "
     "Unicode, nesting too deep, or an unknown service.",
     401: "Bad or missing app key; for /message/sse, a bad or expired connection token.",
-    403: "Not allowed: a private tab| channel, a channel for its added users only, or a token of another app.",
+    403: "Not allowed: a private tab| channel, a channel for its added users only, a token of another app, or "
+    "a page whose origin the app does not list.",
     404: "Not found: no such stream or app, or (/llm/tool-response) no tool call awaiting this answer.",
+    410: "The offset lies in the part of the stream folded into a snapshot, which the ai-sdk encoding cannot "
+    "resume from: read from the start.",
     413: "The body is larger than max_body_bytes.",
     429: "Too many streams running at once, or past a rate limit; Retry-After says when to try again.",
     502: "The provider refused (`code` is its HTTP status, `details` its message) or broke off.",
@@ -80,6 +83,7 @@ ERRORS_BY_PATH: dict[str, tuple[int, ...]] = {
     "/message/users": _APP,
     "/message/allusers": _APP,
     "/message/sse": (400, 401, 403, 404, 429, 503),
+    "/stream/{streamId}/events": (400, 403, 404, 410, 503),
 }
 
 

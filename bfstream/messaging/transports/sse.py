@@ -81,7 +81,7 @@ class EventStream(Response):
             async with asyncio.timeout(1):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-        await _cut(scope)  # a client too slow to take even the end of the response
+        await cut_connection(scope)  # a client too slow to take even the end of the response
 
     async def _write_forever(self, session: Session, send: Send) -> None:
         # Start from where the client resumes: until a channel's own joined event is written, the ids
@@ -118,7 +118,7 @@ class EventStream(Response):
             pass
 
 
-async def _cut(scope: Scope) -> None:
+async def cut_connection(scope: Scope) -> None:
     """Drop the connection of a reader that does not take the response's last bytes (it stopped
     reading, so the server's writes stay paused). Returning with the response unfinished would
     have uvicorn report an application error; a connection it sees lost first is the client's

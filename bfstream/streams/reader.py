@@ -1,0 +1,160 @@
+"""A stream read back by its id: its events from its log (``hub.read_log``), or from its record once
+the log has expired, and a wait for the next ones. ``GET /stream/{id}/events`` serves what this
+reads, in either of its encodings (``api/stream_events.py``).
+
+Positions are seqs: ``after`` is the seq of the last event the reader has, -1 for none. The first
+event read may be a ``snapshot`` standing for every seq up to its own (``docs/streams.md``).
+
+Waiting goes the one way every message goes: the reader joins the stream's home channel through
+the hub as a listener, and a publication of this stream there wakes it. It then reads the log
+again, so an event is never lost between a read and a wake-up, and never read twice: the log, not
+the publication, is what it hands on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bfstream.errors import BrokerError, NotFound, ValidationFailed
+from bfstream.messaging.broker import Publication
+from bfstream.messaging.hub import Hub, scoped
+from bfstream.store.records import StreamRecord
+from bfstream.store.store import Store
+
+# A wake-up that never comes (a broker that lost a publication while it reconnected) costs at most
+# this long: the reader looks at the log again anyway.
+RECHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """What one read found after the asked-for seq."""
+
+    events: list[dict[str, Any]]  # each with its ``seq``, above the asked-for one, in seq order
+    tail: int  # the seq the stream's next event gets: one past the last event there is
+    closed: bool  # the stream's ``end`` is among the events there are: nothing more will come
+
+
+class BeyondEnd(ValidationFailed):
+    """An offset past the stream's last event: no server ever gave it out."""
+
+
+class _Waker:
+    """The reader's listener on the home channel: anything of its stream there sets ``woken``."""
+
+    user = None  # an anonymous listener, as far as the channel's presence listings go
+
+    def __init__(self, stream_id: str) -> None:
+        # Every stream event is published as compact JSON with this member (messaging/protocol.py),
+        # and a stream id is hex: one substring test per publication, no parsing.
+        self._needle = f'"streamId":"{stream_id}"'
+        self.woken = asyncio.Event()
+
+    def deliver(self, channel: str, publication: Publication, frame: str) -> None:
+        if self._needle in publication.data:
+            self.woken.set()
+
+    async def leave(self, channel: str, request_id: Any = None) -> None:
+        """Asked when the channel becomes one for its added users only. The stream id, not the
+        channel, is what lets this reader read, so it stays."""
+
+
+class StreamReader:
+    def __init__(self, hub: Hub, store: Store, record: StreamRecord) -> None:
+        self._hub = hub
+        self._store = store
+        self.record = record
+        self.stream_id = record.id
+        self.home = scoped(record.app_id, record.channels[0])
+
+    @contextlib.asynccontextmanager
+    async def following(self) -> AsyncIterator[asyncio.Event]:
+        """Listen to the home channel for as long as the block runs; yields the event a publication
+        of this stream sets. Joined before the block's first read, so nothing published after that
+        read goes unnoticed."""
+        waker = _Waker(self.stream_id)
+        await self._hub.join(waker, self.home)
+        try:
+            yield waker.woken
+        finally:
+            with contextlib.suppress(BrokerError):  # the hub counted it; the next join subscribes again
+                await self._hub.leave(waker, self.home)
+
+    async def read(self, after: int) -> Chunk:
+        """Every event after seq ``after``. Raises ``BeyondEnd`` for a position past the last event."""
+        # From ``after`` itself: the event there tells whether the reader stands at a closed stream's end.
+        entries = await self._hub.read_log(self.stream_id, self.home, after - 1 if after >= 0 else -1)
+        events = [_event_of(data) for _, data in entries]
+        if not events:
+            events = await self._from_record(after)
+        if not events:
+            if after >= 0:
+                raise BeyondEnd(
+                    "The offset is past the end of the stream",
+                    details=[{"field": "offset", "message": "past the stream's last event"}],
+                )
+            return Chunk([], 0, False)
+        last = events[-1]
+        return Chunk([e for e in events if e["seq"] > after], last["seq"] + 1, last["type"] == "end")
+
+    async def wait(self, after: int, woken: asyncio.Event, seconds: float) -> Chunk:
+        """The next events after ``after``, waiting up to ``seconds`` for some (inside ``following``);
+        the chunk is empty when none came in time."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            woken.clear()  # before the read: a publication landing during it wakes the next wait
+            chunk = await self.read(after)
+            left = deadline - asyncio.get_running_loop().time()
+            if chunk.events or chunk.closed or left <= 0:
+                return chunk
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, RECHECK_SECONDS)):
+                    await woken.wait()
+
+    async def _from_record(self, after: int) -> list[dict[str, Any]]:
+        """No log: the stream has not published yet, or it ended long enough ago for its log to
+        expire. Then its record, read again, stands in for the log with what it kept."""
+        record = await self._store.stream_by_id(self.stream_id)
+        if record is None:
+            raise NotFound(f"No stream {self.stream_id[:80]!r}")
+        self.record = record
+        if record.status == "running":
+            return []
+        return [e for e in ending_of(record) if e["seq"] >= after]
+
+
+def ending_of(record: StreamRecord) -> list[dict[str, Any]]:
+    """An ended stream told from its record alone: one snapshot of its text, its ``error`` if it
+    failed, then its ``end``, at the seqs they had (the record keeps the seq after the end)."""
+    end_seq = max(record.seq - 1, 0)
+    closing: list[dict[str, Any]] = []
+    if record.error is not None:
+        closing.append({"type": "error", "error": record.error})
+    closing.append({"type": "end", "finish_reason": record.finish_reason, "usage": record.usage, "text": record.text})
+    first = end_seq - len(closing) + 1
+    snapshot = {
+        "type": "snapshot",
+        "text": record.text or "",
+        "status": "running",
+        "service": record.service,
+        "model": record.model,
+    }
+    events = [snapshot, *closing] if first > 0 else closing
+    seq = max(end_seq - len(events) + 1, 0)
+    return [{"type": e["type"], "streamId": record.id, "seq": seq + i, **e} for i, e in enumerate(events)]
+
+
+def _event_of(data: str) -> dict[str, Any]:
+    """The stream event inside a publication's data: ``message.actions[0].options``."""
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:  # what orjson refuses to read (a lone surrogate) json reads
+        message = json.loads(data)
+    return message["message"]["actions"][0]["options"]
