@@ -79,7 +79,7 @@ async def test_a_page_joining_after_a_long_answer_gets_all_of_it(start_server) -
     assert joined["recovered"] is False  # the history alone could not give it back
     page = Page()
     await page.read_until_ended(late, 1)
-    (stream, end), = page.ended.items()
+    ((stream, end),) = page.ended.items()
     assert page.text[stream] == end["text"] == ANSWER
     assert page.log_frames == 1  # one snapshot stood for what the history had lost
 
@@ -99,7 +99,7 @@ async def test_pages_joining_mid_answer_end_with_the_whole_text(start_server) ->
         pages.append((client, Page()))
     for client, page in pages:
         await page.read_until_ended(client, 1)
-        (stream, end), = page.ended.items()
+        ((stream, end),) = page.ended.items()
         assert page.text[stream] == ANSWER
         assert page.seqs[stream][-1] == end["seq"]
 
