@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from bfstream.errors import BrokerError, NotFound, ValidationFailed
 from bfstream.messaging.broker import Publication
 from bfstream.messaging.hub import Hub, scoped
+from bfstream.messaging.streamlog import event_of
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 
@@ -91,7 +89,7 @@ class StreamReader:
         """Every event after seq ``after``. Raises ``BeyondEnd`` for a position past the last event."""
         # From ``after`` itself: the event there tells whether the reader stands at a closed stream's end.
         entries = await self._hub.read_log(self.stream_id, self.home, after - 1 if after >= 0 else -1)
-        events = [_event_of(data) for _, data in entries]
+        events = [event for _, data in entries if (event := event_of(data)) is not None]
         if not events:
             events = await self._from_record(after)
         if not events:
@@ -137,24 +135,18 @@ def ending_of(record: StreamRecord) -> list[dict[str, Any]]:
     closing: list[dict[str, Any]] = []
     if record.error is not None:
         closing.append({"type": "error", "error": record.error})
-    closing.append({"type": "end", "finish_reason": record.finish_reason, "usage": record.usage, "text": record.text})
+    end = {"finish_reason": record.finish_reason or "error", "usage": record.usage, "text": record.text}
+    closing.append({"type": "end", **end})
     first = end_seq - len(closing) + 1
-    snapshot = {
+    snapshot: dict[str, Any] = {
         "type": "snapshot",
         "text": record.text or "",
         "status": "running",
         "service": record.service,
         "model": record.model,
     }
+    if record.functions:
+        snapshot["functions"] = record.functions
     events = [snapshot, *closing] if first > 0 else closing
     seq = max(end_seq - len(events) + 1, 0)
     return [{"type": e["type"], "streamId": record.id, "seq": seq + i, **e} for i, e in enumerate(events)]
-
-
-def _event_of(data: str) -> dict[str, Any]:
-    """The stream event inside a publication's data: ``message.actions[0].options``."""
-    try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError:  # what orjson refuses to read (a lone surrogate) json reads
-        message = json.loads(data)
-    return message["message"]["actions"][0]["options"]
