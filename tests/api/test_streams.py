@@ -326,3 +326,17 @@ async def test_a_non_stream_answer_past_the_limit_is_a_502_not_a_memory_sink(
     fake_openai.enqueue(JsonReply(200, completion("z" * 50_000)))
     response = await server.post("/stream/create", seed_body(server, stream=False))
     assert response.status_code == 502 and "larger than 10000" in response.json()["error"]["message"]
+
+
+async def test_tool_fields_that_are_not_lists_are_left_to_the_provider(server: Server) -> None:
+    """``"tools": true`` once reached a list unpacking and answered 500 (found by the OpenAPI fuzz)."""
+    for field in ("tools", "functions"):
+        body = {
+            "apiKey": server.api_key,
+            "channels": ["room"],
+            "actionName": "onStream",
+            "service": "echo",
+            "payload": {"messages": [{"role": "user", "content": "hi"}], field: True},
+        }
+        response = await server.post("/stream/create", body)
+        assert response.status_code == 200, response.text
