@@ -86,7 +86,15 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": _HEADERS,
         "content": {
             "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-            "text/event-stream": {"schema": {"type": "string"}},
+            # Each event: the protocol's ``data`` (a JSON array) and ``control`` events, or the AI
+            # SDK's parts (``data:`` lines only, the last one ``[DONE]``).
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+                }
+            },
         },
     },
     204: {"description": _DESCRIPTION[204], "headers": _HEADERS},

@@ -42,6 +42,10 @@ class StreamPayload(BaseModel):
     stream: bool = Field(True, description="false: the provider's answer comes back in this HTTP response.")
     model: str | None = Field(None, description="Required by every service but echo.")
     messages: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="OpenAI-format tools; names starting with ui_ are answered by the page (stream: true only)."
+    )
+    functions: list[dict[str, Any]] | None = Field(None, description="Legacy OpenAI functions.")
 
 
 class CreateStream(BaseModel):

@@ -146,9 +146,9 @@ def offered_tools(payload: dict[str, Any], provider_args: dict[str, Any] | None 
     """The names of every tool a request offers the model: ``tools`` and legacy ``functions``, and
     ``providerArgs.tools`` in the provider's own shape (Gemini's ``functionDeclarations`` too).
     Only these may be run: a model, or a prompt that talks it into it, cannot call anything else."""
-    # Lists only: anything else in these fields (``"tools": true``) is the provider's to refuse.
-    fields = (payload.get("tools"), payload.get("functions"), (provider_args or {}).get("tools"))
-    given = [tool for field in fields if isinstance(field, list) for tool in field]
+    given = [*(payload.get("tools") or []), *(payload.get("functions") or [])]
+    extra = (provider_args or {}).get("tools")
+    given += extra if isinstance(extra, list) else []
     names = set()
     for tool in given:
         if not isinstance(tool, dict):

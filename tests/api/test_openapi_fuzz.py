@@ -10,7 +10,8 @@ it runs in a worker thread while this test's event loop serves the requests.
 
 The back-end endpoints name their app by the key in the body; a random key would only ever meet 401,
 so a hook puts the test app's real key (and, for ``/message/sse``, its real id and a real connection
-token) in place of any the document finds well formed. Values a case made invalid on purpose stay.
+token; for ``/stream/{streamId}/events``, an offset the stream has) in place of any the document finds
+well formed. Values a case made invalid on purpose stay.
 
 The provider behind ``openai`` is a fake on loopback that answers every request as OpenAI answers a
 well-formed one: what a provider makes of a payload's own fields is not the document's to say.
@@ -125,6 +126,10 @@ def run_schemathesis(url: str, api_key: str, app_id: str, token: str) -> Report:
         if isinstance(case.body, dict) and _well_formed(APP_KEY, case.body.get("apiKey")):
             case.body["apiKey"] = api_key
         if isinstance(case.query, dict):
+            if _well_formed(STREAM_OFFSET, case.query.get("offset")):
+                # A stream's offsets are the server's to give: one past the stream's end is refused
+                # (400, as the protocol allows), and a random one almost always is. A real one instead.
+                case.query["offset"] = "0" * 16
             if _well_formed(APP_ID, case.query.get("app")):
                 case.query["app"] = app_id
             if _well_formed(ANY, case.query.get("token")):
@@ -175,6 +180,7 @@ def _describe(recorder: Any, case_id: str, check: Any, secrets: tuple[str, ...])
 
 
 APP_KEY = re.compile(APP_KEY_PATTERN)
+STREAM_OFFSET = re.compile(r"^[0-9]{16}$")
 APP_ID = re.compile(".+", re.DOTALL)  # the document asks for a non-empty string
 ANY = re.compile(".*", re.DOTALL)
 

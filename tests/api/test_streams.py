@@ -328,7 +328,7 @@ async def test_a_non_stream_answer_past_the_limit_is_a_502_not_a_memory_sink(
     assert response.status_code == 502 and "larger than 10000" in response.json()["error"]["message"]
 
 
-async def test_tool_fields_that_are_not_lists_are_left_to_the_provider(server: Server) -> None:
+async def test_tool_fields_that_are_not_lists_are_refused(server: Server) -> None:
     """``"tools": true`` once reached a list unpacking and answered 500 (found by the OpenAPI fuzz)."""
     for field in ("tools", "functions"):
         body = {
@@ -339,4 +339,7 @@ async def test_tool_fields_that_are_not_lists_are_left_to_the_provider(server: S
             "payload": {"messages": [{"role": "user", "content": "hi"}], field: True},
         }
         response = await server.post("/stream/create", body)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["details"][0]["field"] == f"payload.{field}"
+        body["payload"][field] = []
+        assert (await server.post("/stream/create", body)).status_code == 200
