@@ -161,6 +161,16 @@ async def stream_events(
     return _json_answer(reader.stream_id, after, first, given == "now", live is not None, cursor, if_none_match)
 
 
+@router.api_route("/stream/{streamId}/events", methods=["HEAD"], include_in_schema=False)
+async def stream_metadata(request: Request, streamId: str) -> Response:
+    """The protocol's HEAD: where the stream ends now, and whether it is closed, without its events."""
+    chunk = await (await _reader_for(request, streamId)).read(-1)
+    headers = {**_common_headers(), "Stream-Next-Offset": offset_of(chunk.tail), "Cache-Control": "no-store"}
+    if chunk.closed:
+        headers["Stream-Closed"] = "true"
+    return Response(status_code=200, media_type="application/json", headers=headers)
+
+
 async def _reader_for(request: Request, stream_id: str) -> StreamReader:
     state = request.app.state
     record = await state.store.stream_by_id(stream_id)

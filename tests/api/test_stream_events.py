@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from durable_streams import astream
+from durable_streams import AsyncDurableStream, StreamNotFoundError, astream
 
 from bfstream.api import stream_events
 from tests import peers
@@ -149,6 +149,22 @@ async def test_offset_now_and_the_cache_headers(server: Server) -> None:
     assert again.status_code == 304 and again.content == b""
     other = await get(server, stream_id, offset=offset_of(3))
     assert other.headers["etag"] != etag
+
+
+async def test_head_tells_the_tail_and_the_closure(start_server: ServerFactory) -> None:
+    server = await start_server(services={"echo": {"delay_ms": 3000}})
+    stream_id, _ = await start_echo(server, 3)
+    running = await server.http.head(url(server, stream_id))
+    assert running.status_code == 200 and running.content == b""
+    assert "stream-closed" not in running.headers and running.headers["cache-control"] == "no-store"
+    first = await get(server, stream_id)
+    assert running.headers["stream-next-offset"] == first.headers["stream-next-offset"]
+    await server.post("/stream/stop", {"streamId": stream_id})
+    got, _ = await follow_by_long_poll(server, stream_id, first.headers["stream-next-offset"])
+    ended = await server.http.head(url(server, stream_id))
+    assert ended.headers["stream-closed"] == "true"
+    assert ended.headers["stream-next-offset"] == offset_of(got[-1]["seq"] + 1)
+    assert (await server.http.head(url(server, "0" * 32))).status_code == 404
 
 
 # --- long-poll -----------------------------------------------------------------------------------
@@ -380,6 +396,10 @@ async def test_the_pypi_durable_streams_client_reads_it(start_server: ServerFact
             items = await res.read_json()
             assert res.headers.get("stream-closed") == "true"
         assert items == events[start:]
+    head = await AsyncDurableStream.head_static(url(server, stream_id))
+    assert head.offset == offset_of(n) and head.content_type == "application/json"
+    with pytest.raises(StreamNotFoundError):
+        await AsyncDurableStream.head_static(url(server, "0" * 32))
 
     page = await server.ws(channels=(CHANNEL,))
     stream_id, text = await start_echo(server, 150)
