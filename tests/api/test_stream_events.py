@@ -500,3 +500,35 @@ async def test_read_over_redis(start_server: ServerFactory, redis_settings: dict
     assert (await read_sse(server, stream_id, offset_of(7)))[0] == events[7:]
     read = await peers.run(js_peers, "read-durable.mjs", url(server, stream_id), offset_of(3), "sse")
     assert read["items"] == events[3:] and read["streamClosed"] is True
+
+
+# --- a folded log --------------------------------------------------------------------------------
+
+
+async def test_a_folded_log_reads_as_a_snapshot_then_the_rest(start_server: ServerFactory, js_peers: Path) -> None:
+    """Past ``streams.log_bytes`` the owner folds the log's oldest events into a snapshot: a reader
+    from before the fold gets the snapshot in their place, and ends with the same text."""
+    server = await start_server(services={"echo": {"delay_ms": 2}}, streams={"log_bytes": 4096})
+    page = await server.ws(channels=(CHANNEL,))
+    stream_id, text = await start_echo(server, 400)
+    live, _ = await follow_by_long_poll(server, stream_id)
+    events = await page.stream_events(timeout=30)
+    assert text_of(live) == text == events[-1]["text"]
+    seqs = [e["seq"] for e in live]
+    assert seqs == sorted(set(seqs)) and live[-1] == events[-1]
+
+    whole = (await get(server, stream_id)).json()
+    snapshot = whole[0]
+    assert snapshot["type"] == "snapshot" and snapshot["seq"] > 0, snapshot["type"]
+    assert snapshot["text"] == text_of(events[: snapshot["seq"] + 1])
+    assert whole[1:] == events[snapshot["seq"] + 1 :] and text_of(whole) == text
+    inside = (await get(server, stream_id, offset=offset_of(snapshot["seq"] // 2))).json()
+    assert inside == whole  # from inside the folded part: the snapshot stands for it
+
+    for live_mode in ("false", "sse"):
+        read = await peers.run(js_peers, "read-durable.mjs", url(server, stream_id), "-1", live_mode)
+        assert read["items"] == whole and read["streamClosed"] is True
+    read = await peers.run(js_peers, "read-ai-sdk.mjs", url(server, stream_id) + "?format=ai-sdk")
+    assert read["text"] == text
+    gone = await get(server, stream_id, format="ai-sdk", offset=offset_of(snapshot["seq"] // 2))
+    assert assert_error(gone, 410)["type"] == "gone"
