@@ -42,7 +42,10 @@ OFFSET_PATTERN = r"^(-1|now|[0-9]{16})$"
 _OFFSET = re.compile(OFFSET_PATTERN)
 LONG_POLL_SECONDS = 20.0  # below the 30 s the Python client gives a request by default
 SSE_SECONDS = 60.0  # the protocol asks servers to close SSE about every minute; clients reconnect
-CHUNK_BYTES = 1 << 20  # the most event JSON one response or one SSE data event carries
+# The most event JSON one answer (or one SSE data event) carries; None: twice streams.log_bytes. The
+# owner keeps a log within log_bytes, so a whole log goes in one answer: the npm client reads a
+# single answer in catch-up mode (live: false), even one that leaves Stream-Up-To-Date out.
+CHUNK_BYTES: int | None = None
 # The protocol's cursor: 20-second intervals counted from its epoch, 2024-10-09T00:00:00Z.
 _CURSOR_EPOCH, _CURSOR_INTERVAL = 1_728_432_000, 20
 # What a page on another origin may read of the answer (the CORS default hides every custom header).
@@ -142,6 +145,7 @@ async def stream_events(
         after = -1 if given is None or given == "-1" else int(given) - 1
         first = await reader.read(after)
     closing = request.app.state.messaging.closing
+    limit = CHUNK_BYTES or 2 * request.app.state.settings.streams.log_bytes
     if format == "ai-sdk":
         if after >= 0 and first.events and first.events[0]["type"] == "snapshot":
             raise Gone(
@@ -151,14 +155,14 @@ async def stream_events(
         parts = UIMessageParts(reader.stream_id, from_start=after < 0)
         return await _EventStream.open(reader, closing, _ui_writer(reader, after, first, parts), (HEADER,))
     if live == "sse":
-        return await _EventStream.open(reader, closing, _sse_writer(reader, after, first, cursor))
+        return await _EventStream.open(reader, closing, _sse_writer(reader, after, first, cursor, limit))
     if live == "long-poll" and not first.events and not first.closed:
         async with reader.following() as woken:
             waited = await _unless_gone(request, closing, reader.wait(after, woken, LONG_POLL_SECONDS))
         first = waited or first
     if live == "long-poll" and not first.events:
         return _no_content(after + 1, first.closed, cursor)
-    return _json_answer(reader.stream_id, after, first, given == "now", live is not None, cursor, if_none_match)
+    return _json_answer(reader.stream_id, after, first, given == "now", live is not None, cursor, if_none_match, limit)
 
 
 @router.api_route("/stream/{streamId}/events", methods=["HEAD"], include_in_schema=False)
@@ -188,14 +192,14 @@ def _common_headers() -> dict[str, str]:
     return {"Access-Control-Expose-Headers": _EXPOSED, "Cross-Origin-Resource-Policy": "cross-origin"}
 
 
-def _pieces(events: list[dict[str, Any]]) -> Iterator[tuple[list[str], int]]:
-    """The events as JSON texts, in runs of at most ``CHUNK_BYTES`` (at least one event each), with
+def _pieces(events: list[dict[str, Any]], limit: int) -> Iterator[tuple[list[str], int]]:
+    """The events as JSON texts, in runs of at most ``limit`` bytes (at least one event each), with
     the position after each run."""
     run: list[str] = []
     size = 0
     for event in events:
         text = dumps(event)
-        if run and size + len(text) > CHUNK_BYTES:
+        if run and size + len(text) > limit:
             yield run, event["seq"]
             run, size = [], 0
         run.append(text)
@@ -205,10 +209,11 @@ def _pieces(events: list[dict[str, Any]]) -> Iterator[tuple[list[str], int]]:
 
 
 def _json_answer(
-    stream_id: str, after: int, chunk: Chunk, now: bool, live: bool, cursor: str | None, if_none_match: str | None
-) -> Response:
+    stream_id: str, after: int, chunk: Chunk, now: bool, live: bool, cursor: str | None, if_none_match: str | None,
+    limit: int,
+) -> Response:  # fmt: skip
     """A catch-up or long-poll answer: the first run of events after ``after``."""
-    run, position = next(_pieces(chunk.events), ([], after + 1))
+    run, position = next(_pieces(chunk.events, limit), ([], after + 1))
     at_end = position == chunk.tail
     headers = {**_common_headers(), "Stream-Next-Offset": offset_of(position)}
     if at_end:
@@ -323,7 +328,7 @@ async def _event(send: Send, text: str) -> None:
     await send({"type": "http.response.body", "body": text.encode("utf-8", "replace"), "more_body": True})
 
 
-def _sse_writer(reader: StreamReader, after: int, first: Chunk, cursor: str | None) -> Writer:
+def _sse_writer(reader: StreamReader, after: int, first: Chunk, cursor: str | None, limit: int) -> Writer:
     """The protocol's SSE mode: each run of events is a ``data`` event (a JSON array) followed by a
     ``control`` event with the next offset; the last control of a closed stream says so, and the
     connection ends there (or after ``SSE_SECONDS``, when the client reconnects from the offset)."""
@@ -335,7 +340,7 @@ def _sse_writer(reader: StreamReader, after: int, first: Chunk, cursor: str | No
         keepalive = SSE_SECONDS / 4
         chunk, announced = first, False
         while True:
-            for run, position in _pieces(chunk.events):
+            for run, position in _pieces(chunk.events, limit):
                 await _event(send, "event: data\ndata: [" + ",".join(run) + "]\n\n")
                 after = position - 1
                 await _event(send, _control(position, position == chunk.tail, chunk.closed, cursor))

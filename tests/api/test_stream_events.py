@@ -262,12 +262,14 @@ async def sse_events(server: Server, stream_id: str, **params: str) -> AsyncIter
                     data.append(value)
 
 
-async def read_sse(server: Server, stream_id: str, offset: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def read_sse(
+    server: Server, stream_id: str, offset: str, timeout: float = 30
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The events and the control events of one SSE answer, read to the end the server gives it."""
     got: list[dict[str, Any]] = []
     controls: list[dict[str, Any]] = []
     previous = None
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(timeout):
         async for name, data in sse_events(server, stream_id, offset=offset, live="sse"):
             if name == "data":
                 assert previous != "data"  # a control follows every data event
