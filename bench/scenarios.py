@@ -54,6 +54,7 @@ class Profile:
     redis_streams: int
     redis_fanout: int
     rate: float = 20.0
+    log_streams: int = 1000  # the logs scenario: streams that end, then whose logs expire
     # Cases that take tens of seconds a run (10,000 connections opened at today's ~550/s; the knee's search)
     # run this many times unless --repeats-all: their spread is small next to the run time.
     heavy_repeats: int = 1
@@ -62,7 +63,7 @@ class Profile:
 PROFILES = {
     "full": Profile([1, 100, 500, 1000], 6, 3, 6, 50, 1600, 4, [1, 100, 1000, 10000], 1e5, 5, 10_000, 20, 100, 1000),
     "quick": Profile([1, 100, 500], 4, 3, 5, 50, 800, 3, [1, 100, 1000], 1e5, 3, 2000, 10, 50, 200),
-    "smoke": Profile([1], 0.5, 0.5, 3, 1, 1, 0.5, [1, 3], 50, 0.5, 20, 3, 1, 3),
+    "smoke": Profile([1], 0.5, 0.5, 3, 1, 1, 0.5, [1, 3], 50, 0.5, 20, 3, 1, 3, log_streams=10),
 }  # fmt: skip
 
 
@@ -424,6 +425,66 @@ async def memory(ctx: Context, kind: str) -> dict[str, Any]:
         "connect_failed": sum(r.get("failed", 0) for r in ready),
         "dropped": sum(r.get("closed", 0) for r in done),
         "problems": [f"connect: {r['error']}" for r in ready if r.get("error")][:3],
+    }
+
+
+LOG_TTL = 10.0  # seconds, the logs scenario's streams.log_ttl and messaging.history_ttl
+LOG_WORDS = 400  # words (deltas) per stream of the logs scenario
+
+
+async def logs(ctx: Context) -> dict[str, Any]:
+    """Server RSS (settled) before, once ``log_streams`` echo streams of ``LOG_WORDS`` deltas each have
+    ended (their logs and channel histories held), and once those have expired: what the streams' logs
+    cost, and whether it all comes back."""
+    import httpx
+
+    n = ctx.profile.log_streams
+    ttl = f"{LOG_TTL:g}"
+    extra = {
+        "BFSTREAM_STREAMS__LOG_TTL": ttl, "BFSTREAM_MESSAGING__HISTORY_TTL": ttl,
+        "BFSTREAM_STREAMS__MAX_PER_APP": str(n + 10), "BFSTREAM_LIMITS__STREAMS__RATE": str(n),
+        "BFSTREAM_LIMITS__STREAMS__BURST": str(n),
+    }  # fmt: skip
+    words = " ".join(f"w{i}" for i in range(LOG_WORDS))
+    async with server(ctx, extra) as (proc, port, _):
+        before = await settled_rss_kb(proc.pid)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+
+            async def create(i: int) -> str:
+                body = {
+                    "apiKey": ctx.target.api_key, "channels": [f"log{i}"], "actionName": "a", "service": "echo",
+                    "payload": {"stream": True, "messages": [{"role": "user", "content": words}]},
+                }  # fmt: skip
+                response = await http.post("/stream/create", json=body)
+                response.raise_for_status()
+                return str(response.json()["streamId"])
+
+            t0 = time.perf_counter()
+            ids: list[str] = []
+            for batch in split(list(range(n)), max(1, n // 50)):
+                ids += await asyncio.gather(*(create(i) for i in batch))
+            running = set(ids)
+            while running:  # every stream ended (its record says so)
+                for stream_id in list(running)[:100]:
+                    asked = {"apiKey": ctx.target.api_key, "streamId": stream_id}
+                    status = await http.post("/stream/status", json=asked)
+                    if status.json().get("status") != "running":
+                        running.discard(stream_id)
+                await asyncio.sleep(0.2)
+            ran_s = time.perf_counter() - t0
+            ended = await settled_rss_kb(proc.pid)
+            await asyncio.sleep(max(0.0, LOG_TTL + 2.0 - (time.perf_counter() - t0 - ran_s)))
+            await asyncio.sleep(2.0)  # a sweep of the memory broker's (every LOG_TTL / 10 s, at least 1 s)
+            expired = await settled_rss_kb(proc.pid, within=20)
+    return {
+        "streams": n,
+        "deltas": n * LOG_WORDS,
+        "run_s": ran_s,
+        "rss_before_mb": before / 1024,
+        "rss_ended_mb": ended / 1024,
+        "rss_expired_mb": expired / 1024,
+        "kb_per_ended_stream": (ended - before) / n,
+        "kb_left_per_stream": (expired - before) / n,
     }
 
 
