@@ -70,6 +70,11 @@ class StreamSettings(BaseModel):
     # Open connections to providers, all hosts together: each running stream holds one. A stream
     # waiting for one would time out, so this is sized for the most streams an instance runs.
     provider_connections: int = Field(10_000, gt=0)
+    # Every stream keeps a log of its events apart from channel history, for log_ttl seconds after
+    # its last event, so a page joining late gets the whole answer however long it is. Past
+    # log_bytes (of JSON) the oldest events are folded into one snapshot event, never dropped.
+    log_ttl: float = Field(3600.0, gt=0)
+    log_bytes: int = Field(4 * 1024 * 1024, ge=4096)
 
 
 class MessagingSettings(BaseModel):

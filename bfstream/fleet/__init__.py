@@ -48,7 +48,9 @@ def open_fleet(settings: Settings) -> Fleet:
     if settings.broker_url.startswith("memory://"):
         from bfstream.messaging.brokers.memory import MemoryBroker
 
-        broker = MemoryBroker(limits.history_size, limits.history_ttl, instance_id, limits.history_bytes)
+        broker = MemoryBroker(
+            limits.history_size, limits.history_ttl, instance_id, limits.history_bytes, settings.streams.log_ttl
+        )
         leases = MemoryLeases(instance_id)
         return Fleet(instance_id, broker, MemoryPresence(), leases, MemoryRateLimits(), shared=False)
     try:
@@ -69,6 +71,7 @@ def open_fleet(settings: Settings) -> Fleet:
         history_size=limits.history_size,
         history_ttl=limits.history_ttl,
         history_bytes=limits.history_bytes,
+        log_ttl=settings.streams.log_ttl,
     )
     # Presence and leases only ever write idempotently, so one retry on a fresh connection is safe,
     # and it spares the first call after an outage the pooled connection Redis already closed.

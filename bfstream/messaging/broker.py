@@ -30,6 +30,16 @@ fence, the highest seq it published. A publish whose seq is not above it is a re
 away with the reply on its way, or the command sat in a dead network's buffer and lands minutes
 later) sends it again in its place, and every listener and every replay still sees each seq once.
 
+Stream logs: every event of a stream is also kept in a log of its own, keyed by its ``seq``, apart
+from channel history (which holds the last messages of the channel, whatever they were). A stamped
+publish on the stream's home channel (its first) appends to the log in the same step, so the log
+has every event the channels got and nothing else. The log outlives the stream by ``log_ttl``
+seconds; its owner folds the oldest events into one ``snapshot`` event when the log grows past its
+bound (``fold_log``), so it stays bounded and never silently loses a prefix. Each channel also
+indexes the streams that published to it, by the offset of their latest event there
+(``streams_after``), so that a join which finds the channel's history cut short knows whose logs
+to read (``messaging/session.py``).
+
 Failures: while the backend cannot reach its server, ``publish``, ``history``, ``subscribe`` and
 ``control`` raise ``BrokerError``; ``up`` says whether it is reachable right now.
 """
@@ -58,6 +68,16 @@ class History:
     complete: bool  # False: some publications after the asked-for offset are gone
 
 
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What a stream's event carries besides its data."""
+
+    stream: str  # the stream's id: the channel's index of streams names it
+    home: str  # the stream's first channel (scoped): its log lives there (with Redis, in its slot)
+    fence: str  # the publisher's fence: the stream's id for its owner, ``<id>.ended`` for an ender
+    seq: int
+
+
 class Fenced(Exception):
     """A publish refused because its fence was raised: someone else ended what it belonged to."""
 
@@ -74,13 +94,11 @@ class Broker(Protocol):
         ...
 
     async def unsubscribe(self, channel: str) -> None: ...
-    async def publish(
-        self, channel: str, data: str, fence: str | None = None, seq: int | None = None
-    ) -> Publication | None:
-        """Append to the channel's history and deliver, atomically: offsets have no gaps. With
-        ``fence``, raise ``Fenced`` instead if that fence was raised on the channel; with ``fence``
-        and ``seq``, return None and publish nothing if that fence already published that seq or
-        a later one (a repeat)."""
+    async def publish(self, channel: str, data: str, stamp: Stamp | None = None) -> Publication | None:
+        """Append to the channel's history and deliver, atomically: offsets have no gaps. With a
+        stream's ``stamp``: raise ``Fenced`` instead if its fence was raised on the channel; return
+        None and publish nothing if that fence already published that seq or a later one (a
+        repeat); else also index the stream on the channel and, on its home channel, log the event."""
         ...
 
     async def raise_fence(self, channel: str, fence: str) -> None: ...
@@ -88,6 +106,19 @@ class Broker(Protocol):
     async def next_published(self) -> Publication: ...
     async def history(self, channel: str, since: int | None) -> History:
         """Publications after offset ``since`` still retained; ``since=None`` asks only for the position."""
+        ...
+
+    async def read_log(self, stream: str, home: str, after: int = -1) -> list[tuple[int, str]]:
+        """``(seq, data)`` of the stream's logged events after seq ``after``, in seq order (the first
+        may be a snapshot standing for every seq up to its own); empty once the log expired."""
+        ...
+
+    async def fold_log(self, stream: str, home: str, seq: int, data: str) -> None:
+        """Replace every logged event up to ``seq`` by ``data``, a snapshot of them."""
+        ...
+
+    async def streams_after(self, channel: str, offset: int) -> list[tuple[str, str]]:
+        """``(stream id, home)`` of the streams with an event on ``channel`` after ``offset``, oldest first."""
         ...
 
     async def control(self, target: str, data: str) -> None: ...

@@ -11,12 +11,13 @@ integers, one addition per message, however many listeners it reaches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 from bfstream.errors import BrokerError
-from bfstream.messaging.broker import Broker, History, Publication
+from bfstream.messaging.broker import Broker, History, Publication, Stamp
 from bfstream.messaging.protocol import PRIVATE_PREFIX, message_frame
 from bfstream.messaging.tokens import User
 
@@ -101,16 +102,14 @@ class Hub:
         return self._broker
 
     async def publish(self, channel: str, message_json: str) -> Publication:
-        publication = await self.publish_fenced(channel, message_json, None, None)
-        assert publication is not None  # only a fenced publish can be a repeat
+        publication = await self.publish_stamped(channel, message_json, None)
+        assert publication is not None  # only a stream's event can be a repeat
         return publication
 
-    async def publish_fenced(
-        self, channel: str, message_json: str, fence: str | None, seq: int | None
-    ) -> Publication | None:
-        """A stream's event (``broker.py`` says what the fence and the seq guard against); None for a repeat."""
+    async def publish_stamped(self, channel: str, message_json: str, stamp: Stamp | None) -> Publication | None:
+        """A stream's event (``broker.py`` says what its stamp guards against and logs); None for a repeat."""
         try:
-            publication = await self._broker.publish(channel, message_json, fence, seq)
+            publication = await self._broker.publish(channel, message_json, stamp)
         except BrokerError:
             self.broker_errors += 1
             raise
@@ -119,8 +118,25 @@ class Hub:
         return publication
 
     async def history(self, channel: str, since: int | None) -> History:
-        try:
+        with self._counted():
             return await self._broker.history(channel, since)
+
+    async def read_log(self, stream: str, home: str, after: int = -1) -> list[tuple[int, str]]:
+        with self._counted():
+            return await self._broker.read_log(stream, home, after)
+
+    async def fold_log(self, stream: str, home: str, seq: int, data: str) -> None:
+        with self._counted():
+            await self._broker.fold_log(stream, home, seq, data)
+
+    async def streams_after(self, channel: str, offset: int) -> list[tuple[str, str]]:
+        with self._counted():
+            return await self._broker.streams_after(channel, offset)
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        try:
+            yield
         except BrokerError:
             self.broker_errors += 1
             raise

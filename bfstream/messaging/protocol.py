@@ -100,6 +100,17 @@ def message_frame(channel: str, publication: Publication) -> str:
     )  # fmt: skip
 
 
+def log_frame(channel: str, offset: int, epoch: str, data: str) -> str:
+    """A stream's event recovered from its log (``recovery.py``): at the position the client stands
+    at, which it does not move, and marked so that no offset check drops it."""
+    return (
+        '{"op":"message","channel":' + dumps(channel)
+        + ',"offset":' + str(offset)
+        + ',"epoch":' + dumps(epoch)
+        + ',"log":true,' + data[1:]
+    )  # fmt: skip
+
+
 def tool_result_problem(result: Any) -> str | None:
     """Why ``result`` cannot answer a tool call (``{"success": bool, "message": str, "data"?}``), or None."""
     if not isinstance(result, dict):

@@ -29,6 +29,7 @@ from bfstream.fleet.ratelimits import RateLimits
 from bfstream.messaging import protocol
 from bfstream.messaging.broker import Publication
 from bfstream.messaging.hub import Hub, scoped
+from bfstream.messaging.recovery import Recovered, recover
 from bfstream.messaging.tokens import User
 from bfstream.messaging.users import UserSessions
 from bfstream.store.records import App
@@ -231,19 +232,30 @@ class Session:
             )
             if announce:
                 self.push("joined", reply, channel, offset, history.epoch)
-            for publication in history.publications if resumable else []:
-                if publication.offset > offset:
+            replay = history.publications if resumable else []
+            recovered = Recovered()
+            if since is not None and not (resumable and history.complete):
+                # Some of what the client missed is gone from the history: streams' logs make it up.
+                after = since.offset if resumable else 0
+                recovered = await recover(hub, self._context.store, self.app.id, key, after, replay)
+                for data in recovered.data:
                     self.push(
                         "message",
-                        protocol.message_frame(channel, publication),
+                        protocol.log_frame(channel, offset, history.epoch, data),
                         channel,
-                        publication.offset,
-                        publication.epoch,
+                        offset,
+                        history.epoch,
                     )
+            for publication in replay:
+                if publication.offset > offset:
+                    if not recovered.covers(publication):
+                        frame = protocol.message_frame(channel, publication)
+                        self.push("message", frame, channel, publication.offset, publication.epoch)
                     offset = publication.offset
             for publication, frame in held:
                 if publication.epoch != history.epoch or publication.offset > offset:
-                    self.push("message", frame, channel, publication.offset, publication.epoch)
+                    if not recovered.covers(publication):
+                        self.push("message", frame, channel, publication.offset, publication.epoch)
                     offset = publication.offset
             new = channel not in self._positions
             self._positions[channel] = (offset, history.epoch)

@@ -11,7 +11,6 @@ so at start-up it takes over whatever the last run left ``running``, as it alway
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,8 +19,8 @@ from typing import Any, TypeVar
 
 from bfstream.errors import BfstreamError
 from bfstream.fleet.leases import LEASE_TTL, RENEW_EVERY, Leases
-from bfstream.messaging.broker import History
-from bfstream.messaging.hub import Hub, scoped
+from bfstream.messaging.hub import Hub
+from bfstream.messaging.streamlog import event_of, fold
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.publisher import Publisher, ender_fence
@@ -63,45 +62,27 @@ async def end_orphans(
 
 
 async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
-    """Continue the stream's own numbering and give its whole text, as far as the channel's history
-    tells (what the owner published but had not saved yet); else as last saved."""
-    text, seq, ended = record.text or "", record.seq, False
+    """Continue the stream's own numbering and give its whole text, as its log tells (everything
+    the owner published, saved or not); else as last saved."""
     out = Publisher(hub, record, ender_fence(record.id))
 
-    async def fence_then_read() -> History:
+    async def fence_then_read() -> list[tuple[int, str]]:
         await out.raise_fence()  # first: whatever the dead owner still has on its way is refused from now on
-        return await hub.history(scoped(record.app_id, record.channels[0]), 0)
+        return await hub.read_log(record.id, out.home)
 
-    history = await _until_taken(fence_then_read, record)
-    parts: list[str] | None = None
-    for publication in history.publications:
-        try:
-            published = json.loads(publication.data)
-            if published["from"]["kind"] != "server":
-                continue  # only bfstream's own events count; a browser may have sent look-alikes
-            options = published["message"]["actions"][0]["options"]
-            if options.get("streamId") != record.id:
-                continue
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            continue
-        seq = max(seq, options["seq"] + 1)
-        if options["seq"] == 0:
-            parts = []  # the stream's start is still there: its text can be rebuilt whole
-        if parts is not None and options["type"] == "delta":
-            parts.append(options["content"])
-        ended = ended or options["type"] == "end"
-    if ended:
+    events = [event for _, data in await _until_taken(fence_then_read, record) if (event := event_of(data))]
+    if any(event["type"] == "end" for event in events):
         return  # the owner sent its end and died before recording it
-    if parts is not None:
-        text = "".join(parts)
-    out.seq = seq
+    text = record.text or ""
+    if events:
+        text, out.seq = fold(events)["text"], max(record.seq, events[-1]["seq"] + 1)
     ending: list[dict[str, Any]] = [
         {"type_": "error", "error": INTERRUPTED},
         {"type_": "end", "finish_reason": "error", "usage": None, "text": text},
     ]
     for event in ending:  # each sent again in its place until taken; a repeat that had landed is dropped
         await _until_taken(partial(out.emit, **event), record)
-    if record.text is not None or parts:
+    if record.text is not None or events:
         app = await store.app_by_id(record.app_id)
         kept = text if app is not None and app.retain_text else None
         await store.record_stream_text(record.id, kept, out.seq, status="interrupted")

@@ -19,9 +19,10 @@ import time
 from typing import Any
 
 from bfstream.errors import BrokerError, StoreError
-from bfstream.messaging.broker import Fenced
+from bfstream.messaging.broker import Fenced, Stamp
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import stream_event
+from bfstream.messaging.streamlog import TERMINAL, action_of, event_of, fold, snapshot_data
 from bfstream.providers.events import ToolCall
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
@@ -56,14 +57,23 @@ def ender_fence(stream_id: str) -> str:
 class Publisher:
     """A stream's events as channel messages, numbered from ``record.seq`` on. The owner publishes
     behind the stream's fence (see ``messaging/broker.py``), its id; whoever ends it for a dead
-    owner raises that fence and publishes behind a fence of its own, ``ender_fence``."""
+    owner raises that fence and publishes behind a fence of its own, ``ender_fence``.
 
-    def __init__(self, hub: Hub, record: StreamRecord, fence: str | None = None) -> None:
+    The broker logs each event with its publish on the stream's home channel (its first). The
+    owner keeps its log within ``log_bytes``: past it, everything logged so far is folded into one
+    snapshot (``messaging/streamlog.py``), read back from the log, so the log never loses a prefix
+    and the stream keeps no second copy of its events."""
+
+    def __init__(self, hub: Hub, record: StreamRecord, fence: str | None = None, log_bytes: int = 0) -> None:
         self._hub = hub
         self._fence = fence or record.id
         self._stream_id = record.id
         self._action_name = record.action_name
         self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
+        self.home = self._channels[0]
+        self._log_bytes = log_bytes  # 0: never folded (an ender only adds its two events)
+        self._fold_at = log_bytes
+        self.logged = 0  # characters of the data logged since the last fold, the snapshot included
         self.seq = record.seq
         # The event whose publish failed: it may or may not have landed, so it goes out again in its
         # place, first in the ending (the broker drops it where it did land: a repeat of its seq).
@@ -73,13 +83,34 @@ class Publisher:
         """The number moves on only once every channel has the event: sent again after a failure,
         it keeps its ``seq``, and the owner's fence drops it where it had landed already."""
         message = stream_event(self._action_name, type_, self._stream_id, self.seq, **fields)
+        stamp = Stamp(self._stream_id, self.home, self._fence, self.seq)
         try:
             for channel in self._channels:
-                await self._hub.publish_fenced(channel, message, self._fence, self.seq)
+                await self._hub.publish_stamped(channel, message, stamp)
         except BaseException:  # kept only then: nothing more per event on the way of every chunk
             self.unsent = {"type_": type_, **fields}
             raise
         self.seq += 1
+        self.logged += len(message)
+        if self._log_bytes and self.logged > self._fold_at and type_ not in TERMINAL:
+            await self._fold()
+
+    async def _fold(self) -> None:
+        """Everything logged so far becomes one snapshot. A log holds at least the answer's text:
+        the next fold waits until what came after the snapshot is as big as the bound allows, or as
+        the snapshot itself, so an answer longer than the bound is not rewritten at every event."""
+        try:
+            entries = await self._hub.read_log(self._stream_id, self.home)
+            if not entries:
+                return
+            events = [event for _, data in entries if (event := event_of(data)) is not None]
+            data = snapshot_data(action_of(entries[0][1]), fold(events))
+            await self._hub.fold_log(self._stream_id, self.home, entries[-1][0], data)
+        except BrokerError as exc:  # the next event tries again: the log is only bigger meanwhile
+            log.warning("could not fold the log of stream %s: %s", self._stream_id, exc.message)
+            return
+        self.logged = len(data)
+        self._fold_at = max(self._log_bytes, 2 * len(data))
 
     async def raise_fence(self) -> None:
         for channel in self._channels:

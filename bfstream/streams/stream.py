@@ -162,7 +162,7 @@ class Stream:
         record = stream.record
         counted = ctx.metrics.service(record.service)
         counted.started.inc()
-        out = stream.publisher = Publisher(ctx.hub, record)
+        out = stream.publisher = Publisher(ctx.hub, record, log_bytes=ctx.settings.streams.log_bytes)
         status, finish_reason, usage = "completed", "stop", None
         error: dict[str, Any] | None = None
         shutdown: asyncio.CancelledError | None = None

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import secrets
 import time
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 
-from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication
+from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication, Stamp
 
-_SEQS_KEPT = 10_000  # streams per channel whose last seq is remembered
+_SEQS_KEPT = 10_000  # streams per channel whose last seq is remembered, and that its index names
 
 
 @dataclass(slots=True)
@@ -26,6 +27,15 @@ class _Channel:
     retained_bytes: int = 0  # bounded by history_bytes, as the deque's length is by history_size
     fences: set[str] = field(default_factory=set)  # forgotten with the channel
     last_seq: dict[str, int] = field(default_factory=dict)  # fence -> the highest seq it published; so too
+    # stream -> (offset of its latest event here, its home, when): ordered by that offset, as each
+    # event moves its stream to the end.
+    streams: dict[str, tuple[int, str, float]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Log:
+    entries: list[tuple[int, str]] = field(default_factory=list)  # (seq, data), in seq order
+    expires: float = 0.0
 
 
 class MemoryBroker:
@@ -39,8 +49,11 @@ class MemoryBroker:
         history_ttl: float = 600.0,
         instance_id: str = "local",
         history_bytes: int = 1024 * 1024,
+        log_ttl: float = 3600.0,
     ) -> None:
         self.instance_id = instance_id
+        self._log_ttl = log_ttl
+        self._logs: dict[str, _Log] = {}
         self._history_size = history_size
         self._history_bytes = history_bytes
         self._history_ttl = history_ttl
@@ -66,24 +79,35 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
-    async def publish(
-        self, channel: str, data: str, fence: str | None = None, seq: int | None = None
-    ) -> Publication | None:
+    async def publish(self, channel: str, data: str, stamp: Stamp | None = None) -> Publication | None:
         state = self._channel(channel)
-        if fence is not None:
+        now = time.monotonic()
+        if stamp is not None:
+            fence, seq = stamp.fence, stamp.seq
             if fence in state.fences:
                 raise Fenced(fence)
-            if seq is not None:
-                if seq <= state.last_seq.get(fence, -1):
-                    return None
-                state.last_seq[fence] = seq
-                if len(state.last_seq) > _SEQS_KEPT:  # one process loses no reply: only a bound matters
-                    del state.last_seq[next(iter(state.last_seq))]
+            if seq <= state.last_seq.get(fence, -1):
+                return None
+            state.last_seq[fence] = seq
+            if len(state.last_seq) > _SEQS_KEPT:  # one process loses no reply: only a bound matters
+                del state.last_seq[next(iter(state.last_seq))]
+            if channel == stamp.home:
+                log = self._logs.get(stamp.stream)
+                if log is None:
+                    log = self._logs[stamp.stream] = _Log()
+                log.entries.append((seq, data))
+                log.expires = now + self._log_ttl
         state.offset += 1
         publication = Publication(channel, state.offset, state.epoch, data)
+        if stamp is not None:
+            streams = state.streams
+            streams.pop(stamp.stream, None)  # to the end: the index stays ordered by latest offset
+            streams[stamp.stream] = (state.offset, stamp.home, now)
+            if len(streams) > _SEQS_KEPT:
+                del streams[next(iter(streams))]
         size = len(data) if data.isascii() else len(data.encode())
         retained = state.retained
-        retained.append((time.monotonic(), publication, size))
+        retained.append((now, publication, size))
         state.retained_bytes += size
         while retained and (len(retained) > self._history_size or state.retained_bytes > self._history_bytes):
             state.retained_bytes -= retained.popleft()[2]
@@ -114,6 +138,31 @@ class MemoryBroker:
         oldest = publications[0].offset if publications else state.offset + 1
         return History(publications, state.offset, state.epoch, oldest <= since + 1)
 
+    async def read_log(self, stream: str, home: str, after: int = -1) -> list[tuple[int, str]]:
+        log = self._logs.get(stream)
+        if log is None or log.expires <= time.monotonic():
+            return []
+        entries = log.entries
+        return entries[bisect_right(entries, after, key=lambda entry: entry[0]) :]
+
+    async def fold_log(self, stream: str, home: str, seq: int, data: str) -> None:
+        log = self._logs.get(stream)
+        if log is not None:
+            entries = log.entries
+            log.entries = [(seq, data), *entries[bisect_right(entries, seq, key=lambda entry: entry[0]) :]]
+
+    async def streams_after(self, channel: str, offset: int) -> list[tuple[str, str]]:
+        state = self._channels.get(channel)
+        if state is None:
+            return []
+        self._expire(state, time.monotonic())
+        newest_first = []
+        for stream, (latest, home, _) in reversed(state.streams.items()):
+            if latest <= offset:
+                break
+            newest_first.append((stream, home))
+        return newest_first[::-1]
+
     def _channel(self, channel: str) -> _Channel:
         state = self._channels.get(channel)
         if state is None:
@@ -124,13 +173,20 @@ class MemoryBroker:
         cutoff = now - self._history_ttl
         while state.retained and state.retained[0][0] < cutoff:
             state.retained_bytes -= state.retained.popleft()[2]
+        streams = state.streams
+        while streams and next(iter(streams.values()))[2] < cutoff:
+            del streams[next(iter(streams))]
 
     async def _sweep_forever(self) -> None:
-        """Forget channels whose history has all expired and that nobody listens to, so memory stays bounded."""
+        """Forget channels whose history has all expired and that nobody listens to, and expired
+        logs, so memory stays bounded."""
         while True:
-            await asyncio.sleep(max(self._history_ttl / 10, 1.0))
+            await asyncio.sleep(max(min(self._history_ttl, self._log_ttl) / 10, 1.0))
             now = time.monotonic()
             for name, state in list(self._channels.items()):
                 self._expire(state, now)
-                if not state.retained and name not in self._subscribed:
+                if not state.retained and not state.streams and name not in self._subscribed:
                     del self._channels[name]
+            for stream, log in list(self._logs.items()):
+                if log.expires <= now:
+                    del self._logs[stream]

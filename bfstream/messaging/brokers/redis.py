@@ -14,6 +14,14 @@ tag, so both keys of a channel share a slot and one script may touch them:
                                     whoever ends it for a dead owner): a publish of that seq or a
                                     lower one is a repeat, dropped. PEXPIRE history_ttl, refreshed by
                                     every publish behind the fence.
+    <prefix>:{<channel>}:streams    sorted set, the streams that published here: member
+                                    ``<stream id> <home>``, score the offset of its latest event.
+                                    At most 10,000 (the oldest dropped). PEXPIRE history_ttl.
+    <prefix>:{<home>}:log:<stream id>   sorted set, the stream's log: member the event's data,
+                                    score its seq (a snapshot's score is the last seq it folds).
+                                    Written by the publish on the stream's home channel (its first),
+                                    so it shares that channel's slot. PEXPIRE log_ttl, refreshed by
+                                    every event of the stream.
     <prefix>:{<channel>}:history    stream, one entry per publication, id ``<offset>-1``, field ``d``
                                     = data; at most history_size entries and history_bytes bytes of
                                     data, the oldest trimmed first (absent when history_size is 0).
@@ -58,7 +66,7 @@ from redis.exceptions import RedisError
 
 from bfstream.errors import BrokerError
 from bfstream.fleet.redis import UNREACHABLE, redis_client, translated, unreachable
-from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication
+from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication, Stamp
 
 log = logging.getLogger("bfstream.redis")
 
@@ -79,12 +87,14 @@ if not epoch then
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 """
-# ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data, ARGV[6] history_bytes; KEYS[3], when
-# given, the fence, and KEYS[4] with ARGV[7] the stream's seq key and the event's seq: false when fenced,
-# 0 for a repeat. XADD, the only call that could fail on a sound key, runs before the offset is counted,
-# so nothing is ever half-written. Trimming drops the oldest entries until both bounds hold; the byte
-# count lives in meta (``bytes``) and starts over with the history (a lost epoch, or an older version's
-# history that it never counted, clamped at 0).
+# ARGV[3] history_size, ARGV[4] the pub/sub name, ARGV[5] the data, ARGV[6] history_bytes. A stream's
+# event also gives KEYS[3] the fence, KEYS[4] the fence's seq key, KEYS[5] the channel's index of streams
+# and, on the stream's home channel, KEYS[6] its log; ARGV[7] the event's seq, ARGV[8] the index member,
+# ARGV[9] the log's ttl in ms. It returns false when fenced, 0 for a repeat. XADD, the only call that
+# could fail on a sound key, runs before the offset is counted, so nothing is ever half-written.
+# Trimming drops the oldest entries until both bounds hold; the byte count lives in meta (``bytes``)
+# and starts over with the history (a lost epoch, or an older version's history that it never
+# counted, clamped at 0).
 _PUBLISH = (
     """
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return false end
@@ -109,7 +119,16 @@ if tonumber(ARGV[3]) > 0 then
 end
 redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[2]) end
+if KEYS[4] then
+  redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[2])
+  redis.call('ZADD', KEYS[5], offset, ARGV[8])
+  if redis.call('ZCARD', KEYS[5]) > 10000 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, 0) end
+  redis.call('PEXPIRE', KEYS[5], ARGV[2])
+  if KEYS[6] then
+    redis.call('ZADD', KEYS[6], ARGV[7], ARGV[5])
+    redis.call('PEXPIRE', KEYS[6], ARGV[9])
+  end
+end
 redis.call('PUBLISH', ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[5])
 return {offset, epoch}
 """
@@ -147,8 +166,10 @@ class RedisBroker:
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
         history_ttl: float = 600.0,
+        log_ttl: float = 3600.0,
     ) -> None:
         self.instance_id = instance_id
+        self._log_ttl_ms = max(int(log_ttl * 1000), 1)
         self._prefix = prefix
         self._history_size = history_size
         self._history_bytes = history_bytes
@@ -214,22 +235,24 @@ class RedisBroker:
         with contextlib.suppress(BrokerError):  # while down there is nothing to undo: reconnecting skips it
             await self._send("UNSUBSCRIBE", self._topic(channel))
 
-    async def publish(
-        self, channel: str, data: str, fence: str | None = None, seq: int | None = None
-    ) -> Publication | None:
+    async def publish(self, channel: str, data: str, stamp: Stamp | None = None) -> Publication | None:
         keys = self._keys(channel)
         args: list[str | int] = [
             _new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data, self._history_bytes
         ]  # fmt: skip
-        if fence is not None:
-            keys.append(self._fence(channel, fence))
-            if seq is not None:
-                keys.append(f"{self._prefix}:{{{channel}}}:seq:{fence}")
-                args.append(seq)
+        if stamp is not None:
+            keys += (
+                self._fence(channel, stamp.fence),
+                f"{self._prefix}:{{{channel}}}:seq:{stamp.fence}",
+                f"{self._prefix}:{{{channel}}}:streams",
+            )
+            args += (stamp.seq, f"{stamp.stream} {stamp.home}", self._log_ttl_ms)
+            if channel == stamp.home:
+                keys.append(self._log(stamp.stream, stamp.home))
         with translated():
             published = await self._publish_script(keys=keys, args=args)
         if published is None:
-            raise Fenced(fence)
+            raise Fenced(stamp.fence if stamp else "")
         if published == 0:
             return None  # a repeat of what this fence already published
         offset, epoch = published
@@ -255,6 +278,24 @@ class RedisBroker:
         oldest = publications[0].offset if publications else offset + 1
         return History(publications, offset, epoch, oldest <= since + 1)
 
+    async def read_log(self, stream: str, home: str, after: int = -1) -> list[tuple[int, str]]:
+        with translated():
+            entries = await self._redis.zrangebyscore(self._log(stream, home), f"({after}", "+inf", withscores=True)
+        return [(int(seq), data) for data, seq in entries]
+
+    async def fold_log(self, stream: str, home: str, seq: int, data: str) -> None:
+        key = self._log(stream, home)
+        async with self._redis.pipeline(transaction=True) as pipe:  # MULTI: no reader sees half a fold
+            pipe.zremrangebyscore(key, "-inf", seq)
+            pipe.zadd(key, {data: seq})
+            with translated():
+                await pipe.execute()
+
+    async def streams_after(self, channel: str, offset: int) -> list[tuple[str, str]]:
+        with translated():
+            members = await self._redis.zrangebyscore(f"{self._prefix}:{{{channel}}}:streams", f"({offset}", "+inf")
+        return [tuple(member.split(" ", 1)) for member in members]  # type: ignore[misc]
+
     async def control(self, target: str, data: str) -> None:
         with translated():
             await self._redis.publish(f"{self._prefix}:control:{target}", data)
@@ -264,6 +305,9 @@ class RedisBroker:
 
     def _fence(self, channel: str, fence: str) -> str:
         return f"{self._prefix}:{{{channel}}}:fence:{fence}"
+
+    def _log(self, stream: str, home: str) -> str:
+        return f"{self._prefix}:{{{home}}}:log:{stream}"
 
     def _keys(self, channel: str) -> list[str]:
         return [f"{self._prefix}:{{{channel}}}:meta", f"{self._prefix}:{{{channel}}}:history"]

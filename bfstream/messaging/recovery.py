@@ -1,0 +1,141 @@
+"""What a join recovers from streams' logs when the channel's history was cut short.
+
+A channel keeps its last ``history_size`` messages, shared by every stream and message it carries;
+a long answer outgrows it, and a page that joins late (or comes back after a while) would replay
+only the answer's tail. So when a join with ``since`` finds the history incomplete after the
+client's position, each stream that had an event on the channel after that position is made whole
+from its own log (``broker.py``): one snapshot standing for the part of the stream the replay no
+longer holds, then the stream's ``error``/``end`` if the replay does not hold those either. Once a
+log has expired, an ended stream's record stands in for it, when it kept the text.
+
+The recovered events go to the client before the replay, as message frames marked ``"log": true``
+at the position the client already stands at (``protocol.log_frame``). Afterwards the session
+drops every replayed or held event that they already stood for (``covers``), so each
+``(streamId, seq)`` reaches the client once, or is stood for by one snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bfstream.errors import StoreError
+from bfstream.messaging.broker import Publication
+from bfstream.messaging.hub import Hub
+from bfstream.messaging.protocol import stream_event
+from bfstream.messaging.streamlog import TERMINAL, action_of, event_of, fold, snapshot_data
+from bfstream.store.store import Store
+
+MAX_STREAMS = 100  # streams one join recovers, the latest first: a busy channel's older ones are long over
+_SERVER = '"from":{"kind":"server"}'
+
+
+@dataclass(slots=True)
+class Recovered:
+    data: list[str] = field(default_factory=list)  # publication data to send, in order
+    covered: dict[str, int] = field(default_factory=dict)  # stream -> the last seq what was sent stands for
+
+    def covers(self, publication: Publication) -> bool:
+        """Whether ``publication`` is a stream event that what was recovered already stood for."""
+        if not self.covered or _SERVER not in publication.data:
+            return False
+        event = event_of(publication.data)
+        return event is not None and event["seq"] <= self.covered.get(event["streamId"], -1)
+
+
+async def recover(
+    hub: Hub, store: Store, app_id: str, channel: str, after: int, replay: Iterable[Publication]
+) -> Recovered:
+    """For ``channel`` (scoped), the streams with an event after offset ``after``: what ``replay``
+    (the history the join replays) misses of them."""
+    recovered = Recovered()
+    streams = (await hub.streams_after(channel, after))[-MAX_STREAMS:]
+    if not streams:
+        return recovered
+    wanted = {stream for stream, _ in streams}
+    first_replayed: dict[str, int] = {}  # stream -> the seq of its first event in the replay
+    for publication in replay:
+        if _SERVER in publication.data and (event := event_of(publication.data)) is not None:
+            if event["streamId"] in wanted:
+                first_replayed.setdefault(event["streamId"], event["seq"])
+    for stream, home in streams:
+        first = first_replayed.get(stream)
+        if first == 0:
+            continue  # the replay holds all of it
+        entries = await hub.read_log(stream, home)
+        if entries:
+            _from_log(recovered, stream, entries, first)
+        else:
+            await _from_record(recovered, store, app_id, stream, first, replay)
+    return recovered
+
+
+def _from_log(recovered: Recovered, stream: str, entries: list[tuple[int, str]], first: int | None) -> None:
+    """A snapshot of what comes before ``first`` (the stream's first replayed seq); with nothing of
+    it replayed, a snapshot of all but its error and end, then those."""
+    events = [event for _, data in entries if (event := event_of(data)) is not None]
+    action = action_of(entries[0][1])
+    if first is not None:
+        # A log folded past ``first`` starts with a snapshot beyond it: that snapshot stands in for
+        # the replayed events it covers, which are dropped.
+        prefix = [event for event in events if event["seq"] < first]
+        if not prefix and events and events[0]["type"] == "snapshot":
+            prefix = events[:1]
+        tail: list[dict[str, Any]] = []
+    else:
+        prefix = [event for event in events if event["type"] not in TERMINAL]
+        tail = [event for event in events if event["type"] in TERMINAL]
+    if prefix:
+        snapshot = fold(prefix)
+        recovered.data.append(snapshot_data(action, snapshot))
+        recovered.covered[stream] = snapshot["seq"]
+    for event in tail:
+        fields = {k: v for k, v in event.items() if k not in ("type", "streamId", "seq")}
+        recovered.data.append(stream_event(action, event["type"], stream, event["seq"], **fields))
+        recovered.covered[stream] = event["seq"]
+
+
+async def _from_record(
+    recovered: Recovered, store: Store, app_id: str, stream: str, first: int | None, replay: Iterable[Publication]
+) -> None:
+    """The log expired: an ended stream's record has its final text (when the app keeps text), from
+    which the part before the replay is what the replayed deltas do not account for."""
+    try:
+        record = await store.stream_by_id(stream)
+    except StoreError:
+        return  # the database is away: the replay is all this join can give
+    if record is None or record.app_id != app_id or record.status == "running" or record.text is None:
+        return
+    ending = record.seq - (2 if record.error is not None else 1)  # the seq of its error, or else its end
+    snapshot: dict[str, Any] = {
+        "type": "snapshot",
+        "streamId": stream,
+        "seq": ending - 1,
+        "text": record.text,
+        "status": "running",
+        "service": record.service,
+        "model": record.model,
+    }
+    if first is not None:
+        replayed = [
+            event["content"]
+            for publication in replay
+            if (event := event_of(publication.data)) is not None
+            and event["streamId"] == stream
+            and event["type"] == "delta"
+            and isinstance(event.get("content"), str)
+        ]
+        suffix = "".join(replayed)
+        if not record.text.endswith(suffix):
+            return  # the record does not agree with the replay: better the replay alone than a wrong text
+        snapshot["seq"], snapshot["text"] = first - 1, record.text[: len(record.text) - len(suffix)]
+        recovered.data.append(snapshot_data(record.action_name, snapshot))
+        recovered.covered[stream] = first - 1
+        return
+    recovered.data.append(snapshot_data(record.action_name, snapshot))
+    if record.error is not None:
+        recovered.data.append(stream_event(record.action_name, "error", stream, ending, error=record.error))
+    end = {"finish_reason": record.finish_reason or "error", "usage": record.usage, "text": record.text}
+    recovered.data.append(stream_event(record.action_name, "end", stream, record.seq - 1, **end))
+    recovered.covered[stream] = record.seq - 1

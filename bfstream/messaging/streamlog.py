@@ -1,0 +1,78 @@
+"""A stream's events read back from its log, and folded into one ``snapshot`` event.
+
+A snapshot ``{"type": "snapshot", "streamId", "seq", "text", "status", "service", "model",
+"functions"?}`` stands for every event of its stream up to and including ``seq``: ``text`` is the
+answer so far (every delta, across tool rounds), ``service`` and ``model`` come from ``threadInfo``,
+``functions`` lists what ``function_call`` events announced. A page that missed thousands of deltas
+is handed one snapshot and the events after it instead. ``error`` and ``end`` are never folded: a
+page acts on them, so they always travel as themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from bfstream.messaging.protocol import stream_event
+
+TERMINAL = frozenset({"error", "end"})
+
+
+def event_of(data: str) -> dict[str, Any] | None:
+    """The stream event a publication carries (the options of its namedAction), or None when it is
+    not one of bfstream's own stream events (a back end's or a browser's message)."""
+    try:
+        published = orjson.loads(data)
+        if published["from"]["kind"] != "server":
+            return None
+        event = published["message"]["actions"][0]["options"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("streamId"), str) or type(event.get("seq")) is not int:
+        return None
+    return event
+
+
+def action_of(data: str) -> str:
+    """The named action a stream's publication runs (its events all run the same one)."""
+    return str(orjson.loads(data)["message"]["actions"][0]["name"])
+
+
+def fold(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One snapshot standing for ``events`` (a prefix of one stream's, in seq order, none terminal)."""
+    stream_id, seq, service, model = None, -1, None, None
+    pieces: list[str] = []
+    functions: list[Any] = []
+    for event in events:
+        kind = event.get("type")
+        stream_id, seq = event.get("streamId"), event.get("seq", seq)
+        if kind == "delta" and isinstance(event.get("content"), str):
+            pieces.append(event["content"])
+        elif kind == "snapshot":
+            pieces = [str(event.get("text") or "")]
+            functions = list(event.get("functions") or [])
+            service, model = event.get("service"), event.get("model")
+        elif kind == "threadInfo" and isinstance(event.get("content"), dict):
+            service, model = event["content"].get("service"), event["content"].get("model")
+        elif kind == "function_call" and isinstance(event.get("content"), dict):
+            functions += event["content"].get("functions") or []
+    snapshot: dict[str, Any] = {
+        "type": "snapshot",
+        "streamId": stream_id,
+        "seq": seq,
+        "text": "".join(pieces),
+        "status": "running",
+        "service": service,
+        "model": model,
+    }
+    if functions:
+        snapshot["functions"] = functions
+    return snapshot
+
+
+def snapshot_data(action_name: str, snapshot: dict[str, Any]) -> str:
+    """A snapshot as its channels and its log carry it: a namedAction message from the server."""
+    fields = {k: v for k, v in snapshot.items() if k not in ("type", "streamId", "seq")}
+    return stream_event(action_name, "snapshot", snapshot["streamId"], snapshot["seq"], **fields)
