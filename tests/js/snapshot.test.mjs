@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { Core, StreamTracker } from "../../bfstream/static/bfstream.js";
+import { connect, Core, decodePositions, StreamTracker } from "../../bfstream/static/bfstream.js";
+import { fakeWebSocket, sseResponse, until } from "./fakes.mjs";
 
 const ACTION = "assistantReceiveResultsStream";
 const words = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => `w${from + i} `).join("");
@@ -288,4 +289,82 @@ test("a snapshot past a tool call counts as going on even when it brings no new 
   core.onMessage(refresh); // where the channel stood: the catch-up is over
   assert.deepEqual(seen.actions, ["s:2:threadInfo", "s:2", "s:3:tool_call"]);
   assert.deepEqual(seen.calls, [], "answered already: the stream went on past it");
+});
+
+// ---- through the client, over the fake transports (every frame checked against protocol.json) -----
+
+const threadInfo = (streamId) => event(streamId, 0, "threadInfo", { content: { streamId, service: "echo", model: "e1" } });
+const end = (streamId, seq, text) => event(streamId, seq, "end", { finish_reason: "stop", usage: null, text });
+
+/** A client's handler that appends deltas, and what it ran, as the page would have it. */
+function watch(client) {
+  const page = { text: "", seqs: [] };
+  client.on(ACTION, (o) => {
+    page.seqs.push(`${o.seq}${o.snapshot ? "*" : ""}`);
+    if (o.type === "delta") page.text += o.content;
+  });
+  return page;
+}
+
+test("over a WebSocket: a resume whose history lost part of the answer gets it from the log frames, once", async () => {
+  const { FakeSocket, sockets } = fakeWebSocket();
+  const client = connect({ appId: "app_1", url: "http://bf.test", transport: "websocket", backoff: { base: 1, max: 2 }, WebSocket: FakeSocket });
+  const page = watch(client);
+  const joined = client.join("room", { catchUp: false });
+  await until(() => sockets.length === 1, "a socket");
+  sockets[0].open();
+  sockets[0].receive({ op: "joined", channel: "room", recovered: true, offset: 0, epoch: "E", id: sockets[0].lastJoin("room").id });
+  await joined;
+  sockets[0].receive(frame("room", 1, threadInfo("s")));
+  sockets[0].receive(frame("room", 2, event("s", 1)));
+  sockets[0].drop();
+  await until(() => sockets.length === 2, "a second socket");
+  sockets[1].open();
+  const resume = sockets[1].lastJoin("room");
+  assert.deepEqual(resume.since, { offset: 2, epoch: "E" });
+  // Offsets 3-1002 (s:2 to s:1001) have left the history.
+  sockets[1].receive({ op: "joined", channel: "room", recovered: false, offset: 2, epoch: "E", id: resume.id });
+  sockets[1].receive(logFrame("room", 2, snapshot("s", 1001)));
+  sockets[1].receive(frame("room", 1003, event("s", 1001))); // at or below the snapshot: a server may still send it
+  sockets[1].receive(frame("room", 1004, event("s", 1002)));
+  sockets[1].receive(frame("room", 1005, end("s", 1003, words(1, 1002))));
+  assert.deepEqual(page.seqs, ["0", "1", "1001*", "1002", "1003"]);
+  assert.equal(page.text, words(1, 1002));
+  assert.equal(client.text("s"), words(1, 1002));
+  client.close();
+});
+
+test("over SSE: a catch-up whose start has left the history runs the snapshot first, then the replay", async () => {
+  const requests = [];
+  const fetch = async (url) => {
+    const stream = sseResponse();
+    requests.push({ url: new URL(url), ...stream });
+    return stream.response;
+  };
+  const client = connect({ appId: "app_1", url: "http://bf.test", transport: "sse", fetch });
+  const page = watch(client);
+  const joined = client.join("room");
+  await until(() => requests.length === 1, "an SSE request");
+  requests[0].send({ op: "hello", connectionId: "b", channels: ["tab|b"] }, "hello");
+  await until(() => requests.length === 2, "a stream with the channel");
+  requests[1].send({ op: "hello", connectionId: "c", channels: ["tab|c"] }, "hello");
+  requests[1].send({ op: "joined", channel: "room", recovered: false, offset: 9, epoch: "E", id: null }, "joined");
+  await until(() => requests.length === 3, "the catch-up's stream");
+  assert.deepEqual([...decodePositions(requests[2].url.searchParams.get("lastEventId"))], [["room", [0, "E"]]]);
+  requests[2].send({ op: "hello", connectionId: "d", channels: ["tab|d"] }, "hello");
+  requests[2].send({ op: "joined", channel: "room", recovered: false, offset: 0, epoch: "E", id: null }, "joined");
+  await joined;
+  requests[2].send(logFrame("room", 0, snapshot("old", 3)));
+  requests[2].send(logFrame("room", 0, end("old", 4, words(1, 3))));
+  requests[2].send(logFrame("room", 0, snapshot("s", 5)));
+  for (let seq = 6; seq <= 9; seq++) requests[2].send(frame("room", seq, event("s", seq)));
+  requests[2].send(frame("room", 10, end("s", 10, words(1, 9))));
+  await until(() => page.seqs.length === 7, "the answer's events");
+  assert.deepEqual(page.seqs, ["5*", "5*", "6", "7", "8", "9", "10"]);
+  assert.equal(page.text, words(1, 9));
+  assert.equal(client.text("old"), "", "an answer that ended before the join stays old");
+  requests[2].end();
+  await until(() => requests.length === 4, "a reconnect");
+  assert.deepEqual([...decodePositions(requests[3].url.searchParams.get("lastEventId"))], [["room", [10, "E"]]]);
+  client.close();
 });
