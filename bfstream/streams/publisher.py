@@ -92,7 +92,8 @@ class Publisher:
             raise
         self.seq += 1
         self.logged += len(message)
-        if self._log_bytes and self.logged > self._fold_at and type_ not in TERMINAL:
+        # Never right after a tool call: a page that joins while it awaits an answer must get the call.
+        if self._log_bytes and self.logged > self._fold_at and type_ not in TERMINAL and type_ != "tool_call":
             await self._fold()
 
     async def _fold(self) -> None:
