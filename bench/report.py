@@ -89,8 +89,8 @@ COLUMNS: dict[str, list[str]] = {
         "dropped",
     ],
     "logs": [
-        "streams", "deltas", "run_s", "rss_before_mb", "rss_ended_mb", "rss_expired_mb", "kb_per_ended_stream",
-        "kb_left_per_stream",
+        "streams", "deltas", "rss_before_mb", "rss_ended_1_mb", "rss_expired_1_mb", "rss_ended_2_mb",
+        "rss_expired_2_mb", "kb_per_ended_stream", "kb_added_by_round_2",
     ],
     "startup": ["ms_to_healthz"],
     "redis": [
