@@ -24,14 +24,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bfstream.config import ServiceConfig, Settings
-from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError
+from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError, outcome
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub
 from bfstream.metrics import Metrics, ServiceMetrics
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import ProviderClient
-from bfstream.scrub import scrub_json
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
@@ -40,7 +39,7 @@ from bfstream.streams.registry import RunningStream, StreamRegistry
 from bfstream.streams.retry import with_retries
 from bfstream.streams.saver import STALE_AFTER, save_now
 from bfstream.streams.tools import is_frontend, run_calls
-from bfstream.text import SurrogateJoiner, repair_json
+from bfstream.text import SurrogateJoiner
 
 log = logging.getLogger("bfstream.streams")
 
@@ -192,13 +191,6 @@ class Stream:
             # more goes out, and the record it wrote stands.
             log.warning("stream %s was ended by another instance meanwhile", record.id)
             taken_over = True
-        except BfstreamError as exc:
-            status, error = "failed", repair_json({"message": exc.message, "code": exc.code, "details": exc.details})
-            log.warning("stream %s failed: %s", record.id, exc.message)
-            if isinstance(exc, ProviderError):
-                ctx.metrics.provider_error(record.service, exc)
-        except TimeoutError:
-            status, error = "failed", {"message": f"The stream ran longer than {max_duration:g} s", "code": 504}
         except asyncio.CancelledError as exc:
             if stream.stop_requested:
                 task = asyncio.current_task()
@@ -207,10 +199,15 @@ class Stream:
                     pass
                 status, finish_reason, stream.stopped = "stopped", "stopped", True
             else:  # server shutdown: tell the channels, then let the task end
-                status, error, shutdown = "interrupted", {"message": "The server is shutting down", "code": 503}, exc
-        except Exception:
-            log.exception("stream %s failed unexpectedly", record.id)
-            status, error = "failed", {"message": "Internal error while streaming", "code": 500}
+                (status, error), shutdown = outcome(exc, max_duration), exc
+        except Exception as exc:
+            status, error = outcome(exc, max_duration)
+            if isinstance(exc, ProviderError):
+                ctx.metrics.provider_error(record.service, exc)
+            if isinstance(exc, BfstreamError):
+                log.warning("stream %s failed: %s", record.id, exc.message)
+            elif not isinstance(exc, TimeoutError):
+                log.exception("stream %s failed unexpectedly", record.id)
 
         # From here on the stream is ending its own way: a stop or a drain must not cut its end short
         # (set before the next await, so no cancel can slip in between).
@@ -221,8 +218,8 @@ class Stream:
         except Exception:
             log.exception("closing the provider stream of %s failed", record.id)
         text = "".join(stream.text)
-        if error is not None:  # it goes to the channels and the record: scrubbed, whatever raised it
-            finish_reason, error = "error", scrub_json({"details": None, **error})
+        if error is not None:
+            finish_reason = "error"
         # Counted before the end goes out: whoever sees the end and then scrapes finds the stream counted.
         counted.deltas.inc(self._deltas - self._deltas_counted)
         counted.finished["interrupted" if taken_over else status].inc()
