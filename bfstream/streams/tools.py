@@ -31,14 +31,14 @@ from bfstream.fleet.control import Control
 from bfstream.fleet.owners import Owners
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.store.records import App, StreamRecord
-from bfstream.streams.registry import RunningStream, StreamRegistry
+from bfstream.streams.registry import StreamRegistry
 from bfstream.text import repair_json
 from bfstream.webhooks import post
 
 if TYPE_CHECKING:
     from bfstream.messaging.session import Session
     from bfstream.streams.publisher import Publisher
-    from bfstream.streams.stream import StreamContext, StreamSpec
+    from bfstream.streams.stream import Stream, StreamContext, StreamSpec
 
 log = logging.getLogger("bfstream.tools")
 
@@ -80,7 +80,7 @@ async def run_calls(
     calls: list[Any],
     spec: StreamSpec,
     number: int,
-    stream: RunningStream | None,
+    stream: Stream | None,
     out: Publisher | None,
 ) -> RoundResults:
     """Answer every call of turn ``number``, concurrently; frontend ones only when streaming (``out``)."""
@@ -253,7 +253,7 @@ def _may_answer(record: StreamRecord, app_id: str | None, channels: Iterable[str
 
 
 def _take(
-    running: RunningStream, tool_call_id: str, result: dict[str, Any], app_id: Any, channels: Iterable[str] | None
+    running: Stream, tool_call_id: str, result: dict[str, Any], app_id: Any, channels: Iterable[str] | None
 ) -> bool:
     """The first answer wins; a second, a late one or one from outside the stream finds nothing."""
     if not _may_answer(running.record, app_id, channels):
