@@ -38,7 +38,7 @@ from bfstream.streams.publisher import SHUTDOWN_PATIENCE, Publisher, announced, 
 from bfstream.streams.registry import Admission, StreamRegistry
 from bfstream.streams.retry import with_retries
 from bfstream.streams.saver import STALE_AFTER, save_once_for
-from bfstream.streams.tools import is_frontend, run_calls
+from bfstream.streams.tools import ToolRound, is_frontend
 from bfstream.text import SurrogateJoiner
 
 log = logging.getLogger("bfstream.streams")
@@ -118,8 +118,7 @@ class Stream:
         self._stop_requested = False
         self._stopped = False  # the stop was taken: its end says ``stopped``
         self.ending = False  # past its last event: sending its end and writing its record, not to be cancelled
-        # Frontend tool calls waiting for a page's answer, by toolCallId (``tools.py``).
-        self.answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._round: ToolRound | None = None  # the last tool round: a page's answer goes to it
         # For the saver (``saver.py``): how much of the text is saved, and whether a save found that
         # another instance ended the stream meanwhile.
         self._saved_pieces = 0
@@ -312,17 +311,18 @@ class Stream:
 
     async def _tool_round(self, turn: _Turn, number: int) -> None:
         assert turn.calls is not None
-        calls = _with_ids(turn.calls.calls, number)
-        assistant: dict[str, Any] = {"role": "assistant", "content": turn.text or None, "tool_calls": _entries(calls)}
+        self._round = tools = ToolRound(
+            self._ctx, self._app, self.spec, number, turn.calls.calls, self.record.id, self._out
+        )
+        assistant = tools.assistant(turn.text or None)
         if turn.calls.thinking:  # Anthropic's signed blocks go back first, unchanged
             text = [{"type": "text", "text": turn.text}] if turn.text else []
             assistant["content"] = [*turn.calls.thinking, *text]
-        results = await run_calls(self._ctx, self._app, calls, self.spec, number, self, self._out)
-        self._messages.append(assistant)
-        self._messages += results.messages
+        results = await tools.run()
+        self._messages += [assistant, *results.messages]
         self.record.tools += results.entries
 
-    # --- asked by others: stop, the saver, status -----------------------------------------------------
+    # --- asked by others: stop, the saver, a page's tool answer, status ----------------------------
 
     async def stop(self) -> bool:
         """True once the stream has ended as ``stopped`` (its ``end`` went out, or is held until the
@@ -363,6 +363,10 @@ class Stream:
         it), and the relay stops before its next event."""
         self._saved_pieces, self._saved_at, self._fenced = pieces, at, self._fenced or gone
 
+    def answer_tool(self, tool_call_id: str, result: dict[str, Any]) -> bool:
+        """A page's answer to a frontend call (``tools.ToolRound.take``)."""
+        return self._round is not None and self._round.take(tool_call_id, result)
+
     def status(self, retain_text: bool) -> dict[str, Any]:
         """The record, live: with the text so far when the app (as it is now) keeps text."""
         live = self.record.to_json()
@@ -388,33 +392,12 @@ class Stream:
                 if not calls or rounds >= spec.max_rounds or not await self._can_answer(calls, frontend=False):
                     break
                 rounds += 1
-                calls = _with_ids(calls, rounds)
-                results = await run_calls(ctx, self._app, calls, spec, rounds, None, None)
-                self._messages.append(
-                    {"role": "assistant", "content": message.get("content"), "tool_calls": _entries(calls)}
-                )
-                self._messages += results.messages
+                tools = ToolRound(ctx, self._app, spec, rounds, calls)
+                results = await tools.run()
+                self._messages += [tools.assistant(message.get("content")), *results.messages]
         if rounds and isinstance(completion, dict):
             completion["usage"] = usage
         return completion
-
-
-def _with_ids(calls: list[ToolCall], number: int) -> list[ToolCall]:
-    """Every call needs an id to pair with its result; a provider that sent none gets one made up."""
-    return [call if call.id else replace(call, id=f"call_{number}_{i}") for i, call in enumerate(calls)]
-
-
-def _entries(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    """The calls as an OpenAI assistant message's ``tool_calls``."""
-    return [
-        {
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments},
-            **(call.extra or {}),
-        }
-        for call in calls
-    ]
 
 
 def _message_and_calls(completion: Any) -> tuple[dict[str, Any], list[ToolCall]]:
