@@ -38,7 +38,7 @@ from bfstream.streams.publisher import SHUTDOWN_PATIENCE, Publisher, announced, 
 from bfstream.streams.registry import Admission, StreamRegistry
 from bfstream.streams.retry import with_retries
 from bfstream.streams.saver import STALE_AFTER, save_once_for
-from bfstream.streams.tools import ToolRound, is_frontend
+from bfstream.streams.tools import ToolRound, completion_calls, is_frontend
 from bfstream.text import SurrogateJoiner
 
 log = logging.getLogger("bfstream.streams")
@@ -363,7 +363,7 @@ class Stream:
         it), and the relay stops before its next event."""
         self._saved_pieces, self._saved_at, self._fenced = pieces, at, self._fenced or gone
 
-    def answer_tool(self, tool_call_id: str, result: dict[str, Any]) -> bool:
+    def take_answer(self, tool_call_id: str, result: dict[str, Any]) -> bool:
         """A page's answer to a frontend call (``tools.ToolRound.take``)."""
         return self._round is not None and self._round.take(tool_call_id, result)
 
@@ -388,7 +388,7 @@ class Stream:
                         lambda: self._adapter.complete(self._chat(), ctx.http, spec.service), retries, max_wait
                     )
                 usage = add_usage(usage, completion.get("usage") if isinstance(completion, dict) else None)
-                message, calls = _message_and_calls(completion)
+                message, calls = completion_calls(completion)
                 if not calls or rounds >= spec.max_rounds or not await self._can_answer(calls, frontend=False):
                     break
                 rounds += 1
@@ -398,26 +398,3 @@ class Stream:
         if rounds and isinstance(completion, dict):
             completion["usage"] = usage
         return completion
-
-
-def _message_and_calls(completion: Any) -> tuple[dict[str, Any], list[ToolCall]]:
-    """The first choice's message of a ``chat.completion``, and its tool calls."""
-    choices = completion.get("choices") if isinstance(completion, dict) else None
-    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    calls = []
-    for entry in message.get("tool_calls") or []:
-        function = entry.get("function") if isinstance(entry, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            continue
-        arguments = function.get("arguments")
-        extra = {k: v for k, v in entry.items() if k not in ("id", "type", "function")}
-        calls.append(
-            ToolCall(
-                id=entry.get("id") if isinstance(entry.get("id"), str) else None,
-                name=function["name"],
-                arguments=arguments if isinstance(arguments, str) else "{}",
-                extra=extra or None,
-            )
-        )
-    return message, calls

@@ -12,7 +12,8 @@ A backend call is a signed POST to the app's webhook (``webhooks.py``); its JSON
 result. Refusals, time-outs and unreachable hosts become failure results the model reads: a tool
 never fails the stream.
 
-Calls of one turn run concurrently.
+The calls of one turn are a ``ToolRound``, held by its stream while they run concurrently; an
+answer found through the registry reaches the round through the stream.
 """
 
 from __future__ import annotations
@@ -199,6 +200,30 @@ class ToolRound:
         return result, entry
 
 
+def completion_calls(completion: Any) -> tuple[dict[str, Any], list[ToolCall]]:
+    """The first choice's message of a ``chat.completion`` (``stream: false``), and its tool calls:
+    what ``ToolRound.assistant`` gives back."""
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    calls = []
+    for entry in message.get("tool_calls") or []:
+        function = entry.get("function") if isinstance(entry, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        extra = {k: v for k, v in entry.items() if k not in ("id", "type", "function")}
+        calls.append(
+            ToolCall(
+                id=entry.get("id") if isinstance(entry.get("id"), str) else None,
+                name=function["name"],
+                arguments=arguments if isinstance(arguments, str) else "{}",
+                extra=extra or None,
+            )
+        )
+    return message, calls
+
+
 async def _from_page(answer: asyncio.Future[dict[str, Any]], name: str, seconds: float) -> tuple[dict[str, Any], str]:
     # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the answer when a stop's
     # cancellation lands as the answer arrives, and the stop is lost.
@@ -300,4 +325,4 @@ def _take(
     stream: Stream, tool_call_id: str, result: dict[str, Any], app_id: Any, channels: Iterable[str] | None
 ) -> bool:
     """Only from the stream's app and, when asked from a page, one of its channels."""
-    return _may_answer(stream.record, app_id, channels) and stream.answer_tool(tool_call_id, result)
+    return _may_answer(stream.record, app_id, channels) and stream.take_answer(tool_call_id, result)
