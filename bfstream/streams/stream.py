@@ -215,7 +215,8 @@ class Stream:
                     pass
                 status, finish_reason, self._stopped = "stopped", "stopped", True
             else:  # server shutdown: tell the channels, then let the task end
-                (status, error), shutdown = outcome(exc, max_duration), exc
+                status, error = outcome(exc, max_duration)
+                shutdown = exc
         except Exception as exc:
             status, error = outcome(exc, max_duration)
             if isinstance(exc, ProviderError):
