@@ -269,7 +269,9 @@ class Stream:
                     await self._delta(piece, counted)
             elif isinstance(event, ToolCalls):
                 calls = event
-                await self._out.emit("function_call", content={"functions": [announced(call) for call in event.calls]})
+                functions = [announced(call) for call in event.calls]
+                self.record.functions += functions  # kept with the text: the final snapshot's whole
+                await self._out.emit("function_call", content={"functions": functions})
             elif isinstance(event, Finished):
                 reason, usage = event.reason or "stop", event.usage
         if tail := joiner.flush():  # a high surrogate that no low half followed
