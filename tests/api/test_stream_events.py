@@ -22,7 +22,8 @@ from durable_streams import AsyncDurableStream, StreamNotFoundError, astream
 
 from bfstream.api import stream_events
 from tests import peers
-from tests.conftest import Server, ServerFactory, assert_well_formed
+from tests.conftest import Server, ServerFactory, assert_well_formed, seed_body
+from tests.fakes.openai_server import FakeOpenAI, StreamReply, chunk, sse, stream_error
 from tests.services import delete_keys, require_redis, unique_prefix
 
 pytestmark = pytest.mark.anyio
@@ -534,3 +535,20 @@ async def test_a_folded_log_reads_as_a_snapshot_then_the_rest(start_server: Serv
     assert read["text"] == text
     gone = await get(server, stream_id, format="ai-sdk", offset=offset_of(snapshot["seq"] // 2))
     assert assert_error(gone, 410)["type"] == "gone"
+
+
+async def test_a_failed_stream_reads_with_its_error(server: Server, fake_openai: FakeOpenAI, js_peers: Path) -> None:
+    head = b"".join(sse(chunk(delta)) for delta in ({"role": "assistant", "content": ""}, {"content": "Partial "}))
+    fake_openai.enqueue(StreamReply([head, stream_error("The server had an error while processing your request.")]))
+    page = await server.ws(channels=("anonymous",))
+    created = await server.post("/stream/create", seed_body(server))
+    stream_id = created.json()["streamId"]
+    events = await page.stream_events()
+    assert [e["type"] for e in events][-2:] == ["error", "end"]
+
+    assert (await get(server, stream_id)).json() == events
+    _, parts = await ui_parts(server, stream_id)
+    error = {"type": "error", "errorText": "The server had an error while processing your request."}
+    assert error in parts and parts[-2]["finishReason"] == "error" and parts[-1] == "[DONE]"
+    read = await peers.run(js_peers, "read-ai-sdk.mjs", url(server, stream_id) + "?format=ai-sdk")
+    assert read["text"] == "Partial " and "error" in read["types"] and read["finishReason"] == "error"
