@@ -92,6 +92,8 @@ class StreamReader:
         events = [event for _, data in entries if (event := event_of(data)) is not None]
         if not events:
             events = await self._from_record(after)
+        elif events[-1]["type"] != "end" and self.record.status != "running":
+            events += self._unlogged_ending(events[-1])
         if not events:
             if after >= 0:
                 raise BeyondEnd(
@@ -112,9 +114,20 @@ class StreamReader:
             left = deadline - asyncio.get_running_loop().time()
             if chunk.events or chunk.closed or left <= 0:
                 return chunk
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(min(left, RECHECK_SECONDS)):
                     await woken.wait()
+            except TimeoutError:  # quiet a while: the record may say it ended without a logged end
+                self.record = await self._store.stream_by_id(self.stream_id) or self.record
+
+    def _unlogged_ending(self, last: dict[str, Any]) -> list[dict[str, Any]]:
+        """The record says the stream is over, yet its log has no ``end``: the owner could not
+        publish it before it stopped (a shutdown with the broker away). Nothing else will come, so
+        the record's ending closes the stream here, right after the logged events."""
+        closing = [e for e in ending_of(self.record) if e["type"] in ("error", "end")]
+        if last["type"] == "error":  # logged already: only the end is missing
+            closing = closing[-1:]
+        return [{**event, "seq": last["seq"] + 1 + i} for i, event in enumerate(closing)]
 
     async def _from_record(self, after: int) -> list[dict[str, Any]]:
         """No log: the stream has not published yet, or it ended long enough ago for its log to

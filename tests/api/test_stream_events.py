@@ -552,3 +552,30 @@ async def test_a_failed_stream_reads_with_its_error(server: Server, fake_openai:
     assert error in parts and parts[-2]["finishReason"] == "error" and parts[-1] == "[DONE]"
     read = await peers.run(js_peers, "read-ai-sdk.mjs", url(server, stream_id) + "?format=ai-sdk")
     assert read["text"] == "Partial " and "error" in read["types"] and read["finishReason"] == "error"
+
+
+async def test_an_end_the_log_never_got_comes_from_the_record(
+    start_server: ServerFactory, redis_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner that stopped with the broker away wrote its record's ending but could not log its
+    ``end``: readers close on the record's instead of waiting for an end that will never come."""
+    from redis.asyncio import Redis
+
+    from bfstream.streams import reader
+
+    monkeypatch.setattr(reader, "RECHECK_SECONDS", 0.2)
+    server = await start_server(**redis_settings)
+    stream_id, events = await watched_echo(server, 10)
+    end = events[-1]
+    redis = Redis.from_url(redis_settings["broker_url"])
+    try:
+        key = f"{redis_settings['broker_prefix']}:{{{server.app_id}/{CHANNEL}}}:log:{stream_id}"
+        assert await redis.zremrangebyscore(key, end["seq"], end["seq"]) == 1
+    finally:
+        await redis.aclose()
+    tail = offset_of(end["seq"])
+    started = time.monotonic()
+    answer = await get(server, stream_id, offset=tail, live="long-poll")
+    assert answer.status_code == 200 and answer.json() == [end]  # the record's ending, at the seq it had
+    assert answer.headers["stream-closed"] == "true" and time.monotonic() - started < 2
+    assert (await get(server, stream_id)).json() == events
