@@ -14,23 +14,22 @@ back end and its pages are given it); from a browser, only a page of one of the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
 from bfstream.api.headers import narrow_to_app
+from bfstream.api.stream_answer import KEEPALIVE, EventStream, Writer, send_event, until_disconnected
 from bfstream.api.ui_messages import DONE, HEADER, FoldedPast, UIMessageParts
-from bfstream.errors import BfstreamError, Forbidden, Gone, NotFound, ValidationFailed
+from bfstream.errors import Forbidden, Gone, NotFound, ValidationFailed
 from bfstream.messaging.protocol import dumps
-from bfstream.messaging.transports.sse import cut_connection
 from bfstream.streams.reader import Chunk, StreamReader
 
 log = logging.getLogger("bfstream.api")
@@ -51,7 +50,6 @@ _CURSOR_EPOCH, _CURSOR_INTERVAL = 1_728_432_000, 20
 # What a page on another origin may read of the answer (the CORS default hides every custom header).
 _EXPOSED = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, ETag, x-vercel-ai-ui-message-stream"
 _CACHEABLE = "private, max-age=60, stale-while-revalidate=300"  # the protocol's, for user-specific data
-_KEEPALIVE = b": keep-alive\n\n"
 
 
 def offset_of(position: int) -> str:
@@ -153,9 +151,9 @@ async def stream_events(
                 details=[{"field": "offset", "message": "inside the folded part of the stream"}],
             )
         parts = UIMessageParts(reader.stream_id, from_start=after < 0)
-        return await _EventStream.open(reader, closing, _ui_writer(reader, after, first, parts), (HEADER,))
+        return await EventStream.open(reader, closing, _ui_writer(reader, after, first, parts), _sse_headers(HEADER))
     if live == "sse":
-        return await _EventStream.open(reader, closing, _sse_writer(reader, after, first, cursor, limit))
+        return await EventStream.open(reader, closing, _sse_writer(reader, after, first, cursor, limit), _sse_headers())
     if live == "long-poll" and not first.events and not first.closed:
         async with reader.following() as woken:
             waited = await _unless_gone(request, closing, reader.wait(after, woken, LONG_POLL_SECONDS))
@@ -190,6 +188,10 @@ async def _reader_for(request: Request, stream_id: str) -> StreamReader:
 
 def _common_headers() -> dict[str, str]:
     return {"Access-Control-Expose-Headers": _EXPOSED, "Cross-Origin-Resource-Policy": "cross-origin"}
+
+
+def _sse_headers(*extra: tuple[bytes, bytes]) -> tuple[tuple[bytes, bytes], ...]:
+    return (*((k.lower().encode(), v.encode()) for k, v in _common_headers().items()), *extra)
 
 
 def _pieces(events: list[dict[str, Any]], limit: int) -> Iterator[tuple[list[str], int]]:
@@ -253,7 +255,7 @@ def _no_content(position: int, closed: bool, cursor: str | None) -> Response:
 async def _unless_gone(request: Request, closing: asyncio.Event, work: Awaitable[Chunk]) -> Chunk | None:
     """``work``'s result, or None if the client hung up or the server began shutting down first."""
     task = asyncio.ensure_future(work)
-    others = [asyncio.ensure_future(_until_disconnected(request.receive)), asyncio.ensure_future(closing.wait())]
+    others = [asyncio.ensure_future(until_disconnected(request.receive)), asyncio.ensure_future(closing.wait())]
     try:
         await asyncio.wait([task, *others], return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -261,71 +263,6 @@ async def _unless_gone(request: Request, closing: asyncio.Event, work: Awaitable
             other.cancel()
         await asyncio.gather(*others, return_exceptions=True)
     return task.result() if task.done() and not task.cancelled() else None
-
-
-async def _until_disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-Writer = Callable[[Send, asyncio.Event], Awaitable[None]]
-
-
-class _EventStream(Response):
-    """A Server-Sent Events answer that lasts while its writer has something to write, the client
-    listens and the server is not shutting down. The home channel is joined before the answer
-    starts (``open``), so a broker that is down is still an ordinary 503."""
-
-    def __init__(self, stack: contextlib.AsyncExitStack, woken: asyncio.Event, closing: asyncio.Event,
-                 writer: Writer, extra: tuple[tuple[bytes, bytes], ...]) -> None:  # fmt: skip
-        super().__init__(media_type="text/event-stream")
-        self._stack, self._woken, self._closing, self._writer, self._extra = stack, woken, closing, writer, extra
-
-    @classmethod
-    async def open(
-        cls, reader: StreamReader, closing: asyncio.Event, writer: Writer, extra: tuple[tuple[bytes, bytes], ...] = ()
-    ) -> _EventStream:
-        stack = contextlib.AsyncExitStack()
-        woken = await stack.enter_async_context(reader.following())
-        return cls(stack, woken, closing, writer, extra)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
-            *((k.lower().encode(), v.encode()) for k, v in _common_headers().items()),
-            *self._extra,
-        ]
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            tasks = [
-                asyncio.create_task(self._write(send)),
-                asyncio.create_task(_until_disconnected(receive)),
-                asyncio.create_task(self._closing.wait()),
-            ]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._stack.aclose()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-        await cut_connection(scope)  # a client too slow to take even the end of the answer
-
-    async def _write(self, send: Send) -> None:
-        try:
-            await self._writer(send, self._woken)
-        except BfstreamError as exc:  # the broker or the database went away: the client reads on later
-            log.warning("a stream's events stopped short: %s", exc.message)
-
-
-async def _event(send: Send, text: str) -> None:
-    await send({"type": "http.response.body", "body": text.encode("utf-8", "replace"), "more_body": True})
 
 
 def _sse_writer(reader: StreamReader, after: int, first: Chunk, cursor: str | None, limit: int) -> Writer:
@@ -341,12 +278,12 @@ def _sse_writer(reader: StreamReader, after: int, first: Chunk, cursor: str | No
         chunk, announced = first, False
         while True:
             for run, position in _pieces(chunk.events, limit):
-                await _event(send, "event: data\ndata: [" + ",".join(run) + "]\n\n")
+                await send_event(send, "event: data\ndata: [" + ",".join(run) + "]\n\n")
                 after = position - 1
-                await _event(send, _control(position, position == chunk.tail, chunk.closed, cursor))
+                await send_event(send, _control(position, position == chunk.tail, chunk.closed, cursor))
                 announced = True
             if not announced or (chunk.closed and not chunk.events):
-                await _event(send, _control(after + 1, True, chunk.closed, cursor))
+                await send_event(send, _control(after + 1, True, chunk.closed, cursor))
                 announced = True
             if chunk.closed:
                 return
@@ -355,7 +292,7 @@ def _sse_writer(reader: StreamReader, after: int, first: Chunk, cursor: str | No
                 return
             chunk = await reader.wait(after, woken, min(left, keepalive))
             if not chunk.events and not chunk.closed:
-                await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
+                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
 
     return write
 
@@ -378,7 +315,7 @@ def _ui_writer(reader: StreamReader, after: int, first: Chunk, parts: UIMessageP
     async def write(send: Send, woken: asyncio.Event) -> None:
         nonlocal after
         for part in parts.opening():
-            await _event(send, "data: " + dumps(part) + "\n\n")
+            await send_event(send, "data: " + dumps(part) + "\n\n")
         chunk = first
         while True:
             for event in chunk.events:
@@ -387,16 +324,16 @@ def _ui_writer(reader: StreamReader, after: int, first: Chunk, parts: UIMessageP
                 except FoldedPast:  # folded while this answer was being written
                     made = [{"type": "error", "errorText": "The stream was folded past this point: read it again"}]
                     chunk = Chunk([], chunk.tail, True)
-                    await _event(send, "data: " + dumps(made[0]) + "\n\n")
+                    await send_event(send, "data: " + dumps(made[0]) + "\n\n")
                     break
                 after = event["seq"]
                 for part in made:
-                    await _event(send, f"id: {offset_of(after + 1)}\ndata: {dumps(part)}\n\n")
+                    await send_event(send, f"id: {offset_of(after + 1)}\ndata: {dumps(part)}\n\n")
             if chunk.closed:
-                await _event(send, f"data: {DONE}\n\n")
+                await send_event(send, f"data: {DONE}\n\n")
                 return
             chunk = await reader.wait(after, woken, SSE_SECONDS / 4)
             if not chunk.events and not chunk.closed:
-                await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
+                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
 
     return write
