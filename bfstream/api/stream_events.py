@@ -6,8 +6,9 @@ offsets that sort as the stream does (``offset_of``), three ways to read (catch-
 ``live=sse``), ``Stream-Up-To-Date`` when the reader has all there is, ``Stream-Closed`` once it has
 the ``end``. With ``format=ai-sdk``, the AI SDK's UI message stream instead (``ui_messages.py``).
 
-Who may read: whoever knows the stream id, as for ``/stream/stop`` (it is random and only the app's
-back end and its pages are given it); from a browser, only a page of one of the app's origins.
+Who may read: whoever knows the stream id, as for ``/stream/stop`` (128 random bits, known to the
+app's back end and to the pages in the stream's channels); from a browser, only a page of one of
+the app's origins.
 ``docs/streams.md`` is the user's description; ``streams/reader.py`` reads the events.
 """
 
