@@ -52,7 +52,7 @@ from bench.procs import (
 )
 from bench.report import combine, compare, print_tables
 
-SCENARIOS = ["latency", "ttft", "knee", "fanout", "memory", "startup", "redis"]
+SCENARIOS = ["latency", "ttft", "knee", "fanout", "memory", "logs", "startup", "redis"]
 RUN_TIMEOUT = 240.0  # one run of one case, whatever hangs
 
 
@@ -69,7 +69,7 @@ def git_rev(tree: Path) -> str:
 
 def cases(ctx: sc.Context, name: str) -> list[tuple[str, bool, Callable[[], Awaitable[dict[str, Any]]]]]:
     """(label, heavy, run) per case of a scenario; a heavy case runs ``heavy_repeats`` times."""
-    return [(label, heavy or name in ("knee", "memory"), make) for label, heavy, make in _cases(ctx, name)]
+    return [(label, heavy or name in ("knee", "memory", "logs"), make) for label, heavy, make in _cases(ctx, name)]
 
 
 def _cases(ctx: sc.Context, name: str) -> list[tuple[str, bool, Callable[[], Awaitable[dict[str, Any]]]]]:
@@ -84,6 +84,8 @@ def _cases(ctx: sc.Context, name: str) -> list[tuple[str, bool, Callable[[], Awa
         return [(f"{n} listeners", n > 1000, lambda n=n: sc.fanout(ctx, n)) for n in p.fanout]
     if name == "memory":
         return [(kind, True, lambda kind=kind: sc.memory(ctx, kind)) for kind in ("ws", "sse")]
+    if name == "logs":
+        return [(f"{p.log_streams} ended streams", True, lambda: sc.logs(ctx))]
     if name == "startup":
         return [("serve -> /healthz", False, lambda: sc.startup(ctx))]
     if name == "redis":

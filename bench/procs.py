@@ -240,7 +240,7 @@ async def start_server(
     from /healthz (polled every 5 ms, each try on a new connection)."""
     port = free_port()
     env = python_env(
-        target.tree, **target.settings, **(extra or {}), OPENAI_BASE_URL=f"http://127.0.0.1:{provider_port}/v1"
+        target.tree, **{**target.settings, **(extra or {})}, OPENAI_BASE_URL=f"http://127.0.0.1:{provider_port}/v1"
     )
     argv = [sys.executable, "-m", "bfstream.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     t0 = time.perf_counter()

@@ -88,6 +88,10 @@ COLUMNS: dict[str, list[str]] = {
         "connections", "kb_per_connection", "rss_idle_mb", "rss_loaded_mb", "connects_per_s", "connect_failed",
         "dropped",
     ],
+    "logs": [
+        "streams", "deltas", "rss_before_mb", "rss_ended_1_mb", "rss_expired_1_mb", "rss_ended_2_mb",
+        "rss_expired_2_mb", "kb_per_ended_stream", "kb_added_by_round_2",
+    ],
     "startup": ["ms_to_healthz"],
     "redis": [
         "added_p50_ms", "added_p99_ms", "bf_p50_ms", "bf_p99_ms", "deliveries_per_s", "p99_ms", "missing_pct",

@@ -54,6 +54,7 @@ class Profile:
     redis_streams: int
     redis_fanout: int
     rate: float = 20.0
+    log_streams: int = 1000  # the logs scenario: streams that end, then whose logs expire
     # Cases that take tens of seconds a run (10,000 connections opened at today's ~550/s; the knee's search)
     # run this many times unless --repeats-all: their spread is small next to the run time.
     heavy_repeats: int = 1
@@ -62,7 +63,7 @@ class Profile:
 PROFILES = {
     "full": Profile([1, 100, 500, 1000], 6, 3, 6, 50, 1600, 4, [1, 100, 1000, 10000], 1e5, 5, 10_000, 20, 100, 1000),
     "quick": Profile([1, 100, 500], 4, 3, 5, 50, 800, 3, [1, 100, 1000], 1e5, 3, 2000, 10, 50, 200),
-    "smoke": Profile([1], 0.5, 0.5, 3, 1, 1, 0.5, [1, 3], 50, 0.5, 20, 3, 1, 3),
+    "smoke": Profile([1], 0.5, 0.5, 3, 1, 1, 0.5, [1, 3], 50, 0.5, 20, 3, 1, 3, log_streams=10),
 }  # fmt: skip
 
 
@@ -425,6 +426,63 @@ async def memory(ctx: Context, kind: str) -> dict[str, Any]:
         "dropped": sum(r.get("closed", 0) for r in done),
         "problems": [f"connect: {r['error']}" for r in ready if r.get("error")][:3],
     }
+
+
+LOG_TTL = 10.0  # seconds, the logs scenario's streams.log_ttl and messaging.history_ttl
+LOG_WORDS = 400  # words (deltas) per stream of the logs scenario
+
+
+async def logs(ctx: Context) -> dict[str, Any]:
+    """Server RSS (settled) before, once ``log_streams`` echo streams of ``LOG_WORDS`` deltas each have
+    ended (their logs and channel histories held), and once those have expired; twice over. RSS does not
+    fall back after the first round (the allocator keeps freed memory for reuse): the second round shows
+    whether it is reused (bounded) or added to (a leak)."""
+    import httpx
+
+    n = ctx.profile.log_streams
+    ttl = f"{LOG_TTL:g}"
+    extra = {
+        "BFSTREAM_STREAMS__LOG_TTL": ttl, "BFSTREAM_MESSAGING__HISTORY_TTL": ttl,
+        "BFSTREAM_STREAMS__MAX_PER_APP": str(n + 10), "BFSTREAM_LIMITS__STREAMS__RATE": str(n),
+        "BFSTREAM_LIMITS__STREAMS__BURST": str(n),
+    }  # fmt: skip
+    words = " ".join(f"w{i}" for i in range(LOG_WORDS))
+    figures: dict[str, Any] = {"streams": n, "deltas": n * LOG_WORDS}
+    async with server(ctx, extra) as (proc, port, _):
+        before = await settled_rss_kb(proc.pid)
+        figures["rss_before_mb"] = before / 1024
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+
+            async def create(i: int) -> str:
+                body = {
+                    "apiKey": ctx.target.api_key, "channels": [f"log{i}"], "actionName": "a", "service": "echo",
+                    "payload": {"stream": True, "messages": [{"role": "user", "content": words}]},
+                }  # fmt: skip
+                response = await http.post("/stream/create", json=body)
+                response.raise_for_status()
+                return str(response.json()["streamId"])
+
+            async def ended(stream_id: str) -> bool:
+                asked = {"apiKey": ctx.target.api_key, "streamId": stream_id}
+                return (await http.post("/stream/status", json=asked)).json().get("status") != "running"
+
+            for round_ in (1, 2):
+                t0 = time.perf_counter()
+                ids: list[str] = []
+                for batch in split(list(range(n)), max(1, n // 50)):
+                    ids += await asyncio.gather(*(create(i) for i in batch))
+                running = set(ids)
+                while running:  # every stream ended (its record says so)
+                    running -= {s for s in list(running)[:100] if await ended(s)}
+                    await asyncio.sleep(0.1)
+                figures[f"run_{round_}_s"] = time.perf_counter() - t0
+                figures[f"rss_ended_{round_}_mb"] = await settled_rss_kb(proc.pid) / 1024
+                # Expired, and swept (the memory broker sweeps every LOG_TTL / 10 s, at least every 1 s).
+                await asyncio.sleep(max(0.0, LOG_TTL + 3.0 - (time.perf_counter() - t0)))
+                figures[f"rss_expired_{round_}_mb"] = await settled_rss_kb(proc.pid, within=20) / 1024
+    figures["kb_per_ended_stream"] = (figures["rss_ended_1_mb"] * 1024 - before) / n
+    figures["kb_added_by_round_2"] = (figures["rss_expired_2_mb"] - figures["rss_expired_1_mb"]) * 1024 / n
+    return figures
 
 
 async def startup(ctx: Context) -> dict[str, Any]:

@@ -70,12 +70,11 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
-    """What a stream's event carries besides its data."""
+    """What each event of one publisher of a stream carries besides its data and its ``seq``."""
 
     stream: str  # the stream's id: the channel's index of streams names it
     home: str  # the stream's first channel (scoped): its log lives there (with Redis, in its slot)
     fence: str  # the publisher's fence: the stream's id for its owner, ``<id>.ended`` for an ender
-    seq: int
 
 
 class Fenced(Exception):
@@ -94,11 +93,12 @@ class Broker(Protocol):
         ...
 
     async def unsubscribe(self, channel: str) -> None: ...
-    async def publish(self, channel: str, data: str, stamp: Stamp | None = None) -> Publication | None:
+    async def publish(self, channel: str, data: str, stamp: Stamp | None = None, seq: int = 0) -> Publication | None:
         """Append to the channel's history and deliver, atomically: offsets have no gaps. With a
-        stream's ``stamp``: raise ``Fenced`` instead if its fence was raised on the channel; return
-        None and publish nothing if that fence already published that seq or a later one (a
-        repeat); else also index the stream on the channel and, on its home channel, log the event."""
+        stream's ``stamp`` and the event's ``seq``: raise ``Fenced`` instead if its fence was raised
+        on the channel; return None and publish nothing if that fence already published that seq or
+        a later one (a repeat); else also index the stream on the channel and, on its home channel,
+        log the event."""
         ...
 
     async def raise_fence(self, channel: str, fence: str) -> None: ...

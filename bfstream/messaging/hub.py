@@ -102,14 +102,16 @@ class Hub:
         return self._broker
 
     async def publish(self, channel: str, message_json: str) -> Publication:
-        publication = await self.publish_stamped(channel, message_json, None)
+        publication = await self.publish_stamped(channel, message_json, None, 0)
         assert publication is not None  # only a stream's event can be a repeat
         return publication
 
-    async def publish_stamped(self, channel: str, message_json: str, stamp: Stamp | None) -> Publication | None:
+    async def publish_stamped(
+        self, channel: str, message_json: str, stamp: Stamp | None, seq: int
+    ) -> Publication | None:
         """A stream's event (``broker.py`` says what its stamp guards against and logs); None for a repeat."""
         try:
-            publication = await self._broker.publish(channel, message_json, stamp)
+            publication = await self._broker.publish(channel, message_json, stamp, seq)
         except BrokerError:
             self.broker_errors += 1
             raise

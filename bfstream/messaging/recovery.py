@@ -53,54 +53,80 @@ async def recover(
     streams = (await hub.streams_after(channel, after))[-MAX_STREAMS:]
     if not streams:
         return recovered
-    wanted = {stream for stream, _ in streams}
-    first_replayed: dict[str, int] = {}  # stream -> the seq of its first event in the replay
+    replayed: dict[str, list[dict[str, Any]]] = {stream: [] for stream, _ in streams}  # their events in the replay
     for publication in replay:
         if _SERVER in publication.data and (event := event_of(publication.data)) is not None:
-            if event["streamId"] in wanted:
-                first_replayed.setdefault(event["streamId"], event["seq"])
+            if (events := replayed.get(event["streamId"])) is not None:
+                events.append(event)
     for stream, home in streams:
-        first = first_replayed.get(stream)
-        if first == 0:
+        if replayed[stream] and replayed[stream][0]["seq"] == 0:
             continue  # the replay holds all of it
         entries = await hub.read_log(stream, home)
         if entries:
-            _from_log(recovered, stream, entries, first)
+            _from_log(recovered, stream, entries, replayed[stream])
         else:
-            await _from_record(recovered, store, app_id, stream, first, replay)
+            await _from_record(recovered, store, app_id, stream, replayed[stream])
     return recovered
 
 
-def _from_log(recovered: Recovered, stream: str, entries: list[tuple[int, str]], first: int | None) -> None:
-    """A snapshot of what comes before ``first`` (the stream's first replayed seq); with nothing of
-    it replayed, a snapshot of all but its error and end, then those."""
+def _from_log(
+    recovered: Recovered, stream: str, entries: list[tuple[int, str]], replayed: list[dict[str, Any]]
+) -> None:
+    """A snapshot of what comes before the stream's first replayed event; with nothing of it
+    replayed, a snapshot of all of it but its error and end and its calls still awaiting a page's
+    answer, then those."""
     events = [event for _, data in entries if (event := event_of(data)) is not None]
     action = action_of(entries[0][1])
-    if first is not None:
-        # A log folded past ``first`` starts with a snapshot beyond it: that snapshot stands in for
-        # the replayed events it covers, which are dropped.
+    if replayed:
+        first = replayed[0]["seq"]
         prefix = [event for event in events if event["seq"] < first]
-        if not prefix and events and events[0]["type"] == "snapshot":
-            prefix = events[:1]
-        tail: list[dict[str, Any]] = []
-    else:
-        prefix = [event for event in events if event["type"] not in TERMINAL]
-        tail = [event for event in events if event["type"] in TERMINAL]
-    if prefix:
-        snapshot = fold(prefix)
-        recovered.data.append(snapshot_data(action, snapshot))
-        recovered.covered[stream] = snapshot["seq"]
+        if prefix:
+            _send(recovered, action, fold(prefix))
+        elif events and events[0]["type"] == "snapshot":
+            # Folded past ``first``: the part before it is the snapshot less what the replayed events
+            # it also stands for add. Should they not add up, the whole snapshot goes, and the
+            # replayed events it stands for are dropped.
+            _send(recovered, action, _before(events[0], replayed) or events[0])
+        return
+    tail = [event for event in events if event["type"] in TERMINAL]
+    body = [event for event in events if event["type"] not in TERMINAL]
+    while not tail and body and body[-1]["type"] == "tool_call":
+        tail.insert(0, body.pop())  # awaiting a page's answer: the page must get the call itself
+    if body:
+        _send(recovered, action, fold(body))
     for event in tail:
         fields = {k: v for k, v in event.items() if k not in ("type", "streamId", "seq")}
         recovered.data.append(stream_event(action, event["type"], stream, event["seq"], **fields))
         recovered.covered[stream] = event["seq"]
 
 
+def _before(snapshot: dict[str, Any], replayed: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``snapshot`` less the ``replayed`` events (the stream's, in order, from some seq on) that it
+    also stands for: a snapshot ending right before the first of them. None when they do not match."""
+    first = replayed[0]["seq"]
+    inside = [event for event in replayed if event["seq"] <= snapshot["seq"]]
+    suffix = fold(inside)
+    text, functions = snapshot["text"], list(snapshot.get("functions") or [])
+    calls = suffix.get("functions") or []
+    if not text.endswith(suffix["text"]) or (calls and functions[-len(calls) :] != calls):
+        return None
+    before = {**snapshot, "seq": first - 1, "text": text[: len(text) - len(suffix["text"])]}
+    before.pop("functions", None)
+    if kept := functions[: len(functions) - len(calls)]:
+        before["functions"] = kept
+    return before
+
+
+def _send(recovered: Recovered, action: str, snapshot: dict[str, Any]) -> None:
+    recovered.data.append(snapshot_data(action, snapshot))
+    recovered.covered[snapshot["streamId"]] = snapshot["seq"]
+
+
 async def _from_record(
-    recovered: Recovered, store: Store, app_id: str, stream: str, first: int | None, replay: Iterable[Publication]
+    recovered: Recovered, store: Store, app_id: str, stream: str, replayed: list[dict[str, Any]]
 ) -> None:
     """The log expired: an ended stream's record has its final text (when the app keeps text), from
-    which the part before the replay is what the replayed deltas do not account for."""
+    which the part before the replay is what the replayed events do not account for."""
     try:
         record = await store.stream_by_id(stream)
     except StoreError:
@@ -108,7 +134,7 @@ async def _from_record(
     if record is None or record.app_id != app_id or record.status == "running" or record.text is None:
         return
     ending = record.seq - (2 if record.error is not None else 1)  # the seq of its error, or else its end
-    snapshot: dict[str, Any] = {
+    final: dict[str, Any] = {
         "type": "snapshot",
         "streamId": stream,
         "seq": ending - 1,
@@ -117,23 +143,13 @@ async def _from_record(
         "service": record.service,
         "model": record.model,
     }
-    if first is not None:
-        replayed = [
-            event["content"]
-            for publication in replay
-            if (event := event_of(publication.data)) is not None
-            and event["streamId"] == stream
-            and event["type"] == "delta"
-            and isinstance(event.get("content"), str)
-        ]
-        suffix = "".join(replayed)
-        if not record.text.endswith(suffix):
-            return  # the record does not agree with the replay: better the replay alone than a wrong text
-        snapshot["seq"], snapshot["text"] = first - 1, record.text[: len(record.text) - len(suffix)]
-        recovered.data.append(snapshot_data(record.action_name, snapshot))
-        recovered.covered[stream] = first - 1
-        return
-    recovered.data.append(snapshot_data(record.action_name, snapshot))
+    if record.functions:
+        final["functions"] = record.functions
+    if replayed:
+        if (before := _before(final, replayed)) is not None:
+            _send(recovered, record.action_name, before)
+        return  # else the record does not agree with the replay: better the replay alone than a wrong text
+    _send(recovered, record.action_name, final)
     if record.error is not None:
         recovered.data.append(stream_event(record.action_name, "error", stream, ending, error=record.error))
     end = {"finish_reason": record.finish_reason or "error", "usage": record.usage, "text": record.text}

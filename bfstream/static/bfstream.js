@@ -141,7 +141,8 @@ export function isStreamEvent(options) {
 /**
  * Orders the events of each stream by seq and drops duplicates. An event past the next expected
  * one waits (another channel, or a replay, may still bring the missing ones) for `gapWaitMs`;
- * then `expire` gives up on the gap, says so, and delivers what it held.
+ * then `expire` gives up on the gap, says so, and delivers what it held. A snapshot at seq m
+ * stands for seq 0..m: it runs unless the stream is past m already, and what it covers is done.
  *
  * `accept` and `expire` return entries in delivery order: `{type: "event", item}` or
  * `{type: "gap", streamId, expected, got}`.
@@ -156,8 +157,9 @@ export class StreamTracker {
   /**
    * `fromStart`: this stream must be seen from seq 0 (a catch-up); otherwise a stream first seen
    * at seq n (a page that joined live, mid-answer) starts there. `last`: the stream's end.
+   * `snapshot`: the event stands for every seq up to its own.
    */
-  accept(streamId, seq, item, { fromStart = false, last = false, now = 0 } = {}) {
+  accept(streamId, seq, item, { fromStart = false, last = false, snapshot = false, now = 0 } = {}) {
     let stream = this.streams.get(streamId);
     if (stream === undefined) {
       stream = { next: fromStart ? 0 : seq, pending: new Map(), deadline: null, done: false };
@@ -165,6 +167,7 @@ export class StreamTracker {
       this._evict();
     }
     if (stream.done) return [];
+    if (snapshot) return this._fold(stream, seq, item);
     if (seq < stream.next || stream.pending.has(seq)) {
       // A repeat, unless it is the end of a stream that has none yet: a server that restarted
       // ends a stream it lost numbering from its last save, which this page may be past.
@@ -207,6 +210,23 @@ export class StreamTracker {
       if (stream.deadline !== null && (soonest === null || stream.deadline < soonest)) soonest = stream.deadline;
     }
     return soonest;
+  }
+
+  /** A snapshot at `seq`: the events it covers, delivered or waiting, are done with. */
+  _fold(stream, seq, item) {
+    if (seq < stream.next) return []; // the page is past it
+    let end = null; // an end never folds into a snapshot; one numbered from a server's save might look so
+    for (const [held, entry] of stream.pending) {
+      if (held > seq) continue;
+      stream.pending.delete(held);
+      if (entry.last) end = entry;
+    }
+    const out = [];
+    stream.next = seq;
+    this._deliver(stream, { item, last: false }, out);
+    if (end !== null) this._deliver(stream, end, out);
+    this._drain(stream, out);
+    return out;
   }
 
   _deliver(stream, { item, last }, out) {
@@ -259,6 +279,10 @@ const TRUSTED = new Set(["server", "api"]); // bfstream's own stream events; a b
  * Catch-up: the first join says where the channel stood (offset L). The replay from offset 0 is
  * held until L; then the streams that had not ended by L run from their first event, and what had
  * ended (or was not a stream) is not run again.
+ *
+ * Log frames (`"log": true`) are what a join recovered from streams' logs because the channel's
+ * history no longer had it: they come right after `joined`, stand at its position, and go ahead of
+ * the replay. A snapshot event among them reaches the page unfolded (see `_unfold`).
  */
 export class Core {
   constructor(sink, { gapWaitMs = 1000, maxStreams = 1000, browserActions = false, now = () => Date.now() } = {}) {
@@ -268,7 +292,9 @@ export class Core {
     this.tracker = new StreamTracker({ gapWaitMs, maxStreams });
     this.maxStreams = maxStreams;
     this.channels = new Map();
-    this.seen = new Map(); // streamId -> {text, past: the seq of its latest event other than a tool_call}
+    // streamId -> {text, past: the seq of its latest event other than a tool_call, info: its
+    // threadInfo ran, functions: how many function_call entries ran}
+    this.seen = new Map();
     this.calls = []; // tool_call events of the frames being handled, offered once they all are
     this.offered = new Set(); // toolCallIds
     this.privateChannel = null;
@@ -362,6 +388,10 @@ export class Core {
       if (frame.channel === this.privateChannel) this._dispatch(frame, "live");
       return; // left already
     }
+    if (frame.log === true) {
+      this._onLogFrame(channel, frame);
+      return;
+    }
     if (channel.phase !== "live") return; // restarting: the replay brings it again
     if (channel.epoch === frame.epoch && frame.offset <= channel.offset) return; // handled already
     if (channel.epoch !== frame.epoch) channel.catchUp = null;
@@ -377,6 +407,17 @@ export class Core {
       this._finishCatchUp(channel);
     }
     this._dispatch(frame, "live");
+  }
+
+  /**
+   * A frame from a stream's log: its offset is the position the join answered, which it does not
+   * move. During a catch-up it waits with the replay, ahead of it; otherwise it runs now, even
+   * while a restart is on its way (a new epoch's replay does not bring it again).
+   */
+  _onLogFrame(channel, frame) {
+    if (channel.phase === "joining" || channel.epoch !== frame.epoch) return; // not of the join just answered
+    if (channel.catchUp) channel.catchUp.held.push(frame);
+    else this._dispatch(frame, "live");
   }
 
   /** Gives up on stream gaps whose wait is over; see StreamTracker. */
@@ -420,7 +461,9 @@ export class Core {
         if (kind !== "server") continue;
         if (mode === "catchup" && ended.has(options.streamId)) continue;
         ofStream = true;
-        const flags = { fromStart: mode === "catchup", last: options.type === "end", now: this.now() };
+        const { type } = options;
+        const flags = { fromStart: mode === "catchup", last: type === "end", snapshot: type === "snapshot" };
+        flags.now = this.now();
         entries.push(...this.tracker.accept(options.streamId, options.seq, item, flags));
       } else {
         if (mode === "catchup") continue; // an old message: not run again
@@ -440,18 +483,26 @@ export class Core {
         continue;
       }
       const { name, options, message, frame } = entry.item;
-      if (isStreamEvent(options)) this._record(options);
-      this.sink.action(name, options, message, frame);
+      const unfold = isStreamEvent(options) && options.type === "snapshot";
+      for (const event of unfold ? this._unfold(options) : [options]) {
+        if (isStreamEvent(event)) this._record(event);
+        this.sink.action(name, event, message, frame);
+      }
     }
   }
 
-  _record(event) {
-    let stream = this.seen.get(event.streamId);
+  _stream(streamId) {
+    let stream = this.seen.get(streamId);
     if (stream === undefined) {
-      stream = { text: "", past: -1 };
-      this.seen.set(event.streamId, stream);
+      stream = { text: "", past: -1, info: false, functions: 0 };
+      this.seen.set(streamId, stream);
       if (this.seen.size > this.maxStreams) this.seen.delete(this.seen.keys().next().value);
     }
+    return stream;
+  }
+
+  _record(event) {
+    const stream = this._stream(event.streamId);
     if (event.type === "tool_call") {
       if (typeof event.toolCallId === "string" && typeof event.toolName === "string") this.calls.push(event);
       return;
@@ -459,6 +510,34 @@ export class Core {
     stream.past = Math.max(stream.past, event.seq);
     if (event.type === "delta" && typeof event.content === "string") stream.text += event.content;
     else if (event.type === "end" && typeof event.text === "string") stream.text = event.text;
+    else if (event.type === "threadInfo") stream.info = true;
+    else if (event.type === "function_call") stream.functions += listOf(event.content?.functions).length;
+  }
+
+  /**
+   * A snapshot at seq m as the events a page's handler knows, each `snapshot: true` at seq m, for
+   * what of it this page has not had yet: threadInfo (if none ran), one delta with the rest of the
+   * text, one function_call with the calls not run. Own text that is not a prefix of the
+   * snapshot's (it should be) is replaced: the delta then carries the whole text.
+   */
+  _unfold(snapshot) {
+    const { streamId, seq } = snapshot;
+    const stream = this._stream(streamId);
+    stream.past = Math.max(stream.past, seq);
+    const marks = { streamId, seq, snapshot: true };
+    const events = [];
+    if (!stream.info) {
+      const [service, model] = [snapshot.service, snapshot.model].map((v) => (typeof v === "string" ? v : ""));
+      events.push({ type: "threadInfo", ...marks, content: { streamId, service, model } });
+    }
+    const text = typeof snapshot.text === "string" ? snapshot.text : "";
+    if (!stream.text.startsWith(text)) {
+      if (!text.startsWith(stream.text)) stream.text = "";
+      events.push({ type: "delta", ...marks, content: text.slice(stream.text.length) });
+    }
+    const functions = listOf(snapshot.functions).slice(stream.functions);
+    if (functions.length) events.push({ type: "function_call", ...marks, content: { functions } });
+    return events;
   }
 
   /**
@@ -478,6 +557,10 @@ export class Core {
       this.sink.toolCall?.(event);
     }
   }
+}
+
+function listOf(value) {
+  return Array.isArray(value) ? value : [];
 }
 
 function actionsOf(message) {

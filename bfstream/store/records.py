@@ -52,6 +52,8 @@ class StreamRecord:
     seq: int = 0
     # The tool calls made: {toolCallId, name, kind, round, durationMs, outcome[, arguments]}.
     tools: list[dict[str, Any]] = field(default_factory=list)
+    # What the model's function_call events announced ({id, name, arguments, userMessage}), in order.
+    functions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,4 +70,5 @@ class StreamRecord:
             "error": self.error,
             "text": self.text,
             "tools": self.tools,
+            "functions": self.functions,
         }

@@ -71,6 +71,7 @@ class Publisher:
         self._action_name = record.action_name
         self._channels = [scoped(record.app_id, c) for c in dict.fromkeys(record.channels)]
         self.home = self._channels[0]
+        self._stamp = Stamp(self._stream_id, self.home, self._fence)
         self._log_bytes = log_bytes  # 0: never folded (an ender only adds its two events)
         self._fold_at = log_bytes
         self.logged = 0  # characters of the data logged since the last fold, the snapshot included
@@ -83,16 +84,16 @@ class Publisher:
         """The number moves on only once every channel has the event: sent again after a failure,
         it keeps its ``seq``, and the owner's fence drops it where it had landed already."""
         message = stream_event(self._action_name, type_, self._stream_id, self.seq, **fields)
-        stamp = Stamp(self._stream_id, self.home, self._fence, self.seq)
         try:
             for channel in self._channels:
-                await self._hub.publish_stamped(channel, message, stamp)
+                await self._hub.publish_stamped(channel, message, self._stamp, self.seq)
         except BaseException:  # kept only then: nothing more per event on the way of every chunk
             self.unsent = {"type_": type_, **fields}
             raise
         self.seq += 1
         self.logged += len(message)
-        if self._log_bytes and self.logged > self._fold_at and type_ not in TERMINAL:
+        # Never right after a tool call: a page that joins while it awaits an answer must get the call.
+        if self._log_bytes and self.logged > self._fold_at and type_ not in TERMINAL and type_ != "tool_call":
             await self._fold()
 
     async def _fold(self) -> None:

@@ -186,22 +186,22 @@ async def test_a_raised_fence_refuses_the_publishes_behind_it_and_no_others(brok
     # With a shared broker the fence is raised by another instance, as when it ends a dead one's stream.
     other = await brokers.new("other") if brokers.shared else owner
     await owner.subscribe("app/room")
-    first = await owner.publish("app/room", "delta", stamp("stream1", 0))
+    first = await owner.publish("app/room", "delta", *stamp("stream1", 0))
     await other.raise_fence("app/room", "stream1")
     with pytest.raises(Fenced):
-        await owner.publish("app/room", "late delta", stamp("stream1", 1))
+        await owner.publish("app/room", "late delta", *stamp("stream1", 1))
     end = await other.publish("app/room", "end")  # the one who raised it publishes unfenced
-    other_stream = await owner.publish("app/room", "another stream", stamp("stream2", 0))
+    other_stream = await owner.publish("app/room", "another stream", *stamp("stream2", 0))
     assert [p.offset for p in (first, end, other_stream)] == [1, 2, 3]  # the refused one took no offset
     assert [p.data for p in await received(owner, 3)] == ["delta", "end", "another stream"]
-    elsewhere = await owner.publish("app/other", "same stream id, another channel", stamp("stream1", 1))
+    elsewhere = await owner.publish("app/other", "same stream id, another channel", *stamp("stream1", 1))
     assert elsewhere.offset == 1
     # The refused event was not logged either: the log has what the channels got, and nothing else.
     assert await owner.read_log("stream1", "app/room") == [(0, "delta")]
 
 
-def stamp(stream: str, seq: int, home: str = "app/room", fence: str | None = None) -> Stamp:
-    return Stamp(stream, home, fence or stream, seq)
+def stamp(stream: str, seq: int, home: str = "app/room", fence: str | None = None) -> tuple[Stamp, int]:
+    return Stamp(stream, home, fence or stream), seq
 
 
 async def test_a_stream_logs_each_event_once_on_its_home_channel(brokers: Brokers) -> None:
@@ -209,23 +209,23 @@ async def test_a_stream_logs_each_event_once_on_its_home_channel(brokers: Broker
     reader = await brokers.new("reader") if brokers.shared else owner
     for seq in range(5):
         for channel in ("app/room", "app/other"):  # home first, as a stream publishes
-            await owner.publish(channel, f"e{seq}", stamp("s1", seq))
-    assert await owner.publish("app/room", "e4 again", stamp("s1", 4)) is None  # a repeat: not logged
+            await owner.publish(channel, f"e{seq}", *stamp("s1", seq))
+    assert await owner.publish("app/room", "e4 again", *stamp("s1", 4)) is None  # a repeat: not logged
     assert await reader.read_log("s1", "app/room") == [(seq, f"e{seq}") for seq in range(5)]
     assert await reader.read_log("s1", "app/room", after=2) == [(3, "e3"), (4, "e4")]
     assert await reader.read_log("s1", "app/room", after=4) == []
     assert await reader.read_log("nobody", "app/room") == []
     # Whoever ends the stream for a dead owner logs behind its own fence, continuing the numbering.
-    await reader.publish("app/room", "error", stamp("s1", 5, fence="s1.ended"))
+    await reader.publish("app/room", "error", *stamp("s1", 5, fence="s1.ended"))
     assert (await owner.read_log("s1", "app/room", after=4)) == [(5, "error")]
 
 
 async def test_a_folded_log_keeps_a_snapshot_in_place_of_its_prefix(brokers: Brokers) -> None:
     owner = await brokers.new("owner")
     for seq in range(6):
-        await owner.publish("app/room", f"e{seq}", stamp("s1", seq))
+        await owner.publish("app/room", f"e{seq}", *stamp("s1", seq))
     await owner.fold_log("s1", "app/room", 3, "snapshot of 0..3")
-    await owner.publish("app/room", "e6", stamp("s1", 6))
+    await owner.publish("app/room", "e6", *stamp("s1", 6))
     assert await owner.read_log("s1", "app/room") == [(3, "snapshot of 0..3"), (4, "e4"), (5, "e5"), (6, "e6")]
     assert await owner.read_log("s1", "app/room", after=3) == [(4, "e4"), (5, "e5"), (6, "e6")]
     await owner.fold_log("s1", "app/room", 6, "snapshot of 0..6")
@@ -234,7 +234,7 @@ async def test_a_folded_log_keeps_a_snapshot_in_place_of_its_prefix(brokers: Bro
 
 async def test_a_log_expires_after_its_last_event(brokers: Brokers) -> None:
     owner = await brokers.new("owner", log_ttl=0.3)
-    await owner.publish("app/room", "e0", stamp("s1", 0))
+    await owner.publish("app/room", "e0", *stamp("s1", 0))
     assert await owner.read_log("s1", "app/room") == [(0, "e0")]
     async with asyncio.timeout(5):  # the log to expire
         while await owner.read_log("s1", "app/room"):
@@ -244,10 +244,10 @@ async def test_a_log_expires_after_its_last_event(brokers: Brokers) -> None:
 async def test_a_channel_indexes_its_streams_by_their_latest_event(brokers: Brokers) -> None:
     owner = await brokers.new("owner")
     reader = await brokers.new("reader") if brokers.shared else owner
-    await owner.publish("app/room", "a0", stamp("a", 0))  # offset 1
-    await owner.publish("app/room", "b0", stamp("b", 0, home="app/elsewhere"))  # offset 2
+    await owner.publish("app/room", "a0", *stamp("a", 0))  # offset 1
+    await owner.publish("app/room", "b0", *stamp("b", 0, home="app/elsewhere"))  # offset 2
     await owner.publish("app/room", "not a stream's")  # offset 3
-    await owner.publish("app/room", "a1", stamp("a", 1))  # offset 4
+    await owner.publish("app/room", "a1", *stamp("a", 1))  # offset 4
     assert await reader.streams_after("app/room", 0) == [("b", "app/elsewhere"), ("a", "app/room")]
     assert await reader.streams_after("app/room", 2) == [("a", "app/room")]
     assert await reader.streams_after("app/room", 4) == []

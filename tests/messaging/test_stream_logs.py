@@ -79,7 +79,7 @@ async def test_a_page_joining_after_a_long_answer_gets_all_of_it(start_server) -
     assert joined["recovered"] is False  # the history alone could not give it back
     page = Page()
     await page.read_until_ended(late, 1)
-    (stream, end), = page.ended.items()
+    ((stream, end),) = page.ended.items()
     assert page.text[stream] == end["text"] == ANSWER
     assert page.log_frames == 1  # one snapshot stood for what the history had lost
 
@@ -99,7 +99,7 @@ async def test_pages_joining_mid_answer_end_with_the_whole_text(start_server) ->
         pages.append((client, Page()))
     for client, page in pages:
         await page.read_until_ended(client, 1)
-        (stream, end), = page.ended.items()
+        ((stream, end),) = page.ended.items()
         assert page.text[stream] == ANSWER
         assert page.seqs[stream][-1] == end["seq"]
 
@@ -121,3 +121,24 @@ async def test_interleaved_streams_and_messages_all_come_back_whole(start_server
     await page.read_until_ended(late, 3)
     assert sorted(page.text.values()) == sorted("".join(words) for words in answers)
     assert all(page.text[s] == end["text"] for s, end in page.ended.items())
+
+
+async def test_a_log_folded_past_the_replay_still_gives_each_event_once(start_server) -> None:
+    # The log folds every few events (4 KiB), so its snapshot reaches well into what the history
+    # replays: the snapshot sent is cut back to end right before the replay, and nothing replayed is dropped.
+    server = await start_server(
+        services={"echo": {"delay_ms": 0}}, messaging={"history_size": 100}, streams={"log_bytes": 4096}
+    )
+    watcher = await server.ws(channels=("room",))
+    assert (await server.post("/stream/create", echo_body(server, channels=["room"]))).status_code == 200
+    await Page().read_until_ended(watcher, 1)
+
+    late = await server.ws()
+    await join(late, "room")
+    page = Page()
+    await page.read_until_ended(late, 1)
+    ((stream, end),) = page.ended.items()
+    assert page.text[stream] == end["text"] == ANSWER
+    seqs = page.seqs[stream]
+    assert seqs[1:] == list(range(seqs[1], end["seq"] + 1))  # the snapshot, then every replayed event
+    assert len(seqs) - 1 == 100  # the whole replay: none of it dropped

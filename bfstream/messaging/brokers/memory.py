@@ -13,6 +13,7 @@ import time
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from bfstream.messaging.broker import BROADCAST, Fenced, History, Publication, Stamp
 
@@ -27,9 +28,8 @@ class _Channel:
     retained_bytes: int = 0  # bounded by history_bytes, as the deque's length is by history_size
     fences: set[str] = field(default_factory=set)  # forgotten with the channel
     last_seq: dict[str, int] = field(default_factory=dict)  # fence -> the highest seq it published; so too
-    # stream -> (offset of its latest event here, its home, when): ordered by that offset, as each
-    # event moves its stream to the end.
-    streams: dict[str, tuple[int, str, float]] = field(default_factory=dict)
+    # stream -> [offset of its latest event here, its home, when], updated in place by each event.
+    streams: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -79,11 +79,11 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
-    async def publish(self, channel: str, data: str, stamp: Stamp | None = None) -> Publication | None:
+    async def publish(self, channel: str, data: str, stamp: Stamp | None = None, seq: int = 0) -> Publication | None:
         state = self._channel(channel)
         now = time.monotonic()
         if stamp is not None:
-            fence, seq = stamp.fence, stamp.seq
+            fence = stamp.fence
             if fence in state.fences:
                 raise Fenced(fence)
             if seq <= state.last_seq.get(fence, -1):
@@ -100,11 +100,12 @@ class MemoryBroker:
         state.offset += 1
         publication = Publication(channel, state.offset, state.epoch, data)
         if stamp is not None:
-            streams = state.streams
-            streams.pop(stamp.stream, None)  # to the end: the index stays ordered by latest offset
-            streams[stamp.stream] = (state.offset, stamp.home, now)
-            if len(streams) > _SEQS_KEPT:
-                del streams[next(iter(streams))]
+            indexed = state.streams.get(stamp.stream)
+            if indexed is None:
+                if len(state.streams) >= _SEQS_KEPT:
+                    del state.streams[min(state.streams, key=lambda stream: state.streams[stream][0])]
+                indexed = state.streams[stamp.stream] = [0, stamp.home, 0.0]
+            indexed[0], indexed[2] = state.offset, now
         size = len(data) if data.isascii() else len(data.encode())
         retained = state.retained
         retained.append((now, publication, size))
@@ -155,13 +156,13 @@ class MemoryBroker:
         state = self._channels.get(channel)
         if state is None:
             return []
-        self._expire(state, time.monotonic())
-        newest_first = []
-        for stream, (latest, home, _) in reversed(state.streams.items()):
-            if latest <= offset:
-                break
-            newest_first.append((stream, home))
-        return newest_first[::-1]
+        cutoff = time.monotonic() - self._history_ttl
+        found = [
+            (latest, stream, home)
+            for stream, (latest, home, at) in state.streams.items()
+            if latest > offset and at >= cutoff
+        ]
+        return [(stream, home) for _, stream, home in sorted(found)]
 
     def _channel(self, channel: str) -> _Channel:
         state = self._channels.get(channel)
@@ -173,9 +174,6 @@ class MemoryBroker:
         cutoff = now - self._history_ttl
         while state.retained and state.retained[0][0] < cutoff:
             state.retained_bytes -= state.retained.popleft()[2]
-        streams = state.streams
-        while streams and next(iter(streams.values()))[2] < cutoff:
-            del streams[next(iter(streams))]
 
     async def _sweep_forever(self) -> None:
         """Forget channels whose history has all expired and that nobody listens to, and expired
@@ -185,6 +183,8 @@ class MemoryBroker:
             now = time.monotonic()
             for name, state in list(self._channels.items()):
                 self._expire(state, now)
+                cutoff = now - self._history_ttl
+                state.streams = {stream: entry for stream, entry in state.streams.items() if entry[2] >= cutoff}
                 if not state.retained and not state.streams and name not in self._subscribed:
                     del self._channels[name]
             for stream, log in list(self._logs.items()):

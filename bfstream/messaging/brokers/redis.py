@@ -235,7 +235,7 @@ class RedisBroker:
         with contextlib.suppress(BrokerError):  # while down there is nothing to undo: reconnecting skips it
             await self._send("UNSUBSCRIBE", self._topic(channel))
 
-    async def publish(self, channel: str, data: str, stamp: Stamp | None = None) -> Publication | None:
+    async def publish(self, channel: str, data: str, stamp: Stamp | None = None, seq: int = 0) -> Publication | None:
         keys = self._keys(channel)
         args: list[str | int] = [
             _new_epoch(), self._ttl_ms, self._history_size, self._topic(channel), data, self._history_bytes
@@ -246,7 +246,7 @@ class RedisBroker:
                 f"{self._prefix}:{{{channel}}}:seq:{stamp.fence}",
                 f"{self._prefix}:{{{channel}}}:streams",
             )
-            args += (stamp.seq, f"{stamp.stream} {stamp.home}", self._log_ttl_ms)
+            args += (seq, f"{stamp.stream} {stamp.home}", self._log_ttl_ms)
             if channel == stamp.home:
                 keys.append(self._log(stamp.stream, stamp.home))
         with translated():
