@@ -253,10 +253,10 @@ class Pages:
         return opened
 
     async def open_reloading(
-        self, name: str, streams: int, leave_at: Callable[[Answers], bool], come_back: Callable[[], Awaitable[None]]
+        self, name: str, streams: int, leave_at: Callable[[], bool], come_back: Callable[[], Awaitable[None]]
     ) -> list[Answers]:
-        """Pages that join now, drop once ``leave_at`` holds of what they show, and come back from
-        their last position once ``come_back`` returns."""
+        """Pages that join now, drop (wherever their reading got to) once ``leave_at()`` holds, and
+        come back from their last position once ``come_back`` returns."""
         server, opened = self.server, []
         for transport in self.transports:
             if transport == "websocket":
@@ -264,7 +264,7 @@ class Pages:
                 await ws.join(server.url, server.app_id, {"offset": 0, "epoch": self.epoch})
 
                 async def ws_life(ws: WSPage = ws) -> None:
-                    await ws.read(lambda: leave_at(ws.answers), 120)
+                    await ws.read(leave_at, 120)
                     await ws.drop()
                     await come_back()
                     joined = await ws.join(server.url, server.app_id)
@@ -279,7 +279,7 @@ class Pages:
             joined = asyncio.Event()
 
             async def sse_life(sse: SSEPage = sse, joined: asyncio.Event = joined) -> None:
-                await sse.read(server.url, server.app_id, lambda: leave_at(sse.answers), 120, joined)
+                await sse.read(server.url, server.app_id, leave_at, 120, joined)
                 await come_back()
                 await sse.read(server.url, server.app_id, functools.partial(sse.answers.ended, streams), 120)
                 assert sse.joined[-1]["recovered"] is False, "the history should have moved on past the page's position"

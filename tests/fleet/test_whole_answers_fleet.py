@@ -83,9 +83,7 @@ async def test_pages_on_the_instance_that_does_not_own_the_stream_get_it_whole(f
         await until(past(2_500), 60, "2,500 events")
         assert await running(), "the answer ended before the page came back"
 
-    await pages.open_reloading(
-        "reloaded", 1, lambda page: last_seq(page, stream_id) >= 1_000, back_once_the_history_moved_on
-    )
+    await pages.open_reloading("reloaded", 1, past(1_000), back_once_the_history_moved_on)
     await until(past(count // 2), 60, "the answer's middle")
     late = await pages.open("in the middle", 1)
     late += await pages.open("of another epoch", 1, offset=7, epoch="restarted")
@@ -140,7 +138,7 @@ async def test_pages_get_an_answer_whole_when_its_owner_is_killed_mid_answer(fle
     async def back_after_the_end() -> None:
         await ended.wait()
 
-    await pages.open_reloading("reloaded", 1, lambda page: last_seq(page, stream_id) >= 500, back_after_the_end)
+    await pages.open_reloading("reloaded", 1, past(500), back_after_the_end)
     await until(past(1_200), 60, "1,200 events")
     await pages.open("in the middle", 1)
     a.proc.send_signal(signal.SIGKILL)
