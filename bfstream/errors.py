@@ -22,12 +22,17 @@ documented JSON shape without knowing where it came from::
      └── Unavailable                   503     unavailable        (another instance needed for this is silent)
 
 Foreign exceptions (aiohttp, sqlite, redis, asyncpg) are translated where they are raised, at the adapter
-edge; nothing above that edge catches library exceptions.
+edge; nothing above that edge catches library exceptions. What ends a stream early, in the tree or not,
+becomes its outcome in ``outcome`` below: the status its record keeps and its ``error`` event.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from bfstream.scrub import scrub_json
+from bfstream.text import repair_json
 
 
 class BfstreamError(Exception):
@@ -139,3 +144,22 @@ class Unavailable(BfstreamError):
 
     status = 503
     type = "unavailable"
+
+
+def outcome(exc: BaseException, max_duration: float) -> tuple[str, dict[str, Any]]:
+    """The status a stream that ``exc`` cut short keeps in its record, and the ``error`` its channels
+    get: ``{message, code, details}``, repaired and scrubbed, whatever raised it.
+
+    A cancellation that reaches this is the server shutting down (a stop is no failure), and a
+    ``TimeoutError`` the stream's own limit, ``streams.max_duration``. Anything outside the tree is
+    a bug: what it says stays in the log."""
+    status, details = "failed", None
+    if isinstance(exc, BfstreamError):
+        message, code, details = exc.message, exc.code, exc.details
+    elif isinstance(exc, TimeoutError):
+        message, code = f"The stream ran longer than {max_duration:g} s", 504
+    elif isinstance(exc, asyncio.CancelledError):
+        status, message, code = "interrupted", "The server is shutting down", 503
+    else:
+        message, code = "Internal error while streaming", 500
+    return status, scrub_json(repair_json({"message": message, "code": code, "details": details}))

@@ -13,13 +13,8 @@ from bfstream.fleet.control import Control
 from bfstream.fleet.owners import Owners
 from bfstream.store.records import App
 from bfstream.store.store import Store
-from bfstream.streams.registry import STOP_WAIT, RunningStream, StreamRegistry
-
-
-def live_status(stream: RunningStream, retain_text: bool) -> dict[str, Any]:
-    live = stream.record.to_json()
-    live["text"] = "".join(stream.text) if retain_text else None
-    return live
+from bfstream.streams.registry import StreamRegistry
+from bfstream.streams.stream import STOP_WAIT
 
 
 class FleetStreams:
@@ -49,7 +44,7 @@ class FleetStreams:
         """The stream's record, live (with the text so far) while it runs, from whichever instance runs it."""
         running = self._registry.get(stream_id)
         if running is not None and running.record.app_id == app.id:
-            return live_status(running, app.retain_text)
+            return running.status(app.retain_text)
         record = await self._store.stream_record(app.id, stream_id)
         if record is None:
             return None
@@ -68,4 +63,4 @@ class FleetStreams:
         running = self._registry.get(str(request.get("streamId")))
         if running is None or running.record.app_id != request.get("app"):
             return None  # it ended meanwhile: the asker reads the record
-        return live_status(running, bool(request.get("retainText")))
+        return running.status(bool(request.get("retainText")))

@@ -24,27 +24,28 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bfstream.config import ServiceConfig, Settings
-from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError
+from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError, outcome
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub
 from bfstream.metrics import Metrics, ServiceMetrics
 from bfstream.providers import ADAPTERS
 from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
 from bfstream.providers.http import ProviderClient
-from bfstream.scrub import scrub_json
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
 from bfstream.streams.publisher import SHUTDOWN_PATIENCE, Publisher, announced, record_end, send_ending, still_running
-from bfstream.streams.registry import RunningStream, StreamRegistry
+from bfstream.streams.registry import Admission, StreamRegistry
 from bfstream.streams.retry import with_retries
-from bfstream.streams.saver import STALE_AFTER, save_now
-from bfstream.streams.tools import is_frontend, run_calls
-from bfstream.text import SurrogateJoiner, repair_json
+from bfstream.streams.saver import STALE_AFTER, save_once_for
+from bfstream.streams.tools import ToolRound, completion_calls, is_frontend
+from bfstream.text import SurrogateJoiner
 
 log = logging.getLogger("bfstream.streams")
 
 _COUNT_EVERY = 20  # deltas added to the metrics at once: one addition a second at 20 a second
+STOP_WAIT = 5.0  # seconds a stop waits for the stream's end to go out before answering
+_CANCEL_AGAIN_AFTER = 0.05  # seconds: a cancellation not taken by then was lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +96,33 @@ def add_usage(total: dict[str, Any] | None, more: Any) -> dict[str, Any] | None:
 
 
 class Stream:
+    """One call's stream, and the only one that changes its state: the registry, the saver, a stop
+    and a page's tool answer ask it. ``record``, ``task`` and ``admission`` exist once ``start``
+    has them."""
+
+    record: StreamRecord
+    task: asyncio.Task[None]
+    admission: Admission  # its slot in the app's limit, held until it ends
+    _out: Publisher  # what numbers its events (whose ``seq`` is the next one's)
+    _saved_at: float  # the last save that found it still this instance's
+
     def __init__(self, context: StreamContext, spec: StreamSpec) -> None:
         self._ctx = context
         self.spec = spec
         self._adapter = ADAPTERS[spec.service.kind]
         self._messages: list[Any] = list(spec.chat.payload.get("messages") or [])
         self._app = spec.app  # read again before each tool round: the webhook may have changed
-        self.running: RunningStream | None = None
         self._source: AsyncGenerator[ProviderEvent, None] | None = None
         self._deltas = self._deltas_counted = 0
-        self._started_at = 0.0
+        self._text: list[str] = []  # the answer so far, across turns
+        self._stop_requested = False
+        self._stopped = False  # the stop was taken: its end says ``stopped``
+        self.ending = False  # past its last event: sending its end and writing its record, not to be cancelled
+        self._round: ToolRound | None = None  # the last tool round: a page's answer goes to it
+        # For the saver (``saver.py``): how much of the text is saved, and whether a save found that
+        # another instance ended the stream meanwhile.
+        self._saved_pieces = 0
+        self._fenced = False
 
     def _chat(self) -> ChatRequest:
         """The request of the next turn: the caller's payload with the conversation so far."""
@@ -147,8 +165,9 @@ class Stream:
             except BaseException:
                 await events.aclose()
                 raise
-            self.running = RunningStream(record, retain_text=spec.app.retain_text)
-            ctx.registry.start(self.running, self._run(events), admission)
+            self.record, self.admission, self._saved_at = record, admission, time.monotonic()
+            self.task = asyncio.create_task(self._run(events), name=f"stream-{record.id}")
+            ctx.registry.add(self)
         return record.id
 
     async def _run(self, events: AsyncGenerator[ProviderEvent, None]) -> None:
@@ -156,18 +175,14 @@ class Stream:
 
         Deltas are counted in a local and added to the metrics every ``_COUNT_EVERY`` and at the
         end, rather than one addition per delta."""
-        ctx, spec = self._ctx, self.spec
-        stream = self.running
-        assert stream is not None
-        record = stream.record
+        ctx, spec, record = self._ctx, self.spec, self.record
         counted = ctx.metrics.service(record.service)
         counted.started.inc()
-        out = stream.publisher = Publisher(ctx.hub, record, log_bytes=ctx.settings.streams.log_bytes)
+        out = self._out = Publisher(ctx.hub, record, log_bytes=ctx.settings.streams.log_bytes)
         status, finish_reason, usage = "completed", "stop", None
         error: dict[str, Any] | None = None
         shutdown: asyncio.CancelledError | None = None
         taken_over = False
-        self._started_at = time.monotonic()
         max_duration = ctx.settings.streams.max_duration
         try:
             async with asyncio.timeout(max_duration):
@@ -176,7 +191,7 @@ class Stream:
                 )
                 rounds = 0
                 while True:
-                    turn = await self._relay_turn(events, out, counted)
+                    turn = await self._relay_turn(events, counted)
                     usage = add_usage(usage, turn.usage)
                     finish_reason = turn.finish_reason
                     if turn.calls is None:
@@ -185,44 +200,43 @@ class Stream:
                         finish_reason = "tool_calls"
                         break
                     rounds += 1
-                    await self._tool_round(turn, rounds, out)
+                    await self._tool_round(turn, rounds)
                     events = await self._open_turn()
         except Fenced:
             # Another instance took this one for dead and ended the stream on its channels: nothing
             # more goes out, and the record it wrote stands.
             log.warning("stream %s was ended by another instance meanwhile", record.id)
             taken_over = True
-        except BfstreamError as exc:
-            status, error = "failed", repair_json({"message": exc.message, "code": exc.code, "details": exc.details})
-            log.warning("stream %s failed: %s", record.id, exc.message)
-            if isinstance(exc, ProviderError):
-                ctx.metrics.provider_error(record.service, exc)
-        except TimeoutError:
-            status, error = "failed", {"message": f"The stream ran longer than {max_duration:g} s", "code": 504}
         except asyncio.CancelledError as exc:
-            if stream.stop_requested:
+            if self._stop_requested:
                 task = asyncio.current_task()
                 assert task is not None
                 while task.uncancel():  # our own stop, handled here (it may have cancelled more than once)
                     pass
-                status, finish_reason, stream.stopped = "stopped", "stopped", True
+                status, finish_reason, self._stopped = "stopped", "stopped", True
             else:  # server shutdown: tell the channels, then let the task end
-                status, error, shutdown = "interrupted", {"message": "The server is shutting down", "code": 503}, exc
-        except Exception:
-            log.exception("stream %s failed unexpectedly", record.id)
-            status, error = "failed", {"message": "Internal error while streaming", "code": 500}
+                status, error = outcome(exc, max_duration)
+                shutdown = exc
+        except Exception as exc:
+            status, error = outcome(exc, max_duration)
+            if isinstance(exc, ProviderError):
+                ctx.metrics.provider_error(record.service, exc)
+            if isinstance(exc, BfstreamError):
+                log.warning("stream %s failed: %s", record.id, exc.message)
+            elif not isinstance(exc, TimeoutError):
+                log.exception("stream %s failed unexpectedly", record.id)
 
         # From here on the stream is ending its own way: a stop or a drain must not cut its end short
         # (set before the next await, so no cancel can slip in between).
-        stream.ending = True
+        self.ending = True
         try:
             if self._source is not None:
                 await self._source.aclose()  # closes the provider connection if it is still open
         except Exception:
             log.exception("closing the provider stream of %s failed", record.id)
-        text = "".join(stream.text)
-        if error is not None:  # it goes to the channels and the record: scrubbed, whatever raised it
-            finish_reason, error = "error", scrub_json({"details": None, **error})
+        text = "".join(self._text)
+        if error is not None:
+            finish_reason = "error"
         # Counted before the end goes out: whoever sees the end and then scrapes finds the stream counted.
         counted.deltas.inc(self._deltas - self._deltas_counted)
         counted.finished["interrupted" if taken_over else status].inc()
@@ -241,46 +255,47 @@ class Stream:
         if shutdown is not None:
             raise shutdown
 
-    async def _relay_turn(
-        self, events: AsyncGenerator[ProviderEvent, None], out: Publisher, counted: ServiceMetrics
-    ) -> _Turn:
+    async def _relay_turn(self, events: AsyncGenerator[ProviderEvent, None], counted: ServiceMetrics) -> _Turn:
         window = self.spec.coalesce_ms / 1000
         source = coalesce(events, window) if window > 0 else events
         self._source = source
         joiner = SurrogateJoiner()  # a surrogate pair cut between chunks is joined
-        assert self.running is not None
-        pieces = self.running.text  # the whole answer so far: this turn's text is what it adds
-        start = len(pieces)
+        start = len(self._text)  # the whole answer so far: this turn's text is what it adds
         calls: ToolCalls | None = None
         reason, usage = "stop", None
         async for event in source:
             if isinstance(event, Delta):
                 if piece := joiner.feed(event.text):
-                    await self._delta(piece, out, counted)
+                    await self._delta(piece, counted)
             elif isinstance(event, ToolCalls):
                 calls = event
-                await out.emit("function_call", content={"functions": [announced(call) for call in event.calls]})
+                functions = [announced(call) for call in event.calls]
+                self.record.functions += functions  # kept with the text: the final snapshot's whole
+                await self._out.emit("function_call", content={"functions": functions})
             elif isinstance(event, Finished):
                 reason, usage = event.reason or "stop", event.usage
         if tail := joiner.flush():  # a high surrogate that no low half followed
-            await self._delta(tail, out, counted)
+            await self._delta(tail, counted)
         await source.aclose()
-        return _Turn("".join(pieces[start:]), calls, reason, usage)
+        return _Turn("".join(self._text[start:]), calls, reason, usage)
 
-    async def _delta(self, piece: str, out: Publisher, counted: ServiceMetrics) -> None:
-        stream = self.running
-        assert stream is not None
-        if time.monotonic() - stream.saved_at > STALE_AFTER:
-            await save_now(stream, self._ctx.store)
-        if stream.fenced:
+    async def _delta(self, piece: str, counted: ServiceMetrics) -> None:
+        if time.monotonic() - self._saved_at > STALE_AFTER:
+            # The saver has not confirmed for a while that the stream is still this instance's: after
+            # the process was frozen (a pause, a partition), the next delta must not go out before
+            # that is known. Not knowing (the database is down) counts as still its own, and the next
+            # check waits another while: a stream never waits on a database that is away.
+            await save_once_for(self._ctx.store, [self])
+            self._saved_at = time.monotonic()
+        if self._fenced:
             # Ended for this instance by another, which took it for dead (a freeze or a partition
             # longer than its lease, and maybe than the fence; the saver found out): stop before
             # this delta goes out.
-            raise Fenced(stream.record.id)
-        stream.text.append(piece)
+            raise Fenced(self.record.id)
+        self._text.append(piece)
         if not self._deltas:
-            counted.first_token.observe(time.monotonic() - (stream.admitted_at or self._started_at))
-        await out.emit("delta", content=piece)
+            counted.first_token.observe(time.monotonic() - self.admission.at)
+        await self._out.emit("delta", content=piece)
         self._deltas += 1
         if self._deltas - self._deltas_counted >= _COUNT_EVERY:
             counted.deltas.inc(self._deltas - self._deltas_counted)
@@ -297,17 +312,69 @@ class Stream:
             return False
         return all(is_frontend(call.name) for call in calls) or self._app.webhook_url is not None
 
-    async def _tool_round(self, turn: _Turn, number: int, out: Publisher) -> None:
-        assert turn.calls is not None and self.running is not None
-        calls = _with_ids(turn.calls.calls, number)
-        assistant: dict[str, Any] = {"role": "assistant", "content": turn.text or None, "tool_calls": _entries(calls)}
+    async def _tool_round(self, turn: _Turn, number: int) -> None:
+        assert turn.calls is not None
+        self._round = tools = ToolRound(
+            self._ctx, self._app, self.spec, number, turn.calls.calls, self.record.id, self._out
+        )
+        assistant = tools.assistant(turn.text or None)
         if turn.calls.thinking:  # Anthropic's signed blocks go back first, unchanged
             text = [{"type": "text", "text": turn.text}] if turn.text else []
             assistant["content"] = [*turn.calls.thinking, *text]
-        results = await run_calls(self._ctx, self._app, calls, self.spec, number, self.running, out)
-        self._messages.append(assistant)
-        self._messages += results.messages
-        self.running.record.tools += results.entries
+        results = await tools.run()
+        self._messages += [assistant, *results.messages]
+        self.record.tools += results.entries
+
+    # --- asked by others: stop, the saver, a page's tool answer, status ----------------------------
+
+    async def stop(self) -> bool:
+        """True once the stream has ended as ``stopped`` (its ``end`` went out, or is held until the
+        broker takes it: after ``STOP_WAIT`` seconds the answer does not wait for that); False when
+        it ended, or began ending, by itself first.
+
+        Its task is cancelled, which closes the provider connection at once (the provider then
+        stops generating, and billing); ``_run`` tells a stop from a shutdown by
+        ``_stop_requested``. A cancellation can be lost on its way: on Python 3.11,
+        ``asyncio.wait_for`` (which redis-py uses for every write to Redis) returns the inner
+        result when the cancellation lands as that result arrives, and the task runs on as if
+        never cancelled. So a stop cancels again until the stream has taken it, and answers that it
+        stopped only once it did."""
+        if self.ending:  # it ended, or began its ending, by itself: nothing is left to stop
+            return False
+        self._stop_requested = True
+        while not self.ending and not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=_CANCEL_AGAIN_AFTER)
+        if self._stopped:
+            await asyncio.wait({self.task}, timeout=STOP_WAIT)
+        return self._stopped
+
+    @property
+    def unsaved(self) -> bool:
+        """Text the saver has not written yet; never once ending: its ending writes its record."""
+        return not self.ending and len(self._text) != self._saved_pieces
+
+    def save_row(self) -> tuple[str, str | None, int, int]:
+        """What the saver writes, read at once: the id, the text so far (None when the app keeps
+        none) with the seq it reached, and how many pieces that text has, for ``saved``."""
+        text = "".join(self._text) if self.spec.app.retain_text else None
+        return self.record.id, text, self._out.seq, len(self._text)
+
+    def saved(self, pieces: int, at: float, gone: bool) -> None:
+        """A save of the first ``pieces`` pieces went through at ``at``; ``gone``: it found the
+        record no longer running (another instance took this one for dead and ended the stream for
+        it), and the relay stops before its next event."""
+        self._saved_pieces, self._saved_at, self._fenced = pieces, at, self._fenced or gone
+
+    def take_answer(self, tool_call_id: str, result: dict[str, Any]) -> bool:
+        """A page's answer to a frontend call (``tools.ToolRound.take``)."""
+        return self._round is not None and self._round.take(tool_call_id, result)
+
+    def status(self, retain_text: bool) -> dict[str, Any]:
+        """The record, live: with the text so far when the app (as it is now) keeps text."""
+        live = self.record.to_json()
+        live["text"] = "".join(self._text) if retain_text else None
+        return live
 
     # --- stream: false -----------------------------------------------------------------------------
 
@@ -324,57 +391,13 @@ class Stream:
                         lambda: self._adapter.complete(self._chat(), ctx.http, spec.service), retries, max_wait
                     )
                 usage = add_usage(usage, completion.get("usage") if isinstance(completion, dict) else None)
-                message, calls = _message_and_calls(completion)
+                message, calls = completion_calls(completion)
                 if not calls or rounds >= spec.max_rounds or not await self._can_answer(calls, frontend=False):
                     break
                 rounds += 1
-                calls = _with_ids(calls, rounds)
-                results = await run_calls(ctx, self._app, calls, spec, rounds, None, None)
-                self._messages.append(
-                    {"role": "assistant", "content": message.get("content"), "tool_calls": _entries(calls)}
-                )
-                self._messages += results.messages
+                tools = ToolRound(ctx, self._app, spec, rounds, calls)
+                results = await tools.run()
+                self._messages += [tools.assistant(message.get("content")), *results.messages]
         if rounds and isinstance(completion, dict):
             completion["usage"] = usage
         return completion
-
-
-def _with_ids(calls: list[ToolCall], number: int) -> list[ToolCall]:
-    """Every call needs an id to pair with its result; a provider that sent none gets one made up."""
-    return [call if call.id else replace(call, id=f"call_{number}_{i}") for i, call in enumerate(calls)]
-
-
-def _entries(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    """The calls as an OpenAI assistant message's ``tool_calls``."""
-    return [
-        {
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments},
-            **(call.extra or {}),
-        }
-        for call in calls
-    ]
-
-
-def _message_and_calls(completion: Any) -> tuple[dict[str, Any], list[ToolCall]]:
-    """The first choice's message of a ``chat.completion``, and its tool calls."""
-    choices = completion.get("choices") if isinstance(completion, dict) else None
-    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    calls = []
-    for entry in message.get("tool_calls") or []:
-        function = entry.get("function") if isinstance(entry, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            continue
-        arguments = function.get("arguments")
-        extra = {k: v for k, v in entry.items() if k not in ("id", "type", "function")}
-        calls.append(
-            ToolCall(
-                id=entry.get("id") if isinstance(entry.get("id"), str) else None,
-                name=function["name"],
-                arguments=arguments if isinstance(arguments, str) else "{}",
-                extra=extra or None,
-            )
-        )
-    return message, calls

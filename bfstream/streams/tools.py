@@ -12,7 +12,8 @@ A backend call is a signed POST to the app's webhook (``webhooks.py``); its JSON
 result. Refusals, time-outs and unreachable hosts become failure results the model reads: a tool
 never fails the stream.
 
-Calls of one turn run concurrently.
+The calls of one turn are a ``ToolRound``, held by its stream while they run concurrently; an
+answer found through the registry reaches the round through the stream.
 """
 
 from __future__ import annotations
@@ -23,22 +24,23 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bfstream.errors import BfstreamError, WebhookError
 from bfstream.fleet.control import Control
 from bfstream.fleet.owners import Owners
 from bfstream.messaging.protocol import tool_result_problem
+from bfstream.providers.events import ToolCall
 from bfstream.store.records import App, StreamRecord
-from bfstream.streams.registry import RunningStream, StreamRegistry
+from bfstream.streams.registry import StreamRegistry
 from bfstream.text import repair_json
 from bfstream.webhooks import post
 
 if TYPE_CHECKING:
     from bfstream.messaging.session import Session
     from bfstream.streams.publisher import Publisher
-    from bfstream.streams.stream import StreamContext, StreamSpec
+    from bfstream.streams.stream import Stream, StreamContext, StreamSpec
 
 log = logging.getLogger("bfstream.tools")
 
@@ -74,28 +76,78 @@ def _failure(message: str) -> dict[str, Any]:
     return {"success": False, "message": message}
 
 
-async def run_calls(
-    ctx: StreamContext,
-    app: App,
-    calls: list[Any],
-    spec: StreamSpec,
-    number: int,
-    stream: RunningStream | None,
-    out: Publisher | None,
-) -> RoundResults:
-    """Answer every call of turn ``number``, concurrently; frontend ones only when streaming (``out``)."""
-    stream_id = stream.record.id if stream is not None else None
-    prepared: list[tuple[Any, str, dict[str, Any] | None, asyncio.Future[dict[str, Any]] | None]] = []
-    for call in calls:
+class ToolRound:
+    """The calls of one turn, answered concurrently: frontend ones by a page, only when streaming
+    (``out``), the others by the app's webhook. Its stream holds it, and hands it a page's answer
+    (``take``) while it waits; once it is over, a late answer finds nothing to answer."""
+
+    def __init__(
+        self,
+        ctx: StreamContext,
+        app: App,
+        spec: StreamSpec,
+        number: int,
+        calls: list[ToolCall],
+        stream_id: str | None = None,
+        out: Publisher | None = None,
+    ) -> None:
+        self._ctx, self._app, self._spec, self._number = ctx, app, spec, number
+        self._stream_id, self._out = stream_id, out
+        # Every call needs an id to pair with its result; a provider that sent none gets one made up.
+        self.calls = [call if call.id else replace(call, id=f"call_{number}_{i}") for i, call in enumerate(calls)]
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by toolCallId
+
+    def assistant(self, content: Any) -> dict[str, Any]:
+        """The assistant message that made the calls, in OpenAI's shape."""
+        return {
+            "role": "assistant",
+            "content": content,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                    **(call.extra or {}),
+                }
+                for call in self.calls
+            ],
+        }
+
+    async def run(self) -> RoundResults:
+        prepared = [await self._prepare(call) for call in self.calls]
+        try:
+            done = await asyncio.gather(*(self._answer(*item) for item in prepared))
+        finally:
+            self._waiting.clear()  # late answers now find nothing to answer
+        results = RoundResults()
+        for call, (result, entry) in zip(self.calls, done, strict=True):
+            content = json.dumps(repair_json(result), ensure_ascii=False, separators=(",", ":"))
+            results.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+            results.entries.append(entry)
+        return results
+
+    def take(self, tool_call_id: str, result: dict[str, Any]) -> bool:
+        """The first answer wins; a second or a late one finds nothing."""
+        waiting = self._waiting.get(tool_call_id)
+        if waiting is None or waiting.done():
+            return False
+        waiting.set_result(dict(result))  # extra keys travel too, as the reference's llmToolCallResponse allows
+        return True
+
+    async def _prepare(
+        self, call: ToolCall
+    ) -> tuple[ToolCall, str, dict[str, Any] | None, asyncio.Future[dict[str, Any]] | None]:
+        """The call's id and arguments, and for a page's call, its ``tool_call`` event sent and the
+        answer awaited."""
+        spec, stream_id = self._spec, self._stream_id
         tool_call_id = f"tc_{stream_id}_{secrets.token_hex(8)}" if stream_id else f"tc_{secrets.token_hex(8)}"
         arguments = _arguments(call.arguments)
         answer = None
         page = call.name in spec.offered and is_frontend(call.name) and arguments is not None
-        if page and stream is not None and out is not None:
-            answer = asyncio.get_running_loop().create_future()
-            stream.answers[tool_call_id] = answer
+        if page and self._out is not None:
+            answer = self._waiting[tool_call_id] = asyncio.get_running_loop().create_future()
             name = call.name[len(FRONTEND_PREFIX) :]
-            await out.emit(
+            await self._out.emit(
                 "tool_call",
                 action="llmToolCall",
                 toolCallId=tool_call_id,
@@ -104,11 +156,17 @@ async def run_calls(
                 functions=[{"name": name, "arguments": arguments}],
                 timeoutMs=max(1, round(spec.tool_timeout * 1000)),
             )
-        prepared.append((call, tool_call_id, arguments, answer))
+        return call, tool_call_id, arguments, answer
 
-    async def one(
-        call: Any, tool_call_id: str, arguments: dict[str, Any] | None, answer: asyncio.Future[dict[str, Any]] | None
+    async def _answer(
+        self,
+        call: ToolCall,
+        tool_call_id: str,
+        arguments: dict[str, Any] | None,
+        answer: asyncio.Future[dict[str, Any]] | None,
     ) -> tuple[Any, dict[str, Any]]:
+        """The call's result, and its entry in the stream's record."""
+        spec, app = self._spec, self._app
         started = time.monotonic()
         if call.name not in spec.offered:
             result, outcome = _failure(f"The tool {call.name} was not offered: there is no such tool"), "not_offered"
@@ -120,20 +178,20 @@ async def run_calls(
             request = {
                 "type": "tool_call",
                 "appId": app.id,
-                "streamId": stream_id,
+                "streamId": self._stream_id,
                 "toolCallId": tool_call_id,
                 "toolName": call.name,
                 "arguments": arguments,
-                "round": number,
+                "round": self._number,
                 "actionName": spec.action_name or None,
                 "channels": spec.channels,
             }
-            result, outcome = await _from_webhook(ctx, app, call.name, request)
+            result, outcome = await _from_webhook(self._ctx, app, call.name, request)
         entry: dict[str, Any] = {
             "toolCallId": tool_call_id,
             "name": call.name,
             "kind": "frontend" if is_frontend(call.name) else "backend",
-            "round": number,
+            "round": self._number,
             "durationMs": round((time.monotonic() - started) * 1000),
             "outcome": outcome,
         }
@@ -141,18 +199,29 @@ async def run_calls(
             entry["arguments"] = arguments if arguments is not None else call.arguments
         return result, entry
 
-    try:
-        done = await asyncio.gather(*(one(*item) for item in prepared))
-    finally:
-        if stream is not None:
-            for _, tool_call_id, _, _ in prepared:
-                stream.answers.pop(tool_call_id, None)  # late answers now find nothing to answer
-    results = RoundResults()
-    for call, (result, entry) in zip(calls, done, strict=True):
-        content = json.dumps(repair_json(result), ensure_ascii=False, separators=(",", ":"))
-        results.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
-        results.entries.append(entry)
-    return results
+
+def completion_calls(completion: Any) -> tuple[dict[str, Any], list[ToolCall]]:
+    """The first choice's message of a ``chat.completion`` (``stream: false``), and its tool calls:
+    what ``ToolRound.assistant`` gives back."""
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    calls = []
+    for entry in message.get("tool_calls") or []:
+        function = entry.get("function") if isinstance(entry, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        extra = {k: v for k, v in entry.items() if k not in ("id", "type", "function")}
+        calls.append(
+            ToolCall(
+                id=entry.get("id") if isinstance(entry.get("id"), str) else None,
+                name=function["name"],
+                arguments=arguments if isinstance(arguments, str) else "{}",
+                extra=extra or None,
+            )
+        )
+    return message, calls
 
 
 async def _from_page(answer: asyncio.Future[dict[str, Any]], name: str, seconds: float) -> tuple[dict[str, Any], str]:
@@ -253,13 +322,7 @@ def _may_answer(record: StreamRecord, app_id: str | None, channels: Iterable[str
 
 
 def _take(
-    running: RunningStream, tool_call_id: str, result: dict[str, Any], app_id: Any, channels: Iterable[str] | None
+    stream: Stream, tool_call_id: str, result: dict[str, Any], app_id: Any, channels: Iterable[str] | None
 ) -> bool:
-    """The first answer wins; a second, a late one or one from outside the stream finds nothing."""
-    if not _may_answer(running.record, app_id, channels):
-        return False
-    waiting = running.answers.get(tool_call_id)
-    if waiting is None or waiting.done():
-        return False
-    waiting.set_result(dict(result))  # extra keys travel too, as the reference's llmToolCallResponse allows
-    return True
+    """Only from the stream's app and, when asked from a page, one of its channels."""
+    return _may_answer(stream.record, app_id, channels) and stream.take_answer(tool_call_id, result)

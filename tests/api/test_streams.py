@@ -133,6 +133,9 @@ async def test_tool_call_fragments_become_one_function_call(server: Server, fake
     ]
     assert events[-1]["finish_reason"] == "tool_calls"
     assert fake_openai.requests[0].json()["tools"] == tools
+    # The record keeps what was announced, for the page that comes once the stream's log is gone.
+    status = await server.post("/stream/status", {"apiKey": server.api_key, "streamId": events[0]["streamId"]})
+    assert status.json()["functions"] == calls[0]["content"]["functions"]
 
 
 async def test_legacy_function_call_is_reassembled(server: Server, fake_openai: FakeOpenAI) -> None:
