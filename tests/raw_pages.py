@@ -93,6 +93,12 @@ class Answers:
         return view.text
 
 
+def positions_of(event_id: str) -> dict[str, tuple[int, str]]:
+    """The positions an SSE event id (or a WebSocket ``since``) encodes."""
+    raw = json.loads(base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4)))
+    return {name: (offset, epoch) for name, (offset, epoch) in raw.items()}
+
+
 def positions_id(positions: dict[str, tuple[int, str]]) -> str:
     """An SSE event id as the server makes it (``protocol.encode_positions``), written here again so
     the page depends on the documented format, not on the server's code."""
@@ -126,12 +132,19 @@ class WSPage:
             await self.connect(base_url, app_id)
         assert self._conn is not None
         await self._conn.send(json.dumps({"op": "join", "channel": self.channel, "since": since, "id": "j"}))
+        rejoining = self.position is not None
         while True:
             frame = await self._next(5)
+            if rejoining and frame["op"] == "message":
+                continue  # of the join this one starts over: the frames after its reply bring them again
             if frame["op"] == "joined":
                 check_server_frame(frame)
                 self.joined.append(frame)
                 self.position = (frame["offset"], frame["epoch"])
+                if since.get("epoch") not in (None, frame["epoch"]):
+                    # The channel started over since the page's position: as documented, it takes
+                    # the new epoch from its start.
+                    return await self.join(base_url, app_id, {"offset": 0, "epoch": frame["epoch"]})
                 return frame
             assert frame["op"] not in ("error", "message"), frame
 
@@ -175,8 +188,18 @@ class SSEPage:
     async def read(
         self, base_url: str, app_id: str, done: Callable[[], bool], timeout: float = 60, on_joined: Any = None
     ) -> None:
-        """One connection, from the page's last event id, read until ``done()``, then closed."""
-        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+        """One connection, from the page's last event id, read until ``done()``, then closed. A
+        ``joined`` of another epoch than the page asked for (the channel started over) sends it back
+        for the new epoch from its start, as documented."""
+        while await self._read_once(base_url, app_id, done, timeout, on_joined):
+            pass
+
+    async def _read_once(
+        self, base_url: str, app_id: str, done: Callable[[], bool], timeout: float, on_joined: Any
+    ) -> bool:
+        """True when the page must connect again from the start of a new epoch."""
+        asked = self.last_event_id
+        headers = {"Last-Event-ID": asked} if asked else {}
         params = {"app": app_id, "channel": self.channel}
         async with asyncio.timeout(timeout):
             async with self.http.stream("GET", base_url + "/message/sse", params=params, headers=headers) as response:
@@ -203,11 +226,16 @@ class SSEPage:
                             check_server_frame(frame)
                             if name == "joined":
                                 self.joined.append(frame)
+                                wanted = positions_of(asked).get(self.channel) if asked else None
+                                if wanted is not None and wanted[1] != frame["epoch"]:
+                                    self.start_at(0, frame["epoch"])
+                                    return True
                                 if on_joined is not None:
                                     on_joined.set()
                     event_id, name, data = None, "message", []
                     if done():
-                        return
+                        return False
+        return False
 
     def start_at(self, offset: int, epoch: str) -> None:
         """Catch up from ``offset`` of the channel's ``epoch`` on the next connection."""

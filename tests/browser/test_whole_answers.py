@@ -33,7 +33,7 @@ from tests.services import Proxy, until
 
 pytestmark = pytest.mark.anyio
 
-LOG_TTL = 2.0
+LOG_TTL = 10.0
 TRANSPORTS = ("websocket", "sse")
 
 # What a client made of the stream, checked in the page: a 20,000-event log stays in the browser.

@@ -46,14 +46,7 @@ async def log_size(redis: Redis, key: str) -> tuple[int, int]:
     "count",
     [
         3_000,  # 19 KB of text, 590 KB of events: the log folds a dozen times
-        pytest.param(
-            2_900,  # the same, but the end comes when the log is nearly full
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="reported to the lead: end is never folded, and nothing is folded before it, so "
-                "the end (which carries the whole text) takes the log past log_bytes (69,965 bytes here)",
-            ),
-        ),
+        2_900,  # the same, but the end comes when the log is nearly full: folded before the end
     ],
 )
 async def test_a_long_answers_log_stays_within_log_bytes_and_a_late_page_still_gets_it_whole(
