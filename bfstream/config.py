@@ -72,8 +72,10 @@ class StreamSettings(BaseModel):
     provider_connections: int = Field(10_000, gt=0)
     # Every stream keeps a log of its events apart from channel history, for log_ttl seconds after
     # its last event, so a page joining late gets the whole answer however long it is. Past
-    # log_bytes (of JSON) the oldest events are folded into one snapshot event, never dropped.
-    log_ttl: float = Field(3600.0, gt=0)
+    # log_bytes (of JSON) the oldest events are folded into one snapshot event, never dropped. At
+    # least 10 s: a crashed instance's streams are ended from their logs, and its death takes up to
+    # LEASE_TTL + RENEW_EVERY (6.5 s) to notice.
+    log_ttl: float = Field(3600.0, ge=10)
     log_bytes: int = Field(4 * 1024 * 1024, ge=4096)
 
 

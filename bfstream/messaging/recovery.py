@@ -16,12 +16,11 @@ drops every replayed or held event that they already stood for (``covers``), so 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bfstream.errors import StoreError
-from bfstream.messaging.broker import Publication
+from bfstream.messaging.broker import History, Publication
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.protocol import stream_event
 from bfstream.messaging.streamlog import TERMINAL, action_of, event_of, fold, snapshot_data
@@ -44,29 +43,33 @@ class Recovered:
         return event is not None and event["seq"] <= self.covered.get(event["streamId"], -1)
 
 
-async def recover(
-    hub: Hub, store: Store, app_id: str, channel: str, after: int, replay: Iterable[Publication]
-) -> Recovered:
-    """For ``channel`` (scoped), the streams with an event after offset ``after``: what ``replay``
-    (the history the join replays) misses of them."""
+async def recover(hub: Hub, store: Store, app_id: str, channel: str, after: int) -> tuple[Recovered, History]:
+    """For ``channel`` (scoped), the streams with an event after offset ``after``: what the history
+    after it misses of them, and that history, which the join replays.
+
+    The logs are read first, the history after them: whatever a log read lacks was published after
+    it, so it is in that history or comes later, live, numbered past what the snapshot stands for.
+    (Read the other way round, an event published between the two reads would reach the page twice.)"""
     recovered = Recovered()
     streams = (await hub.streams_after(channel, after))[-MAX_STREAMS:]
-    if not streams:
-        return recovered
-    replayed: dict[str, list[dict[str, Any]]] = {stream: [] for stream, _ in streams}  # their events in the replay
-    for publication in replay:
+    logs = {stream: (home, await hub.read_log(stream, home)) for stream, home in streams}
+    history = await hub.history(channel, after)
+    replayed: dict[str, list[dict[str, Any]]] = {stream: [] for stream in logs}  # their events in the replay
+    for publication in history.publications:
         if _SERVER in publication.data and (event := event_of(publication.data)) is not None:
             if (events := replayed.get(event["streamId"])) is not None:
                 events.append(event)
-    for stream, home in streams:
-        if replayed[stream] and replayed[stream][0]["seq"] == 0:
+    for stream, (home, entries) in logs.items():
+        first = replayed[stream][0]["seq"] if replayed[stream] else None
+        if first == 0:
             continue  # the replay holds all of it
-        entries = await hub.read_log(stream, home)
+        if entries and first is not None and entries[-1][0] < first - 1:
+            entries = await hub.read_log(stream, home)  # events logged and trimmed from history in between
         if entries:
             _from_log(recovered, stream, entries, replayed[stream])
         else:
             await _from_record(recovered, store, app_id, stream, replayed[stream])
-    return recovered
+    return recovered, history
 
 
 def _from_log(

@@ -219,6 +219,12 @@ class Session:
             # Offsets only line up within one epoch, and a position past the channel's latest offset
             # comes from history this server no longer has.
             resumable = since is not None and since.epoch in (None, history.epoch) and since.offset <= history.offset
+            recovered = Recovered()
+            if since is not None and resumable and not history.complete:
+                # Some of what the client missed is gone from the history: streams' logs make it up.
+                recovered, history = await recover(hub, self._context.store, self.app.id, key, since.offset)
+                if since.epoch not in (None, history.epoch):  # the channel started over in between
+                    resumable, recovered = False, Recovered()
             # The reply's offset is where this connection now stands: the replay (if any) follows it. A
             # client that drops before reading the replay resumes from here and loses nothing.
             offset = since.offset if since is not None and resumable else history.offset
@@ -232,20 +238,10 @@ class Session:
             )
             if announce:
                 self.push("joined", reply, channel, offset, history.epoch)
+            for data in recovered.data:
+                frame = protocol.log_frame(channel, offset, history.epoch, data)
+                self.push("message", frame, channel, offset, history.epoch)
             replay = history.publications if resumable else []
-            recovered = Recovered()
-            if since is not None and not (resumable and history.complete):
-                # Some of what the client missed is gone from the history: streams' logs make it up.
-                after = since.offset if resumable else 0
-                recovered = await recover(hub, self._context.store, self.app.id, key, after, replay)
-                for data in recovered.data:
-                    self.push(
-                        "message",
-                        protocol.log_frame(channel, offset, history.epoch, data),
-                        channel,
-                        offset,
-                        history.epoch,
-                    )
             for publication in replay:
                 if publication.offset > offset:
                     if not recovered.covers(publication):

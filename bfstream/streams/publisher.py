@@ -84,6 +84,8 @@ class Publisher:
         """The number moves on only once every channel has the event: sent again after a failure,
         it keeps its ``seq``, and the owner's fence drops it where it had landed already."""
         message = stream_event(self._action_name, type_, self._stream_id, self.seq, **fields)
+        if type_ in TERMINAL and self._log_bytes and self.logged + len(message) > self._fold_at:
+            await self._fold()  # never folded itself, the end (it holds the whole text) needs the room
         try:
             for channel in self._channels:
                 await self._hub.publish_stamped(channel, message, self._stamp, self.seq)
@@ -97,20 +99,23 @@ class Publisher:
             await self._fold()
 
     async def _fold(self) -> None:
-        """Everything logged so far becomes one snapshot. A log holds at least the answer's text:
-        the next fold waits until what came after the snapshot is as big as the bound allows, or as
-        the snapshot itself, so an answer longer than the bound is not rewritten at every event."""
+        """Everything logged so far but an ``error`` becomes one snapshot. A log holds at least the
+        answer's text: the next fold waits until what came after the snapshot is as big as the bound
+        allows, or as the snapshot itself, so an answer longer than the bound is not rewritten at
+        every event."""
         try:
             entries = await self._hub.read_log(self._stream_id, self.home)
-            if not entries:
+            events = [(event, len(data)) for _, data in entries if (event := event_of(data)) is not None]
+            kept = [size for event, size in events if event["type"] in TERMINAL]
+            folded = [event for event, _ in events if event["type"] not in TERMINAL]
+            if not folded:
                 return
-            events = [event for _, data in entries if (event := event_of(data)) is not None]
-            data = snapshot_data(action_of(entries[0][1]), fold(events))
-            await self._hub.fold_log(self._stream_id, self.home, entries[-1][0], data)
+            data = snapshot_data(action_of(entries[0][1]), fold(folded))
+            await self._hub.fold_log(self._stream_id, self.home, folded[-1]["seq"], data)
         except BrokerError as exc:  # the next event tries again: the log is only bigger meanwhile
             log.warning("could not fold the log of stream %s: %s", self._stream_id, exc.message)
             return
-        self.logged = len(data)
+        self.logged = len(data) + sum(kept)
         self._fold_at = max(self._log_bytes, 2 * len(data))
 
     async def raise_fence(self) -> None:
