@@ -36,7 +36,7 @@ class Instance:
 
 
 async def create(fleet: Fleet, owner: Any, words: str) -> str:
-    response = await fleet.post(owner, "/stream/create", echo_body(fleet.api_key, words))
+    response = await fleet.post(owner, "/stream/create", echo_body(fleet.api_key, words=words))
     assert response.status_code == 200, response.text
     return str(response.json()["streamId"])
 
