@@ -335,7 +335,11 @@ def echo_words(count: int, tag: str = "w") -> str:
     return "".join(f"{tag}{i} " for i in range(count))
 
 
-def echo_body(api_key: str, words: str, channel: str = "room") -> dict[str, Any]:
+WORDS = " ".join(f"w{i}" for i in range(40))  # a short answer
+
+
+def echo_body(api_key: str, channel: str = "room", words: str = WORDS) -> dict[str, Any]:
+    """A stream of the echo provider to ``channel``, answering ``words``."""
     return {
         "apiKey": api_key,
         "channels": [channel],

@@ -16,19 +16,8 @@ import pytest
 from bfstream.store.store import open_store
 from tests import secret_scan
 from tests.conftest import ServeProcess
+from tests.raw_pages import WORDS, echo_body  # noqa: F401  (WORDS: the fleet tests' default answer)
 from tests.services import delete_keys, require_redis, throwaway_database, unique_prefix
-
-WORDS = " ".join(f"w{i}" for i in range(40))
-
-
-def echo_body(api_key: str, channel: str = "room", words: str = WORDS) -> dict[str, Any]:
-    return {
-        "apiKey": api_key,
-        "channels": [channel],
-        "actionName": "onStream",
-        "service": "echo",
-        "payload": {"model": "echo", "messages": [{"role": "user", "content": words}]},
-    }
 
 
 @dataclass

@@ -63,7 +63,7 @@ async def test_a_long_answers_log_stays_within_log_bytes_and_a_late_page_still_g
     watcher = WSPage("watcher")
     await watcher.join(server.url, server.app_id, {"offset": 0})
     watching = asyncio.create_task(watcher.read_to_end(1, 60))
-    response = await server.post("/stream/create", echo_body(server.api_key, answer))
+    response = await server.post("/stream/create", echo_body(server.api_key, words=answer))
     assert response.status_code == 200, response.text
     stream_id = response.json()["streamId"]
     key = f"{prefix}:{{{server.app_id}/room}}:log:{stream_id}"

@@ -90,7 +90,7 @@ async def running(server: Server, *stream_ids: str) -> bool:
 
 
 async def create(server: Server, words: str) -> str:
-    response = await server.post("/stream/create", echo_body(server.api_key, words))
+    response = await server.post("/stream/create", echo_body(server.api_key, words=words))
     assert response.status_code == 200, response.text
     return str(response.json()["streamId"])
 
