@@ -184,7 +184,8 @@ async def _reader_for(request: Request, stream_id: str) -> StreamReader:
         narrow_to_app(request.scope, app.origins)
         if not app.allows_origin(request.headers.get("origin")):
             raise Forbidden("This page's origin may not read this app's streams")
-    return StreamReader(state.hub, state.store, record)
+    address = request.client.host if request.client else None
+    return StreamReader(state.hub, state.store, record, state.messaging.connections, address)
 
 
 def _common_headers() -> dict[str, str]:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from bfstream.errors import BrokerError, NotFound, ValidationFailed
+from bfstream.fleet.connection_limits import ConnectionLimits
 from bfstream.messaging.broker import Publication
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.streamlog import event_of
@@ -65,9 +67,22 @@ class _Waker:
 
 
 class StreamReader:
-    def __init__(self, hub: Hub, store: Store, record: StreamRecord) -> None:
+    """``connections`` and ``address``: a reader that waits for events holds a connection of the
+    app's and of the client's address while it waits, as a page's WebSocket or SSE connection
+    does, so stream ids in many hands cannot hold more open than the limits allow."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        store: Store,
+        record: StreamRecord,
+        connections: ConnectionLimits | None = None,
+        address: str | None = None,
+    ) -> None:
         self._hub = hub
         self._store = store
+        self._connections = connections
+        self._address = address
         self.record = record
         self.stream_id = record.id
         self.home = scoped(record.app_id, record.channels[0])
@@ -78,12 +93,19 @@ class StreamReader:
         of this stream sets. Joined before the block's first read, so nothing published after that
         read goes unnoticed."""
         waker = _Waker(self.stream_id)
-        await self._hub.join(waker, self.home)
+        held = secrets.token_urlsafe(12)
+        if self._connections is not None:
+            await self._connections.acquire(held, self.record.app_id, self._address)  # 429 when full
         try:
-            yield waker.woken
+            await self._hub.join(waker, self.home)
+            try:
+                yield waker.woken
+            finally:
+                with contextlib.suppress(BrokerError):  # the hub counted it; the next join subscribes again
+                    await self._hub.leave(waker, self.home)
         finally:
-            with contextlib.suppress(BrokerError):  # the hub counted it; the next join subscribes again
-                await self._hub.leave(waker, self.home)
+            if self._connections is not None:
+                await self._connections.release(held)
 
     async def read(self, after: int) -> Chunk:
         """Every event after seq ``after``. Raises ``BeyondEnd`` for a position past the last event."""

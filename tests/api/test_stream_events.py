@@ -220,6 +220,25 @@ async def test_long_poll_follows_a_running_stream_to_its_close(start_server: Ser
     assert rest == events[half:]
 
 
+async def test_waiting_readers_count_as_the_apps_connections(start_server: ServerFactory) -> None:
+    # A stream id in many hands cannot hold more open than the app's pages may: a reader that waits
+    # (long-poll, SSE) holds one of the app's connections while it waits, as a page does.
+    server = await start_server(services={"echo": {"delay_ms": 200}}, limits={"connections_per_app": 1})
+    stream_id, _ = await start_echo(server, 3)
+    page = await server.ws()  # the app's one connection
+    tail = (await get(server, stream_id)).headers["stream-next-offset"]
+    for live in ("long-poll", "sse"):
+        refused = await get(server, stream_id, offset=tail, live=live)
+        assert_error(refused, 429)
+        assert refused.headers["retry-after"]
+    assert (await get(server, stream_id)).status_code == 200  # a catch-up waits for nothing: never refused
+    await page.conn.close()
+    async with asyncio.timeout(10):  # the page's slot is given back as its socket closes
+        while (waited := await get(server, stream_id, offset=tail, live="long-poll")).status_code == 429:
+            await asyncio.sleep(0.05)
+    assert waited.status_code in (200, 204)
+
+
 async def test_long_poll_times_out_with_204_and_a_closed_tail_answers_at_once(
     start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
