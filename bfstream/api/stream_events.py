@@ -165,7 +165,10 @@ async def stream_events(
 
 
 @router.api_route("/stream/{streamId}/events", methods=["HEAD"], include_in_schema=False)
-async def stream_metadata(request: Request, streamId: str) -> Response:
+async def stream_metadata(
+    request: Request,
+    streamId: Annotated[str, Path(min_length=1, max_length=200)],  # as GET: a 400 past it, not a 404
+) -> Response:
     """The protocol's HEAD: where the stream ends now, and whether it is closed, without its events."""
     chunk = await (await _reader_for(request, streamId)).read(-1)
     headers = {**_common_headers(), "Stream-Next-Offset": offset_of(chunk.tail), "Cache-Control": "no-store"}
@@ -235,9 +238,16 @@ def _json_answer(
         closed_mark = ":c" if "Stream-Closed" in headers else ""
         etag = f'"{stream_id}:{offset_of(after + 1)}:{offset_of(position)}{closed_mark}"'
         headers["ETag"] = etag
-        if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+        if if_none_match is not None and _matches(if_none_match, etag):
             return Response(status_code=304, headers=headers)
     return Response("[" + ",".join(run) + "]", media_type="application/json", headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """HTTP's weak comparison, as If-None-Match asks: ``*``, or any listed tag, ``W/`` or not (a
+    proxy that compresses, nginx's gzip for one, marks the tags it passes on weak)."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
 
 
 def _no_content(position: int, closed: bool, cursor: str | None) -> Response:

@@ -161,6 +161,10 @@ async def test_offset_now_and_the_cache_headers(server: Server) -> None:
     assert etag.endswith(':c"'), etag  # the closure is part of the tag
     again = await server.http.get(url(server, stream_id), headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
+    # HTTP's weak comparison: a tag a compressing proxy marked weak, one of a list, or any.
+    for given in (f"W/{etag}", f'"other", {etag}', "*"):
+        assert (await server.http.get(url(server, stream_id), headers={"If-None-Match": given})).status_code == 304
+    assert (await server.http.get(url(server, stream_id), headers={"If-None-Match": '"other"'})).status_code == 200
     other = await get(server, stream_id, offset=offset_of(3))
     assert other.headers["etag"] != etag
 
@@ -351,6 +355,7 @@ async def test_bad_input_gets_the_documented_error_shape(server: Server) -> None
     assert_error(await get(server, "0" * 32), 404)
     assert_error(await get(server, "nope", live="sse"), 404)
     assert_error(await get(server, "x" * 201), 400)
+    assert (await server.http.head(url(server, "x" * 201))).status_code == 400  # HEAD as GET
     refused = await server.http.get(url(server, stream_id), params={"format": "ai-sdk"}, headers={"Last-Event-ID": "7"})
     assert assert_error(refused, 400)["details"][0]["field"] == "Last-Event-ID"
 
