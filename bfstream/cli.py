@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
+import os
 import re
 import signal
 import sys
@@ -12,7 +14,7 @@ import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import ValidationError
@@ -96,14 +98,41 @@ def _print_new_key(app: App, key: str, as_json: bool, verb: str) -> None:
         print(f"{verb} app {app.name!r}\n  appId:  {app.id}\n  apiKey: {key}\nKeep the apiKey: it is shown only once.")
 
 
+def _alone(settings: Settings) -> IO[str] | None:
+    """A server on the memory broker takes itself for the only one on its database: at start-up,
+    and whenever no other instance's lease is to be seen, it ends the streams still running there as
+    orphans. A second such server on the same SQLite database would end the first one's live answers,
+    so it is refused: the first holds a lock next to the database for as long as it runs. (A fleet
+    shares its leases through Redis, and a database through PostgreSQL: docs/deployment.md.)"""
+    if not settings.broker_url.startswith("memory://") or is_postgres(settings.database_url):
+        return None
+    database = sqlite_path(settings.database_url, settings.data_dir)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(f"{database}.lock", "a+")  # held open, and locked, until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise SystemExit(
+            f"bfstream: another bfstream serve ({holder}) is running on the database {database.absolute()}; "
+            "give this one its own --data-dir, or run a fleet on Redis and PostgreSQL (docs/deployment.md)"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    return lock
+
+
 def _serve(args: argparse.Namespace) -> int:
     from bfstream.api.app import DrainingServer, server_config
 
     settings = _settings(args, host=args.host, port=args.port)
     if args.demo:
         settings.demo.enabled = True
-
     _check_broker(settings)
+    held = _alone(settings)  # noqa: F841  (the lock lasts while this frame does: the server's whole run)
 
     async def first_app() -> None:
         store = await _open(settings, create=True)

@@ -444,3 +444,33 @@ def test_serve_with_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
         "bfstream: cannot start: The message broker (Redis) is unreachable; is Redis running at redis://127.0.0.1:1/0?"
     ], result.stderr
     assert not (tmp_path / "xdg").exists() and "first app" not in result.stdout
+
+
+@pytest.mark.anyio
+async def test_a_second_server_on_the_same_database_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    """On the memory broker a server takes itself for the only one on its database and ends the
+    streams it finds running there: a second one on the same data directory would end the first's
+    live answers, so it is refused in one line, and starts once the first has stopped."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = user_env(home)
+    data = ["--data-dir", str(tmp_path / "data")]
+    first = await asyncio.create_subprocess_exec(
+        *BFSTREAM, "serve", "--port", str(free_port()), *data, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        printed = ""
+        async with asyncio.timeout(20):
+            while "Uvicorn running on" not in printed:
+                line = await first.stdout.readline()
+                assert line, printed
+                printed += line.decode()
+        second = await asyncio.to_thread(command, "serve", "--port", str(free_port()), *data, cwd=tmp_path, env=env)
+        refusal = one_line(second)
+        assert refusal.startswith(f"bfstream: another bfstream serve (pid {first.pid}) is running on the database ")
+        assert "Created your first app" not in second.stdout
+    finally:
+        first.terminate()
+        await first.wait()
+    assert "Uvicorn running on" in await serve_until_running(*data, cwd=tmp_path, env=env)  # free again
