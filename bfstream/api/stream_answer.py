@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bfstream.errors import BfstreamError
-from bfstream.messaging.transports.sse import cut_connection
+from bfstream.messaging.transports.sse import answer
 from bfstream.streams.reader import StreamReader
 
 log = logging.getLogger("bfstream.api")
@@ -25,11 +25,6 @@ KEEPALIVE = b": keep-alive\n\n"
 # Writes the answer's events with ``send``; woken (the event ``StreamReader.following`` yields) when
 # the stream has new events.
 Writer = Callable[[Send, asyncio.Event], Awaitable[None]]
-
-
-async def until_disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class EventStream(Response):
@@ -49,31 +44,9 @@ class EventStream(Response):
         return cls(stack, woken, closing, writer, extra)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
-            *self._extra,
-        ]
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            tasks = [
-                asyncio.create_task(self._write(send)),
-                asyncio.create_task(until_disconnected(receive)),
-                asyncio.create_task(self._closing.wait()),
-            ]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._stack.aclose()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-        await cut_connection(scope)  # a client too slow to take even the end of the answer
+        await answer(
+            scope, receive, send, self._extra, [lambda: self._write(send), self._closing.wait], self._stack.aclose
+        )
 
     async def _write(self, send: Send) -> None:
         try:

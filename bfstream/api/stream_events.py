@@ -27,10 +27,11 @@ from fastapi.responses import Response
 from starlette.types import Send
 
 from bfstream.api.headers import narrow_to_app
-from bfstream.api.stream_answer import KEEPALIVE, EventStream, Writer, send_event, until_disconnected
+from bfstream.api.stream_answer import KEEPALIVE, EventStream, Writer, send_event
 from bfstream.api.ui_messages import DONE, HEADER, FoldedPast, UIMessageParts
 from bfstream.errors import Forbidden, Gone, NotFound, ValidationFailed
 from bfstream.messaging.protocol import dumps
+from bfstream.messaging.transports.sse import until_disconnected
 from bfstream.streams.reader import Chunk, StreamReader
 
 log = logging.getLogger("bfstream.api")

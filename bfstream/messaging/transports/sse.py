@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -57,31 +59,8 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self._session
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
-        ]
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            tasks = [
-                asyncio.create_task(self._write_forever(session, send)),
-                asyncio.create_task(self._until_disconnect(receive)),
-                asyncio.create_task(self._stop.wait()),
-                asyncio.create_task(self._context.closing.wait()),
-            ]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await session.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-        await cut_connection(scope)  # a client too slow to take even the end of the response
+        work = [lambda: self._write_forever(session, send), self._stop.wait, self._context.closing.wait]
+        await answer(scope, receive, send, (), work, session.close)
 
     async def _write_forever(self, session: Session, send: Send) -> None:
         # Start from where the client resumes: until a channel's own joined event is written, the ids
@@ -112,10 +91,45 @@ class EventStream(Response):
                 continue
             await send({"type": "http.response.body", "body": body, "more_body": True})
 
-    @staticmethod
-    async def _until_disconnect(receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+
+async def answer(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    extra: tuple[tuple[bytes, bytes], ...],
+    work: list[Callable[[], Awaitable[Any]]],
+    cleanup: Callable[[], Awaitable[None]],
+) -> None:
+    """An event stream's life, for channels (here) and for a stream's own URL
+    (``api/stream_answer.py``): the headers, then ``work`` until the first of it ends or the client
+    hangs up, then ``cleanup``, then the end of the response, or the connection cut when the client
+    is too slow to take even that."""
+    headers = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),  # nginx: pass events through at once
+        *extra,
+    ]
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        tasks = [asyncio.create_task(until_disconnected(receive)), *(asyncio.create_task(w()) for w in work)]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await cleanup()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+    await cut_connection(scope)  # a client too slow to take even the end of the response
+
+
+async def until_disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def cut_connection(scope: Scope) -> None:
