@@ -22,12 +22,12 @@ from typing import Any
 from bfstream.errors import StoreError
 from bfstream.messaging.broker import History, Publication
 from bfstream.messaging.hub import Hub
-from bfstream.messaging.protocol import stream_event
+from bfstream.messaging.protocol import FROM_SERVER, stream_event
 from bfstream.messaging.streamlog import TERMINAL, action_of, event_of, fold, snapshot_data
 from bfstream.store.store import Store
 
 MAX_STREAMS = 100  # streams one join recovers, the latest first: a busy channel's older ones are long over
-_SERVER = '"from":{"kind":"server"}'
+_SERVER = '"from":' + FROM_SERVER  # in a publication's data: bfstream's own (a stream's events), worth parsing
 
 
 @dataclass(slots=True)

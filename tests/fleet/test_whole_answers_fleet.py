@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -47,25 +48,28 @@ async def watch(target: Instance, streams: int) -> tuple[WSPage, asyncio.Task[No
     return watcher, asyncio.create_task(watcher.read_to_end(streams, timeout=120))
 
 
+@dataclass
 class Answering:
     """A streams, B serves the pages; a watcher on B reads the answer from its start."""
 
-    def __init__(self, fleet: Fleet, b: Any) -> None:
-        self.fleet, self.b = fleet, b
-        self.on_b = Instance(b.url, fleet.app_id, fleet)
-        self.stream_id = ""
-
-    @classmethod
-    async def start(cls, fleet: Fleet, count: int, delay_ms: str, settings: dict[str, str]) -> tuple[Answering, Any]:
-        a = await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS=delay_ms, **settings)
-        answering = cls(fleet, await fleet.start(**settings))
-        answering.watcher, answering.watching = await watch(answering.on_b, 1)
-        answering.pages = Pages(answering.on_b, answering.watcher.joined[0]["epoch"])
-        answering.stream_id = await create(fleet, a, echo_words(count))
-        return answering, a
+    a: Any
+    b: Any
+    watcher: WSPage
+    watching: asyncio.Task[None]
+    pages: Pages
+    stream_id: str
 
     def past(self, seq: int) -> Any:
         return lambda: last_seq(self.watcher.answers, self.stream_id) >= seq
+
+
+async def answering(fleet: Fleet, count: int, delay_ms: str, settings: dict[str, str]) -> Answering:
+    a = await fleet.start(BFSTREAM_SERVICES__ECHO__DELAY_MS=delay_ms, **settings)
+    b = await fleet.start(**settings)
+    on_b = Instance(b.url, fleet.app_id, fleet)
+    watcher, watching = await watch(on_b, 1)
+    pages = Pages(on_b, watcher.joined[0]["epoch"])
+    return Answering(a, b, watcher, watching, pages, await create(fleet, a, echo_words(count)))
 
 
 async def log_gone(fleet: Fleet, stream_id: str) -> None:
@@ -84,17 +88,11 @@ async def log_gone(fleet: Fleet, stream_id: str) -> None:
 async def test_pages_on_the_instance_that_does_not_own_the_stream_get_it_whole(fleet: Fleet) -> None:
     count = 5_000
     answer = echo_words(count)
-    answering, _ = await Answering.start(fleet, count, "1", SHORT)
-    watcher, watching, pages, stream_id, past = (
-        answering.watcher,
-        answering.watching,
-        answering.pages,
-        answering.stream_id,
-        answering.past,
-    )
+    run = await answering(fleet, count, "1", SHORT)
+    watcher, watching, pages, stream_id, past = run.watcher, run.watching, run.pages, run.stream_id, run.past
 
     async def running() -> bool:
-        return (await fleet.status(answering.b, stream_id))["status"] == "running"
+        return (await fleet.status(run.b, stream_id))["status"] == "running"
 
     await until(past(0), 10, "the answer's start")
     await pages.open("at the start", 1)
@@ -133,15 +131,9 @@ async def test_pages_get_an_answer_whole_when_its_owner_is_killed_mid_answer(fle
     count = 5_000
     answer = echo_words(count)
     settings = {"BFSTREAM_MESSAGING__HISTORY_SIZE": "300", "BFSTREAM_STREAMS__LOG_TTL": log_ttl}
-    answering, a = await Answering.start(fleet, count, "2", settings)
-    watcher, watching, pages, stream_id, past = (
-        answering.watcher,
-        answering.watching,
-        answering.pages,
-        answering.stream_id,
-        answering.past,
-    )
-    b = answering.b
+    run = await answering(fleet, count, "2", settings)
+    watcher, watching, pages, stream_id, past = run.watcher, run.watching, run.pages, run.stream_id, run.past
+    a, b = run.a, run.b
 
     await until(past(0), 10, "the answer's start")
     await pages.open("at the start", 1)
