@@ -3,16 +3,24 @@
 An adapter module has two functions:
 
 - ``stream_chat(request, client, service)``, an async generator: ``Started`` first (the provider
-  accepted the request), then any number of ``Delta`` and ``ToolCalls``, then ``Finished``
-  exactly once. Failures are raised as ``ProviderError``, before ``Started`` (the request was
-  refused) or after it (the stream broke, or ended without the provider's end marker); adapters
-  never swallow them into events, so the runner has one place that turns them into the
-  ``error`` + ``end`` pair the channels see.
+  accepted the request), then any number of ``Delta``, ``Reasoning``, ``Sources`` and
+  ``ToolCalls``, then ``Finished`` exactly once. Failures are raised as ``ProviderError``, before
+  ``Started`` (the request was refused) or after it (the stream broke, or ended without the
+  provider's end marker); adapters never swallow them into events, so the runner has one place
+  that turns them into the ``error`` + ``end`` pair the channels see.
 - ``complete(request, client, service)``: the whole answer as an OpenAI ``chat.completion`` object.
 
 Whatever the provider, ``Finished.reason`` uses OpenAI's words (``stop``, ``length``,
 ``tool_calls``, ``content_filter``) and ``Finished.usage`` is ``{prompt_tokens,
 completion_tokens, total_tokens}`` or None.
+
+Reasoning is the model's thinking as the provider shows it (Anthropic's thinking blocks, Gemini's
+thought parts, a Responses reasoning summary, the ``reasoning_content`` of compatible servers). An
+adapter asks the provider for it only when ``ChatRequest.include_reasoning`` is set (some refuse
+the fields on models that do not reason) and may yield it whenever the provider sends it anyway:
+the stream relays it only to a request that asked. ``Sources`` are what the answer cites (web
+search results, grounding), each ``{"url", "title"?, "snippet"?}``, yielded as soon as known; the
+stream sends each URL once.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class ChatRequest:
     model: str
     api_key: str | None = field(default=None, repr=False)
     provider_args: dict[str, Any] | None = None
+    include_reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,34 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class Delta:
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of the model's thinking. ``redacted``: the provider withheld a block of it
+    (Anthropic's ``redacted_thinking``); ``text`` is then empty."""
+
+    text: str
+    redacted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What the answer cites, each ``{"url", "title"?, "snippet"?}`` with string values only."""
+
+    sources: list[dict[str, str]]
+
+
+def source_of(url: Any, title: Any = None, snippet: Any = None) -> dict[str, str] | None:
+    """One source as ``Sources`` carries it, or None when ``url`` is not an http(s) URL (a page
+    renders it as a link: nothing else may pass for one)."""
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        return None
+    found = {"url": url}
+    for key, value in (("title", title), ("snippet", snippet)):
+        if isinstance(value, str) and value.strip():
+            found[key] = value
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +103,8 @@ class ToolCalls:
     """Complete calls only: emitted once their argument fragments have all arrived.
 
     ``thinking``: content blocks the provider requires back, unchanged and first, in the assistant
-    turn that made the calls (Anthropic's signed ``thinking``/``redacted_thinking`` blocks)."""
+    turn that made the calls (Anthropic's signed ``thinking``/``redacted_thinking`` blocks, the
+    Responses API's ``reasoning`` items)."""
 
     calls: list[ToolCall]
     thinking: list[dict[str, Any]] = field(default_factory=list)
@@ -78,7 +116,7 @@ class Finished:
     usage: dict[str, Any] | None = None
 
 
-ProviderEvent = Started | Delta | ToolCalls | Finished
+ProviderEvent = Started | Delta | Reasoning | Sources | ToolCalls | Finished
 
 
 class Adapter(Protocol):
