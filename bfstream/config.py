@@ -38,7 +38,7 @@ class ServiceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai", "anthropic", "gemini", "echo"] = "openai"
+    kind: Literal["openai", "openai-responses", "anthropic", "gemini", "echo"] = "openai"
     enabled: bool = True
     base_url: str | None = None
     # Used when a request brings no key of its own (local servers, a shared team key).
@@ -217,6 +217,7 @@ def default_data_dir() -> Path:
 
 _DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
     "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"},
+    "openai-responses": {"kind": "openai-responses", "base_url": "https://api.openai.com/v1"},
     "anthropic": {"kind": "anthropic", "base_url": "https://api.anthropic.com"},
     "gemini": {"kind": "gemini", "base_url": "https://generativelanguage.googleapis.com"},
     "echo": {"kind": "echo"},
@@ -224,7 +225,12 @@ _DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
 
 # The variables the providers' own SDKs read; honouring them lets users point bfstream at a proxy
 # or a compatible server the same way they already do. They win over the config file.
-_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL", "gemini": "GEMINI_BASE_URL"}
+_BASE_URL_ENV = {
+    "openai": "OPENAI_BASE_URL",
+    "openai-responses": "OPENAI_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "gemini": "GEMINI_BASE_URL",
+}
 
 
 class Settings(BaseSettings):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from bfstream.providers import anthropic, echo, gemini, openai
+from bfstream.providers import anthropic, echo, gemini, openai, openai_responses
 from bfstream.providers.events import Adapter
 
-ADAPTERS: dict[str, Adapter] = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "echo": echo}
+ADAPTERS: dict[str, Adapter] = {
+    "openai": openai,
+    "openai-responses": openai_responses,
+    "anthropic": anthropic,
+    "gemini": gemini,
+    "echo": echo,
+}

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bfstream.providers.translation import Problems, data_uri, tool_arguments
+from bfstream.providers.translation import LegacyCalls, Problems, data_uri, tool_arguments
 
 OPENAI_ONLY = frozenset(
     {
@@ -148,31 +148,7 @@ def _content_blocks(content: Any, where: str, problems: Problems, *, images: boo
     return blocks
 
 
-class _LegacyCalls:
-    """The deprecated functions API has no call ids; Anthropic pairs tool_use and tool_result by id.
-
-    Each assistant ``function_call`` gets a made-up id, and the next ``function`` message naming that
-    function answers it."""
-
-    def __init__(self) -> None:
-        self._open: list[tuple[str, str]] = []
-        self._count = 0
-
-    def call(self, name: str) -> str:
-        self._count += 1
-        call_id = f"toolu_legacy_{self._count}"
-        self._open.append((call_id, name))
-        return call_id
-
-    def answer(self, name: Any) -> str | None:
-        for i, (call_id, called) in enumerate(self._open):
-            if called == name:
-                del self._open[i]
-                return call_id
-        return None
-
-
-def _assistant_blocks(message: dict[str, Any], where: str, problems: Problems, legacy: _LegacyCalls) -> list[Any]:
+def _assistant_blocks(message: dict[str, Any], where: str, problems: Problems, legacy: LegacyCalls) -> list[Any]:
     blocks = _content_blocks(message.get("content"), f"{where}.content", problems, images=False)
     tool_calls = message.get("tool_calls") or []
     if not isinstance(tool_calls, list):
@@ -212,7 +188,7 @@ def _translate_messages(messages: Any, problems: Problems) -> tuple[list[dict[st
     """(system blocks, alternating turns) from OpenAI's message list."""
     system: list[dict[str, Any]] = []
     turns: list[tuple[str, list[Any]]] = []
-    legacy = _LegacyCalls()
+    legacy = LegacyCalls("toolu_legacy_")
     for i, message in enumerate(messages if isinstance(messages, list) else []):
         where = f"payload.messages.{i}"
         if not isinstance(message, dict):

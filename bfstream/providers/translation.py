@@ -62,6 +62,32 @@ def text_of(content: Any) -> str:
     return ""
 
 
+class LegacyCalls:
+    """The deprecated functions API has no call ids; Anthropic and the Responses API pair a call and
+    its result by id.
+
+    Each assistant ``function_call`` gets a made-up id (``prefix`` and a count), and the next
+    ``function`` message naming that function answers it."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._open: list[tuple[str, str]] = []
+        self._count = 0
+
+    def call(self, name: str) -> str:
+        self._count += 1
+        call_id = f"{self._prefix}{self._count}"
+        self._open.append((call_id, name))
+        return call_id
+
+    def answer(self, name: Any) -> str | None:
+        for i, (call_id, called) in enumerate(self._open):
+            if called == name:
+                del self._open[i]
+                return call_id
+        return None
+
+
 def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """``extra`` over ``base``: objects are merged key by key, anything else is replaced."""
     out = dict(base)

@@ -115,7 +115,7 @@ async def test_unknown_service_names_the_available_ones(server: Server) -> None:
     body["service"] = "skynet"
     error = assert_error(await server.post("/stream/create", body), 400, "unknown_service")
     assert "echo" in error["message"] and "openai" in error["message"]
-    assert error["details"] == ["anthropic", "echo", "gemini", "openai"]
+    assert error["details"] == ["anthropic", "echo", "gemini", "openai", "openai-responses"]
 
 
 async def test_huge_body_is_413(start_server) -> None:
