@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
-from bfstream.api.streams import check_page_origin, prepare, until_answered
+from bfstream.api.streams import INCLUDE_REASONING, check_page_origin, prepare, until_answered
 from bfstream.errors import NotFound, ValidationFailed
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.streams.stream import Stream
@@ -65,6 +65,7 @@ class LlmQuery(BaseModel):
     payload: QueryPayload
     toolTimeout: float | None = Field(None, description="Seconds a page has to answer a ui_* tool call (default 90).")
     coalesceMs: float | None = Field(None, ge=0, le=10_000, description="Merge deltas arriving within this many ms.")
+    includeReasoning: bool = Field(False, description=INCLUDE_REASONING)
 
 
 class SetupData(BaseModel):
@@ -106,6 +107,7 @@ async def llm_query(body: LlmQuery, request: Request) -> Any:
         coalesce_ms=body.coalesceMs,
         tool_timeout=body.toolTimeout,
         provider_args=payload.providerArgs,
+        include_reasoning=body.includeReasoning,
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if payload.stream:

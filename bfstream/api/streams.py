@@ -25,6 +25,11 @@ from bfstream.text import repair_json
 
 router = APIRouter()
 
+INCLUDE_REASONING = (
+    "true: the model's reasoning goes to the channels as reasoning events as it thinks, and end.reasoning holds"
+    " all of it (stream: false: choices[0].message.reasoning_content). Default false."
+)
+
 _HEADER_SAFE = re.compile(PROVIDER_KEY_PATTERN)  # printable ASCII, no space: the document's own rule
 
 
@@ -66,6 +71,7 @@ class CreateStream(BaseModel):
     toolTimeout: float | None = Field(
         None, description="Seconds a page has to answer a ui_* tool call (default tools.timeout, 90)."
     )
+    includeReasoning: bool = Field(False, description=INCLUDE_REASONING)
 
 
 class StreamCreated(BaseModel):
@@ -143,6 +149,7 @@ async def prepare(
     coalesce_ms: float | None = None,
     tool_timeout: float | None = None,
     provider_args: dict[str, Any] | None = None,
+    include_reasoning: bool = False,
 ) -> StreamSpec:
     """What ``/stream/create`` and ``/llm/query`` share once the body is read: the rate limit, the
     service, the model, the provider key's shape and the tools, checked before anything is sent."""
@@ -191,7 +198,13 @@ async def prepare(
             "The request body is invalid",
             details=[{"field": "toolTimeout", "message": f"seconds from 1 to {tools.max_timeout:g}"}],
         )
-    chat = ChatRequest(payload=payload, model=model, api_key=api_key or config.api_key, provider_args=provider_args)
+    chat = ChatRequest(
+        payload=payload,
+        model=model,
+        api_key=api_key or config.api_key,
+        provider_args=provider_args,
+        include_reasoning=include_reasoning,
+    )
     return StreamSpec(
         app, name, config, chat, list(channels), action_name or "",
         coalesce_ms=coalesce_ms if coalesce_ms is not None else config.coalesce_ms,
@@ -236,6 +249,7 @@ async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
         action_name=body.actionName,
         coalesce_ms=body.coalesceMs,
         tool_timeout=body.toolTimeout,
+        include_reasoning=body.includeReasoning,
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if not body.payload.stream:

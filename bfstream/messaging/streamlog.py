@@ -1,11 +1,12 @@
 """A stream's events read back from its log, and folded into one ``snapshot`` event.
 
 A snapshot ``{"type": "snapshot", "streamId", "seq", "text", "status", "service", "model",
-"functions"?}`` stands for every event of its stream up to and including ``seq``: ``text`` is the
-answer so far (every delta, across tool rounds), ``service`` and ``model`` come from ``threadInfo``,
-``functions`` lists what ``function_call`` events announced. A page that missed thousands of deltas
-is handed one snapshot and the events after it instead. ``error`` and ``end`` are never folded: a
-page acts on them, so they always travel as themselves.
+"functions"?, "reasoning"?, "sources"?}`` stands for every event of its stream up to and including
+``seq``: ``text`` is the answer so far (every delta, across tool rounds), ``service`` and ``model``
+come from ``threadInfo``, ``functions`` lists what ``function_call`` events announced, ``reasoning``
+is the text of its ``reasoning`` events and ``sources`` every source its ``sources`` events gave. A
+page that missed thousands of deltas is handed one snapshot and the events after it instead.
+``error`` and ``end`` are never folded: a page acts on them, so they always travel as themselves.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def fold(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
     stream_id, seq, service, model = None, -1, None, None
     pieces: list[str] = []
     functions: list[Any] = []
+    thoughts: list[str] | None = None  # None: no reasoning event (the request did not ask for any)
+    sources: list[Any] = []
     for event in events:
         kind = event.get("type")
         stream_id, seq = event.get("streamId"), event.get("seq", seq)
@@ -54,10 +57,17 @@ def fold(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
             pieces = [str(event.get("text") or "")]
             functions = list(event.get("functions") or [])
             service, model = event.get("service"), event.get("model")
+            thoughts = [event["reasoning"]] if isinstance(event.get("reasoning"), str) else None
+            sources = list(event.get("sources") or [])
         elif kind == "threadInfo" and isinstance(event.get("content"), dict):
             service, model = event["content"].get("service"), event["content"].get("model")
         elif kind == "function_call" and isinstance(event.get("content"), dict):
             functions += event["content"].get("functions") or []
+        elif kind == "reasoning":
+            thoughts = thoughts if thoughts is not None else []
+            thoughts.append(str(event.get("content") or ""))
+        elif kind == "sources":
+            sources += event.get("sources") or []
     snapshot: dict[str, Any] = {
         "type": "snapshot",
         "streamId": stream_id,
@@ -69,6 +79,10 @@ def fold(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
     }
     if functions:
         snapshot["functions"] = functions
+    if thoughts is not None:
+        snapshot["reasoning"] = "".join(thoughts)
+    if sources:
+        snapshot["sources"] = sources
     return snapshot
 
 

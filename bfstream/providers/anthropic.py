@@ -4,11 +4,18 @@ Wire format (streaming): named SSE events, ``event: <type>`` then ``data: <JSON 
 ``message_start`` (the message skeleton: model, ``usage.input_tokens`` and the cache counts), then per
 content block ``content_block_start`` / ``content_block_delta``\\* / ``content_block_stop`` (blocks carry an
 ``index``; text comes as ``text_delta``, a ``tool_use`` block's input as ``input_json_delta`` fragments of one
-JSON document, extended thinking as ``thinking_delta``/``signature_delta``), then ``message_delta``
+JSON document, extended thinking as ``thinking_delta``/``signature_delta``, a text block's
+citations as ``citations_delta``), then ``message_delta``
 (``stop_reason`` and *cumulative* ``usage.output_tokens``) and ``message_stop``, the end marker. ``ping``
 events may come anywhere; an ``error`` event (``{"type": "error", "error": {"type", "message"}}``, e.g.
 ``overloaded_error``) ends a stream that already answered 200. Anthropic may add event types and says
 clients must ignore those they do not know.
+
+Reasoning: a ``thinking`` block's ``thinking_delta`` text is the model's thinking; a
+``redacted_thinking`` block (encrypted by Anthropic's safety systems) is reported as withheld. Both
+go back whole and signed in the next turn of a tool loop. Sources: the ``web_search_result``
+entries of a ``web_search_tool_result`` block, and the ``web_search_result_location`` citations of
+text (document citations carry no URL and are not sources).
 
 The OpenAI-style payload is translated by ``anthropic_payload.build_body``.
 """
@@ -23,7 +30,18 @@ from typing import Any
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.anthropic_payload import build_body
-from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
+from bfstream.providers.events import (
+    ChatRequest,
+    Delta,
+    Finished,
+    ProviderEvent,
+    Reasoning,
+    Sources,
+    Started,
+    ToolCall,
+    ToolCalls,
+    source_of,
+)
 from bfstream.providers.http import Outbound, ProviderClient, error_message, iter_sse, open_stream, outbound, post_json
 from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
@@ -129,6 +147,25 @@ class _ToolUses:
         self.done.append(ToolCall(id=block["id"], name=block["name"], arguments=arguments))
 
 
+def _sources(block: dict[str, Any]) -> Sources | None:
+    """The web search results of a ``web_search_tool_result`` block (an error result has none)."""
+    results = block.get("content")
+    found = [
+        source
+        for result in (results if isinstance(results, list) else [])
+        if isinstance(result, dict) and result.get("type") == "web_search_result"
+        and (source := source_of(result.get("url"), result.get("title"))) is not None
+    ]  # fmt: skip
+    return Sources(found) if found else None
+
+
+def _cited(citation: Any) -> Sources | None:
+    if not isinstance(citation, dict) or citation.get("type") != "web_search_result_location":
+        return None
+    source = source_of(citation.get("url"), citation.get("title"), citation.get("cited_text"))
+    return Sources([source]) if source is not None else None
+
+
 def _index(data: dict[str, Any]) -> int:
     index = data.get("index")
     return index if isinstance(index, int) else -1
@@ -170,6 +207,9 @@ async def stream_chat(
                     thinking[_index(data)] = {"type": "thinking", "thinking": "", "signature": ""}
                 elif block.get("type") == "redacted_thinking":
                     thinking[_index(data)] = dict(block)
+                    yield Reasoning("", redacted=True)
+                elif block.get("type") == "web_search_tool_result" and (found := _sources(block)) is not None:
+                    yield found
                 elif block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
                     yield Delta(block["text"])  # documented as empty at start; kept should that change
             elif kind == "content_block_delta":
@@ -184,7 +224,10 @@ async def stream_chat(
                     key = "thinking" if delta["type"] == "thinking_delta" else "signature"
                     if isinstance(delta.get(key), str):
                         thinking[_index(data)][key] += delta[key]
-                # citations_delta: not answer text
+                        if key == "thinking" and delta[key]:
+                            yield Reasoning(delta[key])
+                elif delta.get("type") == "citations_delta" and (cited := _cited(delta.get("citation"))) is not None:
+                    yield cited
             elif kind == "content_block_stop":
                 tools.stop(_index(data))
             elif kind == "message_delta":
@@ -215,12 +258,15 @@ async def complete(request: ChatRequest, client: ProviderClient, service: Servic
             details=scrub(json.dumps(answer)[:500], request.api_key),
         )
     texts: list[str] = []
+    thoughts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
     for block in answer["content"]:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
+        elif block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+            thoughts.append(block["thinking"])
         elif block.get("type") == "tool_use":
             arguments = block.get("input") if isinstance(block.get("input"), dict) else {}
             function = {"name": block.get("name"), "arguments": json.dumps(arguments, ensure_ascii=False)}
@@ -228,6 +274,8 @@ async def complete(request: ChatRequest, client: ProviderClient, service: Servic
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
+    if request.include_reasoning and thoughts:
+        message["reasoning_content"] = "".join(thoughts)
     return {
         "id": answer.get("id"),
         "object": "chat.completion",

@@ -29,6 +29,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bfstream.text import repair
+
 if TYPE_CHECKING:
     from bfstream.config import ServiceConfig
     from bfstream.providers.http import ProviderClient
@@ -80,10 +82,10 @@ def source_of(url: Any, title: Any = None, snippet: Any = None) -> dict[str, str
     renders it as a link: nothing else may pass for one)."""
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         return None
-    found = {"url": url}
+    found = {"url": repair(url)}
     for key, value in (("title", title), ("snippet", snippet)):
         if isinstance(value, str) and value.strip():
-            found[key] = value
+            found[key] = repair(value)  # a provider's lone surrogate must not fail the channel's JSON
     return found
 
 

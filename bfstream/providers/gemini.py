@@ -2,7 +2,11 @@
 
 Wire format: every SSE event is a whole ``GenerateContentResponse`` (no deltas of a response, no
 ``[DONE]``); the stream simply ends. Text is in ``candidates[0].content.parts[].text``; parts with
-``thought: true`` are the model's thinking and are not relayed. Function calls arrive whole, with
+``thought: true`` are the model's thinking (summaries of it), which Gemini sends only when
+``generationConfig.thinkingConfig.includeThoughts`` is set: bfstream sets it when the request asks
+for reasoning, and relays them as such. Grounding with Google Search puts the web pages the
+answer used in ``candidates[0].groundingMetadata.groundingChunks[].web`` (``uri``, ``title``):
+those are its sources. Function calls arrive whole, with
 ``args`` as an object, in ``functionCall`` parts (several at once for parallel calls). The chunk that
 ends a candidate carries ``finishReason`` and the final ``usageMetadata``. A prompt Gemini refuses
 comes back with HTTP 200, no candidates and ``promptFeedback.blockReason``. Errors are
@@ -34,10 +38,21 @@ from typing import Any
 
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError, ValidationFailed
-from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
+from bfstream.providers.events import (
+    ChatRequest,
+    Delta,
+    Finished,
+    ProviderEvent,
+    Reasoning,
+    Sources,
+    Started,
+    ToolCall,
+    ToolCalls,
+    source_of,
+)
 from bfstream.providers.gemini_payload import build_body
 from bfstream.providers.http import Outbound, ProviderClient, error_message, iter_sse, open_stream, outbound, post_json
-from bfstream.providers.translation import with_provider_args
+from bfstream.providers.translation import merged, with_provider_args
 from bfstream.scrub import scrub
 from bfstream.text import provider_json
 
@@ -106,6 +121,8 @@ def model_path(model: str) -> str:
 
 def _request(request: ChatRequest, service: ServiceConfig, stream: bool) -> Outbound:
     body = with_provider_args(build_body(request.payload), request.provider_args, _ARG_ALIASES, _GENERATION)
+    if request.include_reasoning:  # unless the caller said otherwise, in the payload or providerArgs
+        body = merged({"generationConfig": {"thinkingConfig": {"includeThoughts": True}}}, body)
     base = (service.base_url or "").rstrip("/")
     root = base if base.endswith("/" + API_VERSION) else f"{base}/{API_VERSION}"
     method = "streamGenerateContent" if stream else "generateContent"
@@ -155,6 +172,23 @@ def _parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
 def _visible_text(part: dict[str, Any]) -> str:
     text = part.get("text")
     return text if isinstance(text, str) and not part.get("thought") else ""
+
+
+def _thought(part: dict[str, Any]) -> str:
+    text = part.get("text")
+    return text if isinstance(text, str) and part.get("thought") is True else ""
+
+
+def _grounding(candidate: dict[str, Any]) -> Sources | None:
+    metadata = candidate.get("groundingMetadata")
+    chunks = metadata.get("groundingChunks") if isinstance(metadata, dict) else None
+    found = [
+        source
+        for chunk in (chunks if isinstance(chunks, list) else [])
+        if isinstance(chunk, dict) and isinstance(web := chunk.get("web"), dict)
+        and (source := source_of(web.get("uri"), web.get("title"))) is not None
+    ]  # fmt: skip
+    return Sources(found) if found else None
 
 
 def _function_call(part: dict[str, Any], number: int) -> ToolCall | None:
@@ -240,8 +274,12 @@ async def stream_chat(
             for part in _parts(candidate):
                 if text := _visible_text(part):
                     yield Delta(text)
+                elif thought := _thought(part):
+                    yield Reasoning(thought)
                 elif (call := _function_call(part, len(calls) + 1)) is not None:
                     calls.append(call)
+            if (sources := _grounding(candidate)) is not None:
+                yield sources
             if candidate.get("finishReason"):
                 finish = _finish(candidate, bool(calls))
         if finish is None:
@@ -251,12 +289,15 @@ async def stream_chat(
         yield Finished(finish, usage)
 
 
-def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
+def _choice(candidate: dict[str, Any], position: int, reasoning: bool) -> dict[str, Any]:
     texts: list[str] = []
+    thoughts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
     for part in _parts(candidate):
         if text := _visible_text(part):
             texts.append(text)
+        elif thought := _thought(part):
+            thoughts.append(thought)
         elif (call := _function_call(part, len(tool_calls) + 1)) is not None:
             entry: dict[str, Any] = {
                 "id": call.id,
@@ -269,6 +310,8 @@ def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
+    if reasoning and thoughts:
+        message["reasoning_content"] = "".join(thoughts)
     index = candidate.get("index")
     return {
         "index": index if isinstance(index, int) else position,
@@ -298,6 +341,6 @@ async def complete(request: ChatRequest, client: ProviderClient, service: Servic
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model if isinstance(model, str) else model_path(request.model).partition("/")[2],
-        "choices": [_choice(candidate, i) for i, candidate in enumerate(candidates)],
+        "choices": [_choice(candidate, i, request.include_reasoning) for i, candidate in enumerate(candidates)],
         "usage": usage_of(response.get("usageMetadata")),
     }

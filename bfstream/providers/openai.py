@@ -5,6 +5,11 @@ Wire format: ``data: <chat.completion.chunk JSON>`` events ending with ``data: [
 ``index`` (id and name in the first, the arguments JSON spread over the rest); old models use
 ``delta.function_call`` instead. With ``stream_options.include_usage`` a last chunk carries
 ``usage`` and an empty ``choices``. An error after the headers comes as ``data: {"error": ...}``.
+
+Reasoning: OpenAI's own Chat Completions never shows it, but compatible servers put it in the delta
+as ``reasoning_content`` (DeepSeek, vLLM, llama.cpp) or ``reasoning`` (OpenRouter, Ollama, vLLM's
+newer releases). It is never sent back: DeepSeek refuses a request whose messages carry it. Sources:
+search models attach ``annotations`` of type ``url_citation`` to the delta (or the message).
 """
 
 from __future__ import annotations
@@ -15,7 +20,18 @@ from typing import Any
 
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
-from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
+from bfstream.providers.events import (
+    ChatRequest,
+    Delta,
+    Finished,
+    ProviderEvent,
+    Reasoning,
+    Sources,
+    Started,
+    ToolCall,
+    ToolCalls,
+    source_of,
+)
 from bfstream.providers.http import Outbound, ProviderClient, error_message, iter_sse, open_stream, outbound, post_json
 from bfstream.providers.translation import with_provider_args
 from bfstream.scrub import scrub
@@ -61,6 +77,25 @@ def _request(request: ChatRequest, service: ServiceConfig, stream: bool) -> Outb
     body = with_provider_args(body, request.provider_args)
     url = (service.base_url or "").rstrip("/") + "/chat/completions"
     return outbound(url, headers, body, service.timeouts.connect)
+
+
+def _thinking(delta: dict[str, Any]) -> str:
+    """The reasoning a compatible server put in a delta or a message, under either name."""
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(text := delta.get(key), str) and text:
+            return text
+    return ""
+
+
+def _cited(annotations: Any) -> Sources | None:
+    found = [
+        source
+        for note in (annotations if isinstance(annotations, list) else [])
+        if isinstance(note, dict) and note.get("type") == "url_citation"
+        and isinstance(cite := note.get("url_citation"), dict)
+        and (source := source_of(cite.get("url"), cite.get("title"))) is not None
+    ]  # fmt: skip
+    return Sources(found) if found else None
 
 
 class _ToolCallBuffer:
@@ -135,9 +170,13 @@ async def stream_chat(
             if choice is None:
                 continue
             delta = choice.get("delta") or {}
+            if thought := _thinking(delta):
+                yield Reasoning(thought)
             text = delta.get("content") or delta.get("refusal")
             if isinstance(text, str) and text:
                 yield Delta(text)
+            if (cited := _cited(delta.get("annotations"))) is not None:
+                yield cited
             if isinstance(delta.get("tool_calls"), list):
                 tools.add_tool_calls(delta["tool_calls"])
             if delta.get("function_call") is not None:
@@ -163,6 +202,13 @@ def _stream_error(chunk: dict[str, Any], api_key: str | None) -> ProviderError:
 
 
 async def complete(request: ChatRequest, client: ProviderClient, service: ServiceConfig) -> Any:
-    """The chat.completion object exactly as OpenAI sent it."""
+    """The chat.completion object exactly as OpenAI sent it; asked for reasoning, a server that calls
+    it ``reasoning`` gets it copied to ``reasoning_content`` too, where every other adapter puts it."""
     http_request = _request(request, service, stream=False)
-    return await post_json(client, http_request, service, request.api_key)
+    answer = await post_json(client, http_request, service, request.api_key)
+    if request.include_reasoning and isinstance(answer, dict):
+        for choice in answer.get("choices") or []:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict) and "reasoning_content" not in message and (thought := _thinking(message)):
+                message["reasoning_content"] = thought
+    return answer

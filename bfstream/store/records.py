@@ -54,6 +54,10 @@ class StreamRecord:
     tools: list[dict[str, Any]] = field(default_factory=list)
     # What the model's function_call events announced ({id, name, arguments, userMessage}), in order.
     functions: list[dict[str, Any]] = field(default_factory=list)
+    # The whole of its reasoning events (None when the request did not ask for them or the app keeps no
+    # text), and the sources the answer cited ({url, title?, snippet?}), in the order they came.
+    reasoning: str | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,4 +75,6 @@ class StreamRecord:
             "text": self.text,
             "tools": self.tools,
             "functions": self.functions,
+            "reasoning": self.reasoning,
+            "sources": self.sources,
         }

@@ -101,7 +101,7 @@ async def open_store(database_url: str | None, data_dir: Path, *, create: bool =
 _APP_COLUMNS = "id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret"
 _STREAM_COLUMNS = (
     "id, app_id, service, model, channels, action_name, status, created_at, ended_at, finish_reason, usage, error, "
-    "text, owner, seq, tools, functions"
+    "text, owner, seq, tools, functions, reasoning, sources"
 )
 
 
@@ -116,11 +116,12 @@ def _app(row: Row) -> App:
 
 def _stream(row: Row) -> StreamRecord:
     (stream_id, app_id, service, model, channels, action, status, created, ended, reason, usage, error, text, owner,
-     seq, tools, functions) = row  # fmt: skip
+     seq, tools, functions, reasoning, sources) = row  # fmt: skip
     return StreamRecord(
         stream_id, app_id, service, model, json.loads(channels), action, status, created, ended, reason,
         json.loads(usage) if usage else None, json.loads(error) if error else None, text, owner, seq,
-        json.loads(tools) if tools else [], json.loads(functions) if functions else [],
+        json.loads(tools) if tools else [], json.loads(functions) if functions else [], reasoning,
+        json.loads(sources) if sources else [],
     )  # fmt: skip
 
 
@@ -362,10 +363,12 @@ class Store:
         """Only a running record ends: one that another instance already marked interrupted stays so."""
         await self._db.execute(
             "UPDATE streams SET status = $1, ended_at = $2, finish_reason = $3, usage = $4, error = $5, text = $6,"
-            " seq = $7, tools = $8, functions = $9 WHERE id = $10 AND status = 'running'",
+            " seq = $7, tools = $8, functions = $9, reasoning = $10, sources = $11"
+            " WHERE id = $12 AND status = 'running'",
             record.status, record.ended_at, record.finish_reason, _json_or_null(record.usage),
             _json_or_null(record.error), record.text, record.seq, _json_or_null(record.tools or None),
-            _json_or_null(record.functions or None), record.id,
+            _json_or_null(record.functions or None), record.reasoning, _json_or_null(record.sources or None),
+            record.id,
         )  # fmt: skip
 
     async def record_stream_text(self, stream_id: str, text: str | None, seq: int, status: str = "running") -> bool:

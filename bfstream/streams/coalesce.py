@@ -1,5 +1,5 @@
-"""Merging deltas that arrive close together, for pages that cannot render hundreds of messages a
-second. Off unless a service or a request sets a window.
+"""Merging deltas (of the answer, or of its reasoning) that arrive close together, for pages that
+cannot render hundreds of messages a second. Off unless a service or a request sets a window.
 
 The provider is read by a pump task into a queue, so a merged delta goes out when its window
 closes even if the provider is silent after it; cancelling the pump closes the provider stream.
@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from bfstream.providers.events import Delta, ProviderEvent
+from bfstream.providers.events import Delta, ProviderEvent, Reasoning
 
 _END = object()
 
@@ -32,6 +32,7 @@ async def coalesce(events: AsyncGenerator[ProviderEvent, None], window: float) -
     task = asyncio.create_task(pump())
     try:
         pending: list[str] = []
+        merging: type[Delta] | type[Reasoning] = Delta  # what the pending pieces are
         deadline = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -39,17 +40,18 @@ async def coalesce(events: AsyncGenerator[ProviderEvent, None], window: float) -
                 async with asyncio.timeout_at(deadline if pending else None):
                     item = await queue.get()
             except TimeoutError:
-                yield Delta("".join(pending))
+                yield merging("".join(pending))
                 pending = []
                 continue
-            if isinstance(item, Delta):
+            mergeable = isinstance(item, Delta) or (isinstance(item, Reasoning) and not item.redacted)
+            if pending and (not mergeable or type(item) is not merging):
+                yield merging("".join(pending))
+                pending = []
+            if mergeable:
                 if not pending:
-                    deadline = loop.time() + window
-                pending.append(item.text)
+                    deadline, merging = loop.time() + window, type(item)
+                pending.append(item.text)  # type: ignore[union-attr]
                 continue
-            if pending:
-                yield Delta("".join(pending))
-                pending = []
             if item is _END:
                 return
             if isinstance(item, Exception):

@@ -73,12 +73,14 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     events = [event for _, data in await _until_taken(fence_then_read, record) if (event := event_of(data))]
     if any(event["type"] == "end" for event in events):
         return  # the owner sent its end and died before recording it
-    text = record.text or ""
+    text, told = record.text or "", {}
     if events:
-        text, out.seq = fold(events)["text"], max(record.seq, events[-1]["seq"] + 1)
+        folded = fold(events)
+        text, out.seq = folded["text"], max(record.seq, events[-1]["seq"] + 1)
+        told = {key: folded[key] for key in ("reasoning", "sources") if key in folded}  # what end lists too
     ending: list[dict[str, Any]] = [
         {"type_": "error", "error": INTERRUPTED},
-        {"type_": "end", "finish_reason": "error", "usage": None, "text": text},
+        {"type_": "end", "finish_reason": "error", "usage": None, "text": text, **told},
     ]
     for event in ending:  # each sent again in its place until taken; a repeat that had landed is dropped
         await _until_taken(partial(out.emit, **event), record)

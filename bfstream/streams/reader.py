@@ -171,7 +171,10 @@ def ending_of(record: StreamRecord) -> list[dict[str, Any]]:
     if record.error is not None:
         closing.append({"type": "error", "error": record.error})
     end = {"finish_reason": record.finish_reason or "error", "usage": record.usage, "text": record.text}
-    closing.append({"type": "end", **end})
+    told: dict[str, Any] = {"reasoning": record.reasoning} if record.reasoning is not None else {}
+    if record.sources:
+        told["sources"] = record.sources
+    closing.append({"type": "end", **end, **told})
     first = end_seq - len(closing) + 1
     snapshot: dict[str, Any] = {
         "type": "snapshot",
@@ -182,6 +185,7 @@ def ending_of(record: StreamRecord) -> list[dict[str, Any]]:
     }
     if record.functions:
         snapshot["functions"] = record.functions
+    snapshot.update(told)
     events = [snapshot, *closing] if first > 0 else closing
     seq = max(end_seq - len(events) + 1, 0)
     return [{"type": e["type"], "streamId": record.id, "seq": seq + i, **e} for i, e in enumerate(events)]

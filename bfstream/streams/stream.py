@@ -29,7 +29,17 @@ from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub
 from bfstream.metrics import Metrics, ServiceMetrics
 from bfstream.providers import ADAPTERS
-from bfstream.providers.events import ChatRequest, Delta, Finished, ProviderEvent, Started, ToolCall, ToolCalls
+from bfstream.providers.events import (
+    ChatRequest,
+    Delta,
+    Finished,
+    ProviderEvent,
+    Reasoning,
+    Sources,
+    Started,
+    ToolCall,
+    ToolCalls,
+)
 from bfstream.providers.http import ProviderClient
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
@@ -115,6 +125,9 @@ class Stream:
         self._source: AsyncGenerator[ProviderEvent, None] | None = None
         self._deltas = self._deltas_counted = 0
         self._text: list[str] = []  # the answer so far, across turns
+        # Its reasoning so far, when the request asked for it (None: not relayed, not kept).
+        self._thoughts: list[str] | None = [] if spec.chat.include_reasoning else None
+        self._sources: dict[str, dict[str, str]] = {}  # every source cited, by URL, in the order they came
         self._stop_requested = False
         self._stopped = False  # the stop was taken: its end says ``stopped``
         self.ending = False  # past its last event: sending its end and writing its record, not to be cancelled
@@ -241,7 +254,13 @@ class Stream:
         counted.deltas.inc(self._deltas - self._deltas_counted)
         counted.finished["interrupted" if taken_over else status].inc()
         ending = [{"type_": "error", "error": error}] if error is not None else []
-        ending.append({"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text})
+        end = {"type_": "end", "finish_reason": finish_reason, "usage": usage, "text": text}
+        reasoning = "".join(self._thoughts) if self._thoughts is not None else None
+        if reasoning is not None:
+            end["reasoning"] = reasoning
+        if self._sources:
+            end["sources"] = list(self._sources.values())
+        ending.append(end)
         # Unless another instance ended it for this one (asked once more: a stream may end right after
         # a long freeze). While shutting down there is no time to wait for the broker.
         patience = SHUTDOWN_PATIENCE if shutdown is not None else None
@@ -250,6 +269,8 @@ class Stream:
         record.status, record.finish_reason, record.usage, record.error = status, finish_reason, usage, error
         record.ended_at = time.time()
         record.text = text if spec.app.retain_text else None
+        record.reasoning = reasoning if spec.app.retain_text else None
+        record.sources = list(self._sources.values())
         record.seq = out.seq
         await record_end(ctx.store, record, patience)
         if shutdown is not None:
@@ -260,6 +281,7 @@ class Stream:
         source = coalesce(events, window) if window > 0 else events
         self._source = source
         joiner = SurrogateJoiner()  # a surrogate pair cut between chunks is joined
+        thinking = SurrogateJoiner()
         start = len(self._text)  # the whole answer so far: this turn's text is what it adds
         calls: ToolCalls | None = None
         reason, usage = "stop", None
@@ -267,6 +289,18 @@ class Stream:
             if isinstance(event, Delta):
                 if piece := joiner.feed(event.text):
                     await self._delta(piece, counted)
+            elif isinstance(event, Reasoning):
+                if self._thoughts is None:
+                    continue  # not asked for: a page that did not ask sees nothing new
+                if event.redacted:
+                    await self._emit_checked("reasoning", content="", redacted=True)
+                elif piece := thinking.feed(event.text):
+                    await self._think(piece)
+            elif isinstance(event, Sources):
+                fresh = {cited["url"]: cited for cited in event.sources if cited["url"] not in self._sources}
+                self._sources.update(fresh)
+                if fresh:
+                    await self._emit_checked("sources", sources=list(fresh.values()))
             elif isinstance(event, ToolCalls):
                 calls = event
                 functions = [announced(call) for call in event.calls]
@@ -276,10 +310,34 @@ class Stream:
                 reason, usage = event.reason or "stop", event.usage
         if tail := joiner.flush():  # a high surrogate that no low half followed
             await self._delta(tail, counted)
+        if tail := thinking.flush():
+            await self._think(tail)
         await source.aclose()
         return _Turn("".join(self._text[start:]), calls, reason, usage)
 
     async def _delta(self, piece: str, counted: ServiceMetrics) -> None:
+        await self._still_ours()
+        self._text.append(piece)
+        if not self._deltas:
+            counted.first_token.observe(time.monotonic() - self.admission.at)
+        await self._out.emit("delta", content=piece)
+        self._deltas += 1
+        if self._deltas - self._deltas_counted >= _COUNT_EVERY:
+            counted.deltas.inc(self._deltas - self._deltas_counted)
+            self._deltas_counted = self._deltas
+
+    async def _think(self, piece: str) -> None:
+        assert self._thoughts is not None
+        await self._still_ours()
+        self._thoughts.append(piece)
+        await self._out.emit("reasoning", content=piece)
+
+    async def _emit_checked(self, type_: str, **fields: Any) -> None:
+        await self._still_ours()
+        await self._out.emit(type_, **fields)
+
+    async def _still_ours(self) -> None:
+        """Before an event of the model's goes out: is the stream still this instance's to relay?"""
         if time.monotonic() - self._saved_at > STALE_AFTER:
             # The saver has not confirmed for a while that the stream is still this instance's: after
             # the process was frozen (a pause, a partition), the next delta must not go out before
@@ -292,14 +350,6 @@ class Stream:
             # longer than its lease, and maybe than the fence; the saver found out): stop before
             # this delta goes out.
             raise Fenced(self.record.id)
-        self._text.append(piece)
-        if not self._deltas:
-            counted.first_token.observe(time.monotonic() - self.admission.at)
-        await self._out.emit("delta", content=piece)
-        self._deltas += 1
-        if self._deltas - self._deltas_counted >= _COUNT_EVERY:
-            counted.deltas.inc(self._deltas - self._deltas_counted)
-            self._deltas_counted = self._deltas
 
     async def _can_answer(self, calls: list[ToolCall], frontend: bool) -> bool:
         """Whether every call has someone to answer it: a page for ``ui_*`` (streaming only), the
@@ -374,6 +424,8 @@ class Stream:
         """The record, live: with the text so far when the app (as it is now) keeps text."""
         live = self.record.to_json()
         live["text"] = "".join(self._text) if retain_text else None
+        live["reasoning"] = "".join(self._thoughts) if retain_text and self._thoughts is not None else None
+        live["sources"] = list(self._sources.values())
         return live
 
     # --- stream: false -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ The HTTP machinery is ``tests.fakes.http_server``; this module only knows OpenAI
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from typing import Any, Literal
@@ -157,6 +158,18 @@ def stream_error(message: str, type: str = "server_error") -> bytes:
 def split_every(body: bytes, n: int) -> list[bytes]:
     """n-byte pieces, cutting SSE lines and UTF-8 characters wherever they fall."""
     return [body[i : i + n] for i in range(0, len(body), n)]
+
+
+def split_randomly(body: bytes, seed: int, largest: int = 9) -> list[bytes]:
+    """Pieces of 1 to ``largest`` bytes, cut at seeded random places: a run is repeatable, and each
+    seed cuts lines, JSON and UTF-8 characters differently."""
+    draw = random.Random(seed)
+    pieces, at = [], 0
+    while at < len(body):
+        size = draw.randint(1, largest)
+        pieces.append(body[at : at + size])
+        at += size
+    return pieces
 
 
 def split_inside(body: bytes, marker: str) -> list[bytes]:
