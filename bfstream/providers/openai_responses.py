@@ -120,7 +120,21 @@ class _Calls:
     def done(self, key: Any, item: dict[str, Any]) -> None:
         self._open.setdefault(key, {"arguments": []})["item"] = item
 
-    def take(self) -> list[ToolCall]:
+    def settle(self, response: dict[str, Any]) -> list[ToolCall]:
+        """Every call, once the response is over. A server may list a call, or its reasoning, only in
+        the final response and stream no event for it (LiteLLM's bridge to Chat Completions models
+        does): those are taken from there."""
+        output = response.get("output")
+        output = [item for item in output if isinstance(item, dict)] if isinstance(output, list) else []
+        seen = {call["item"].get("call_id") for call in self._open.values()}
+        for i, item in enumerate(output):
+            if item.get("type") == "function_call" and item.get("call_id") not in seen:
+                self._open[("final", i)] = {"item": item, "arguments": []}
+        if not self.reasoning:
+            self.reasoning = [item for item in output if item.get("type") == "reasoning"]
+        return self._take()
+
+    def _take(self) -> list[ToolCall]:
         calls = []
         for call in self._open.values():
             item = call["item"]
@@ -191,7 +205,7 @@ async def stream_chat(
                 calls.fragment(_key(data), delta)
             elif kind in ("response.completed", "response.incomplete"):
                 response = data.get("response") if isinstance(data.get("response"), dict) else {}
-                done = calls.take()
+                done = calls.settle(response)
                 if done:
                     yield ToolCalls(done, calls.reasoning)
                 yield Finished(finish_reason(response, bool(done), refused), usage_of(response.get("usage")))

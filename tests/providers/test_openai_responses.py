@@ -12,11 +12,7 @@ import pytest
 
 from tests.conftest import PROVIDER_KEY, Server, assert_well_formed, seed_body
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, invalid_key_reply, split_randomly
-from tests.fakes.responses_events import (
-    ResponseStream,
-    url_citation,
-    usage,
-)
+from tests.fakes.responses_events import ResponseStream, function_call_item, url_citation, usage
 
 pytestmark = pytest.mark.anyio
 
@@ -258,3 +254,17 @@ async def test_a_refused_key_fails_the_post_and_sends_nothing(server: Server, fa
     assert error["type"] == "provider_error" and error["code"] == 401
     assert error["details"].startswith("Incorrect API key provided: ***") and PROVIDER_KEY not in response.text
     assert await page.messages_so_far() == []
+
+
+async def test_a_call_listed_only_in_the_final_response_is_not_lost(server: Server, fake_openai: FakeOpenAI) -> None:
+    """Some servers (LiteLLM's bridge to Chat Completions models) stream no event for a function call
+    and list it only in ``response.completed``."""
+    stream = ResponseStream()
+    stream.message(["Let me look."])
+    stream.output.append(function_call_item("call_Q", "get_weather", '{"city": "Oslo"}', id="fc_Q"))
+    serve(fake_openai, stream.completed())
+    _, events = await run_stream(server, responses_body(server))
+    assert [e["type"] for e in events] == ["threadInfo", "delta", "function_call", "end"]
+    (call,) = events[2]["content"]["functions"]
+    assert call == {"id": "call_Q", "name": "get_weather", "arguments": '{"city": "Oslo"}', "userMessage": None}
+    assert events[-1]["finish_reason"] == "tool_calls"
