@@ -45,11 +45,14 @@ SEED = 20250101
 MAX_EXAMPLES = 50
 
 # The echo service answers at once; the stream cap and the limits are far above what the run sends,
-# so a 429 would be a finding, not a limit doing its job. Anthropic and Gemini are off: nothing may
-# leave loopback, and their payload translations refuse what they cannot map (docs/providers.md),
-# which the document does not describe field by field.
+# so a 429 would be a finding, not a limit doing its job. Anthropic, Gemini and the Responses API are
+# off: nothing may leave loopback, and their payload translations refuse what they cannot map
+# (docs/providers.md), which the document does not describe field by field.
 FUZZ_SETTINGS: dict[str, Any] = {
-    "services": {"echo": {"delay_ms": 0}, "anthropic": {"enabled": False}, "gemini": {"enabled": False}},
+    "services": {
+        "echo": {"delay_ms": 0},
+        **{name: {"enabled": False} for name in ("anthropic", "gemini", "openai-responses")},
+    },
     "streams": {"max_per_app": 100_000},
     "limits": {
         **{name: {"rate": 1e6, "burst": 10**6} for name in ("streams", "messages", "publishes")},

@@ -56,7 +56,7 @@ async def test_echo_can_be_disabled(start_server) -> None:
     server = await start_server(services={"echo": {"enabled": False}})
     response = await server.post("/stream/create", echo_body(server))
     assert response.status_code == 400
-    assert response.json()["error"]["details"] == ["anthropic", "gemini", "openai"]
+    assert response.json()["error"]["details"] == ["anthropic", "gemini", "openai", "openai-responses"]
 
 
 async def test_echo_needs_no_model(server: Server) -> None:
