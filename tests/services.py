@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -32,12 +33,16 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
+def unavailable(reason: str) -> NoReturn:
+    """What a test does without something it needs: skip, saying why; under CI, fail."""
+    if os.environ.get("CI"):
+        pytest.fail(reason + "; CI must run these tests")
+    pytest.skip(reason)
+
+
 def _require(name: str, url: str, default_port: int) -> str:
     if not _reachable(url, default_port):
-        reason = f"{name} is not reachable at {url} (set {'REDIS_URL' if name == 'Redis' else 'DATABASE_URL'})"
-        if os.environ.get("CI"):
-            pytest.fail(reason + "; CI must run these tests")
-        pytest.skip(reason)
+        unavailable(f"{name} is not reachable at {url} (set {'REDIS_URL' if name == 'Redis' else 'DATABASE_URL'})")
     return url
 
 

@@ -37,7 +37,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from bfstream.providers.translation import LegacyCalls, Problems, data_uri, tool_arguments
+from bfstream.providers.translation import (
+    LegacyCalls,
+    Problems,
+    answered_call,
+    assistant_calls,
+    data_uri,
+    each_object,
+    tool_arguments,
+    translate_tools,
+)
 
 OPENAI_ONLY = frozenset(
     {
@@ -124,11 +133,7 @@ def _content_blocks(content: Any, where: str, problems: Problems, *, images: boo
         problems.add(where, "content must be a string or a list of parts")
         return []
     blocks: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        at = f"{where}.{j}"
-        if not isinstance(part, dict):
-            problems.add(at, "a content part must be an object")
-            continue
+    for at, part in each_object(content, where, problems, "a content part"):
         kind = part.get("type")
         if kind in ("text", "refusal"):
             text = part.get(kind)
@@ -150,26 +155,9 @@ def _content_blocks(content: Any, where: str, problems: Problems, *, images: boo
 
 def _assistant_blocks(message: dict[str, Any], where: str, problems: Problems, legacy: LegacyCalls) -> list[Any]:
     blocks = _content_blocks(message.get("content"), f"{where}.content", problems, images=False)
-    tool_calls = message.get("tool_calls") or []
-    if not isinstance(tool_calls, list):
-        problems.add(f"{where}.tool_calls", "must be a list")
-        tool_calls = []
-    for k, call in enumerate(tool_calls):
-        at = f"{where}.tool_calls.{k}"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            problems.add(at, "a tool call needs function.name")
-            continue
-        if not isinstance(call.get("id"), str) or not call["id"]:
-            problems.add(f"{at}.id", "a tool call needs its id, which Anthropic pairs with the tool result")
-            continue
-        arguments = tool_arguments(function.get("arguments"), f"{at}.function.arguments", problems)
-        blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments})
-    function_call = message.get("function_call")
-    if isinstance(function_call, dict) and isinstance(function_call.get("name"), str):
-        arguments = tool_arguments(function_call.get("arguments"), f"{where}.function_call.arguments", problems)
-        call_id = legacy.call(function_call["name"])
-        blocks.append({"type": "tool_use", "id": call_id, "name": function_call["name"], "input": arguments})
+    for call in assistant_calls(message, where, problems, legacy):
+        arguments = tool_arguments(call.arguments, call.where, problems)
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
     return blocks
 
 
@@ -189,11 +177,8 @@ def _translate_messages(messages: Any, problems: Problems) -> tuple[list[dict[st
     system: list[dict[str, Any]] = []
     turns: list[tuple[str, list[Any]]] = []
     legacy = LegacyCalls("toolu_legacy_")
-    for i, message in enumerate(messages if isinstance(messages, list) else []):
-        where = f"payload.messages.{i}"
-        if not isinstance(message, dict):
-            problems.add(where, "a message must be an object")
-            continue
+    listed = messages if isinstance(messages, list) else []
+    for where, message in each_object(listed, "payload.messages", problems, "a message"):
         role = message.get("role")
         if role in ("system", "developer"):
             system += _content_blocks(message.get("content"), f"{where}.content", problems, images=False)
@@ -202,16 +187,8 @@ def _translate_messages(messages: Any, problems: Problems) -> tuple[list[dict[st
             blocks = _content_blocks(message.get("content"), f"{where}.content", problems)
         elif role == "assistant":
             blocks = _assistant_blocks(message, where, problems, legacy)
-        elif role == "tool":
-            tool_call_id = message.get("tool_call_id")
-            if not isinstance(tool_call_id, str) or not tool_call_id:
-                problems.add(f"{where}.tool_call_id", "a tool message needs the tool_call_id it answers")
-                continue
-            role, blocks = "user", [_tool_result(tool_call_id, message.get("content"), where, problems)]
-        elif role == "function":
-            call_id = legacy.answer(message.get("name"))
-            if call_id is None:
-                problems.add(f"{where}.name", "no earlier assistant function_call names this function")
+        elif role in ("tool", "function"):
+            if (call_id := answered_call(message, where, problems, legacy)) is None:
                 continue
             role, blocks = "user", [_tool_result(call_id, message.get("content"), where, problems)]
         else:
@@ -243,28 +220,6 @@ def _tool_definition(function: dict[str, Any], where: str, problems: Problems) -
     if isinstance(function.get("strict"), bool):
         tool["strict"] = function["strict"]
     return tool
-
-
-def _translate_tools(payload: dict[str, Any], problems: Problems) -> list[Any]:
-    tools: list[Any] = []
-    for key in ("tools", "functions"):
-        given = payload.get(key)
-        if given is None:
-            continue
-        if not isinstance(given, list):
-            problems.add(f"payload.{key}", "must be a list")
-            continue
-        for i, tool in enumerate(given):
-            where = f"payload.{key}.{i}"
-            if key == "functions" and isinstance(tool, dict):
-                definition = _tool_definition(tool, where, problems)
-            elif isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
-                definition = _tool_definition(tool["function"], f"{where}.function", problems)
-            else:
-                definition = tool  # an Anthropic tool (custom or server tool) sent as such
-            if definition is not None:
-                tools.append(definition)
-    return tools
 
 
 def _translate_tool_choice(payload: dict[str, Any], problems: Problems) -> dict[str, Any] | None:
@@ -368,7 +323,8 @@ def build_body(payload: dict[str, Any], *, stream: bool, max_tokens: int) -> dic
     if payload.get("response_format") is not None:
         _translate_response_format(body, payload["response_format"], problems)
 
-    tools = _translate_tools(payload, problems)
+    # A tool not in OpenAI's shape is taken for Anthropic's own (custom or server tool) and sent as it is.
+    tools = translate_tools(payload, problems, lambda function, where: _tool_definition(function, where, problems))
     choice = _translate_tool_choice(payload, problems)
     if tools:
         body["tools"] = tools

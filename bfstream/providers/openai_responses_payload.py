@@ -14,7 +14,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bfstream.providers.translation import LegacyCalls, Problems, merged, with_provider_args
+from bfstream.providers.translation import (
+    LegacyCalls,
+    Problems,
+    answered_call,
+    assistant_calls,
+    each_object,
+    merged,
+    translate_tools,
+    with_provider_args,
+)
 
 # Chat Completions fields the Responses API has no use for: dropped, since sending them is a 400.
 # The first three are bfstream's own, taken out by the API already (dropped again so no key can leak);
@@ -112,12 +121,9 @@ def _parts(
         problems.add(where, "content must be a string or a list of parts")
         return None
     out: list[Any] = []
-    for j, part in enumerate(content):
-        at = f"{where}.{j}"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if not isinstance(part, dict):
-            problems.add(at, "a content part must be an object")
-        elif kind in ("text", "refusal"):
+    for at, part in each_object(content, where, problems, "a content part"):
+        kind = part.get("type")
+        if kind in ("text", "refusal"):
             text = part.get(kind)
             if not isinstance(text, str):
                 problems.add(f"{at}.{kind}", "must be a string")
@@ -185,29 +191,12 @@ def _assistant_items(message: dict[str, Any], where: str, problems: Problems, le
     items: list[Any] = list(reasoning)
     if content:
         items.append({"type": "message", "role": "assistant", "content": content})
-    tool_calls = message.get("tool_calls") or []
-    if not isinstance(tool_calls, list):
-        problems.add(f"{where}.tool_calls", "must be a list")
-        tool_calls = []
-    for k, call in enumerate(tool_calls):
-        at = f"{where}.tool_calls.{k}"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            problems.add(at, "a tool call needs function.name")
-            continue
-        if not isinstance(call.get("id"), str) or not call["id"]:
-            problems.add(f"{at}.id", "a tool call needs its id, which pairs it with its output")
-            continue
-        arguments = _arguments(function.get("arguments"), f"{at}.function.arguments", problems)
-        item = {"type": "function_call", "call_id": call["id"], "name": function["name"], "arguments": arguments}
-        if reasoning and (item_id := _item_id(call)) is not None:
+    for call in assistant_calls(message, where, problems, legacy):
+        arguments = _arguments(call.arguments, call.where, problems)
+        item = {"type": "function_call", "call_id": call.id, "name": call.name, "arguments": arguments}
+        if reasoning and (item_id := _item_id(call.entry)) is not None:
             item["id"] = item_id
         items.append(item)
-    function_call = message.get("function_call")
-    if isinstance(function_call, dict) and isinstance(function_call.get("name"), str):
-        arguments = _arguments(function_call.get("arguments"), f"{where}.function_call.arguments", problems)
-        name = function_call["name"]
-        items.append({"type": "function_call", "call_id": legacy.call(name), "name": name, "arguments": arguments})
     return items
 
 
@@ -230,11 +219,7 @@ def _translate_messages(messages: Any, problems: Problems) -> tuple[list[str], l
         if messages is not None:
             problems.add("payload.messages", "must be a list")
         return instructions, items
-    for i, message in enumerate(messages):
-        where = f"payload.messages.{i}"
-        if not isinstance(message, dict):
-            problems.add(where, "a message must be an object")
-            continue
+    for where, message in each_object(messages, "payload.messages", problems, "a message"):
         role = message.get("role")
         if role in ("system", "developer"):
             if text := _instructions(message.get("content"), f"{where}.content", problems):
@@ -246,13 +231,7 @@ def _translate_messages(messages: Any, problems: Problems) -> tuple[list[str], l
         elif role == "assistant":
             items += _assistant_items(message, where, problems, legacy)
         elif role in ("tool", "function"):
-            if role == "tool":
-                call_id = message.get("tool_call_id")
-                if not isinstance(call_id, str) or not call_id:
-                    problems.add(f"{where}.tool_call_id", "a tool message needs the tool_call_id it answers")
-                    continue
-            elif (call_id := legacy.answer(message.get("name"))) is None:
-                problems.add(f"{where}.name", "no earlier assistant function_call names this function")
+            if (call_id := answered_call(message, where, problems, legacy)) is None:
                 continue
             output = _output(message.get("content"), f"{where}.content", problems)
             items.append({"type": "function_call_output", "call_id": call_id, "output": output})
@@ -293,22 +272,8 @@ def _web_search(options: Any, problems: Problems) -> dict[str, Any] | None:
 
 
 def _translate_tools(payload: dict[str, Any], problems: Problems) -> list[Any]:
-    tools: list[Any] = []
-    for key in ("tools", "functions"):
-        given = payload.get(key)
-        if given is None:
-            continue
-        if not isinstance(given, list):
-            problems.add(f"payload.{key}", "must be a list")
-            continue
-        for i, tool in enumerate(given):
-            where = f"payload.{key}.{i}"
-            if key == "functions" and isinstance(tool, dict):
-                tool = _function_tool(tool, where, problems)
-            elif isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
-                tool = _function_tool(tool["function"], f"{where}.function", problems)
-            if tool is not None:
-                tools.append(tool)  # built-in tools (web_search, file_search, mcp, ...) pass as they are
+    # Built-in tools (web_search, file_search, mcp, ...) pass as they are.
+    tools = translate_tools(payload, problems, lambda function, where: _function_tool(function, where, problems))
     if payload.get("web_search_options") is not None:
         if (search := _web_search(payload["web_search_options"], problems)) is not None:
             tools.append(search)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from bfstream.errors import ValidationFailed
@@ -29,6 +31,15 @@ class Problems:
     def raise_if_any(self) -> None:
         if self.items:
             raise ValidationFailed(f"The payload cannot be translated for {self._provider}", details=self.items)
+
+
+def each_object(items: list[Any], where: str, problems: Problems, noun: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, item) for each object of a payload's list (messages, content parts); anything else is a problem."""
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            yield f"{where}.{i}", item
+        else:
+            problems.add(f"{where}.{i}", f"{noun} must be an object")
 
 
 def data_uri(url: str) -> tuple[str, str] | None:
@@ -86,6 +97,82 @@ class LegacyCalls:
                 del self._open[i]
                 return call_id
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call an assistant message made, checked: ``arguments`` as given (a JSON string, usually),
+    ``where`` their path for a problem, ``entry`` the message's own entry (a provider's extras ride on it)."""
+
+    id: str
+    name: str
+    arguments: Any
+    where: str
+    entry: dict[str, Any]
+
+
+def assistant_calls(message: dict[str, Any], where: str, problems: Problems, legacy: LegacyCalls) -> list[Call]:
+    """The calls of an assistant message, ``tool_calls`` then a legacy ``function_call`` (given a made-up
+    id); a call without a name or an id is a problem, as providers pair a call and its result by id."""
+    tool_calls = message.get("tool_calls") or []
+    if not isinstance(tool_calls, list):
+        problems.add(f"{where}.tool_calls", "must be a list")
+        tool_calls = []
+    calls = []
+    for k, call in enumerate(tool_calls):
+        at = f"{where}.tool_calls.{k}"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            problems.add(at, "a tool call needs function.name")
+        elif not isinstance(call.get("id"), str) or not call["id"]:
+            problems.add(f"{at}.id", "a tool call needs its id, which pairs it with its result")
+        else:
+            arguments = function.get("arguments")
+            calls.append(Call(call["id"], function["name"], arguments, f"{at}.function.arguments", call))
+    function_call = message.get("function_call")
+    if isinstance(function_call, dict) and isinstance(function_call.get("name"), str):
+        name = function_call["name"]
+        arguments, at = function_call.get("arguments"), f"{where}.function_call.arguments"
+        calls.append(Call(legacy.call(name), name, arguments, at, function_call))
+    return calls
+
+
+def answered_call(message: dict[str, Any], where: str, problems: Problems, legacy: LegacyCalls) -> str | None:
+    """The id of the call a ``tool`` message (or a legacy ``function`` one, by name) answers; None, the
+    problem noted, when it names none."""
+    if message.get("role") == "tool":
+        call_id = message.get("tool_call_id")
+        if isinstance(call_id, str) and call_id:
+            return call_id
+        problems.add(f"{where}.tool_call_id", "a tool message needs the tool_call_id it answers")
+        return None
+    call_id = legacy.answer(message.get("name"))
+    if call_id is None:
+        problems.add(f"{where}.name", "no earlier assistant function_call names this function")
+    return call_id
+
+
+def translate_tools(payload: dict[str, Any], problems: Problems, define: Callable[[dict[str, Any], str], Any]) -> list:
+    """``tools`` and legacy ``functions`` in a provider's shape: each function definition goes through
+    ``define(function, where)`` (None: refused, the problem noted); any other tool (a provider's own:
+    a server tool, a built-in one) passes as it is."""
+    tools: list[Any] = []
+    for key in ("tools", "functions"):
+        given = payload.get(key)
+        if given is None:
+            continue
+        if not isinstance(given, list):
+            problems.add(f"payload.{key}", "must be a list")
+            continue
+        for i, tool in enumerate(given):
+            where = f"payload.{key}.{i}"
+            if key == "functions" and isinstance(tool, dict):
+                tool = define(tool, where)
+            elif isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+                tool = define(tool["function"], f"{where}.function")
+            if tool is not None:
+                tools.append(tool)
+    return tools
 
 
 def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

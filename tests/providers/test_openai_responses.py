@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROVIDER_KEY, Server, assert_well_formed, seed_body
+from tests.conftest import PROVIDER_KEY, Server, seed_body
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, invalid_key_reply, split_randomly
 from tests.fakes.responses_events import ResponseStream, function_call_item, url_citation, usage
+from tests.providers.test_anthropic import run_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -28,16 +29,6 @@ def responses_body(server: Server, asked: bool = False, **payload: Any) -> dict[
     if asked:
         body["includeReasoning"] = True
     return body
-
-
-async def run_stream(server: Server, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    page = await server.ws(channels=("anonymous",))
-    response = await server.post("/stream/create", body)
-    assert response.status_code == 200, response.text
-    stream_id = response.json()["streamId"]
-    events = await page.stream_events()
-    assert_well_formed(events, stream_id)
-    return stream_id, events
 
 
 def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -22,12 +22,13 @@ from tests.fakes.responses_events import (
     url_citation,
     usage,
 )
-from tests.providers.test_openai_responses import responses_body, run_stream
+from tests.providers.test_anthropic import run_stream
+from tests.providers.test_openai_responses import responses_body
 
 pytestmark = pytest.mark.anyio
 
-ZURICH = '{"city": "Zürich"}'
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TO_LUGANO = '{"to": "LUG"}'
+SCHEMA = {"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}
 
 
 def answer_text(fake: FakeOpenAI, text: str = "Il fait beau.") -> None:
@@ -37,43 +38,40 @@ def answer_text(fake: FakeOpenAI, text: str = "Il fait beau.") -> None:
 
 
 async def test_a_whole_conversation_as_the_responses_api_receives_it(server: Server, fake_openai: FakeOpenAI) -> None:
-    answer_text(fake_openai)
+    answer_text(fake_openai, "About 180 CHF.")
     messages = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+        {"role": "developer", "content": "You plan trips."},
+        {"role": "system", "content": [{"type": "text", "text": "Prices in CHF."}]},
         {
             "role": "user",
             "content": [
-                {"type": "text", "text": "What is in these pictures, and the weather?"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
-                {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
                 {"type": "file", "file": {"file_id": "file-6F2ksmvXxt4VdoqmHRw6kL"}},
+                {"type": "text", "text": "Here is my passport scan and a photo of the place; fly me there?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/lake.jpg", "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGRg=="}},
             ],
         },
         {
             "role": "assistant",
-            "content": "Let me check.",
+            "content": [{"type": "text", "text": "Searching."}],
             "tool_calls": [
-                {
-                    "id": "call_A",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Zürich"}'},
-                },
-                {"id": "call_B", "type": "function", "function": {"name": "get_time", "arguments": ""}},
+                {"id": "call_F", "type": "function", "function": {"name": "search_flights", "arguments": TO_LUGANO}},
+                {"id": "call_X", "type": "function", "function": {"name": "exchange_rate", "arguments": None}},
             ],
         },
-        {"role": "tool", "tool_call_id": "call_A", "content": "18°C, sunny"},
-        {"role": "tool", "tool_call_id": "call_B", "content": [{"type": "text", "text": "14:02"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "It is sunny."}], "refusal": None},
-        {"role": "user", "content": "Thanks! Summarise."},
+        {
+            "role": "tool",
+            "tool_call_id": "call_X",
+            "content": [{"type": "text", "text": "1 EUR = "}, {"type": "text", "text": "0.94 CHF"}],
+        },
+        {"role": "tool", "tool_call_id": "call_F", "content": "LX 2904, 07:40"},
+        {"role": "assistant", "content": "LX 2904 leaves at 07:40.", "refusal": "I cannot book it for you."},
+        {"role": "user", "content": "Fine, what does it cost?"},
     ]
     tools = [
-        {
-            "type": "function",
-            "function": {"name": "get_weather", "description": "Weather", "parameters": SCHEMA},
-        },
-        {"type": "function", "function": {"name": "get_time", "strict": True}},
-        {"name": "get_news", "description": "News, given flat as the reference does"},
+        {"type": "function", "function": {"name": "search_flights", "description": "Flights", "parameters": SCHEMA}},
+        {"type": "function", "function": {"name": "exchange_rate", "strict": True}},
+        {"name": "book_hotel", "description": "Given flat, as the reference does"},
         {"type": "file_search", "vector_store_ids": ["vs_68a1"]},
     ]
     schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
@@ -81,7 +79,7 @@ async def test_a_whole_conversation_as_the_responses_api_receives_it(server: Ser
         server,
         messages=messages,
         tools=tools,
-        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        tool_choice={"type": "function", "function": {"name": "search_flights"}},
         parallel_tool_calls=False,
         max_completion_tokens=900,
         top_p=0.9,
@@ -112,7 +110,7 @@ async def test_a_whole_conversation_as_the_responses_api_receives_it(server: Ser
     )
 
     _, events = await run_stream(server, body)
-    assert events[-1]["text"] == "Il fait beau."
+    assert events[-1]["text"] == "About 180 CHF."
 
     (sent,) = fake_openai.requests
     assert sent.path == "/v1/responses" and sent.headers["content-type"] == "application/json"
@@ -130,33 +128,44 @@ async def test_a_whole_conversation_as_the_responses_api_receives_it(server: Ser
         "truncation": "auto",
         "metadata": {"ticket": "T-1"},
         "background": False,
-        "instructions": "Be brief.\n\nAnswer in French.",
+        "instructions": "You plan trips.\n\nPrices in CHF.",
         "input": [
             {
                 "type": "message",
                 "role": "user",
                 "content": [
-                    {"type": "input_text", "text": "What is in these pictures, and the weather?"},
-                    {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"},
-                    {"type": "input_image", "image_url": "https://example.com/cat.jpg", "detail": "auto"},
                     {"type": "input_file", "file_id": "file-6F2ksmvXxt4VdoqmHRw6kL"},
+                    {"type": "input_text", "text": "Here is my passport scan and a photo of the place; fly me there?"},
+                    {"type": "input_image", "image_url": "https://example.com/lake.jpg", "detail": "low"},
+                    {"type": "input_image", "image_url": "data:image/webp;base64,UklGRg==", "detail": "auto"},
                 ],
             },
-            {"type": "message", "role": "assistant", "content": "Let me check."},
-            {"type": "function_call", "call_id": "call_A", "name": "get_weather", "arguments": ZURICH},
-            {"type": "function_call", "call_id": "call_B", "name": "get_time", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "call_A", "output": "18°C, sunny"},
-            {"type": "function_call_output", "call_id": "call_B", "output": "14:02"},
-            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "It is sunny."}]},
-            {"type": "message", "role": "user", "content": "Thanks! Summarise."},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Searching."}],
+            },
+            {"type": "function_call", "call_id": "call_F", "name": "search_flights", "arguments": TO_LUGANO},
+            {"type": "function_call", "call_id": "call_X", "name": "exchange_rate", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_X", "output": "1 EUR = 0.94 CHF"},
+            {"type": "function_call_output", "call_id": "call_F", "output": "LX 2904, 07:40"},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": "LX 2904 leaves at 07:40."},
+                    {"type": "refusal", "refusal": "I cannot book it for you."},
+                ],
+            },
+            {"type": "message", "role": "user", "content": "Fine, what does it cost?"},
         ],
         "tools": [
-            {**function, "name": "get_weather", "description": "Weather", "parameters": SCHEMA},
-            {**function, "name": "get_time", "strict": True, "parameters": {"type": "object", "properties": {}}},
+            {**function, "name": "search_flights", "description": "Flights", "parameters": SCHEMA},
+            {**function, "name": "exchange_rate", "strict": True, "parameters": {"type": "object", "properties": {}}},
             {
                 **function,
-                "name": "get_news",
-                "description": "News, given flat as the reference does",
+                "name": "book_hotel",
+                "description": "Given flat, as the reference does",
                 "parameters": {"type": "object", "properties": {}},
             },
             {"type": "file_search", "vector_store_ids": ["vs_68a1"]},
@@ -166,7 +175,7 @@ async def test_a_whole_conversation_as_the_responses_api_receives_it(server: Ser
                 "user_location": {"type": "approximate", "country": "CH", "city": "Zürich"},
             },
         ],
-        "tool_choice": {"type": "function", "name": "get_weather"},
+        "tool_choice": {"type": "function", "name": "search_flights"},
         "max_output_tokens": 900,
         "text": {
             "format": {"type": "json_schema", "name": "summary", "schema": schema, "strict": True},
@@ -179,29 +188,31 @@ async def test_a_whole_conversation_as_the_responses_api_receives_it(server: Ser
 
 
 async def test_the_legacy_functions_api_is_translated(server: Server, fake_openai: FakeOpenAI) -> None:
-    """BetterForms payloads use the deprecated functions API, whose calls carry no ids."""
-    answer_text(fake_openai, "Found 3 jokes.")
-    functions = [{"name": "search", "description": "Search jokes", "parameters": {"type": "object"}}]
-    messages = [
-        {"role": "user", "content": "Find jokes"},
-        {"role": "assistant", "content": None, "function_call": {"name": "search", "arguments": '{"q": "jokes"}'}},
-        {"role": "function", "name": "search", "content": "3 results"},
-    ]
-    body = responses_body(server, functions=functions, function_call={"name": "search"}, messages=messages)
+    """BetterForms payloads use the deprecated functions API, whose calls carry no ids: each gets one
+    made up, which its result then names."""
+    answer_text(fake_openai, "Order 17 ships today; order 18 tomorrow.")
+    order = {"type": "object", "properties": {"number": {"type": "integer"}}}
+    body = responses_body(
+        server,
+        functions=[{"name": "find_order", "parameters": order}],
+        function_call="auto",
+        messages=[
+            {"role": "user", "content": "Where are orders 17 and 18?"},
+            {"role": "assistant", "function_call": {"name": "find_order", "arguments": '{"number": 17}'}},
+            {"role": "function", "name": "find_order", "content": "shipping today"},
+            {"role": "assistant", "function_call": {"name": "find_order", "arguments": '{"number": 18}'}},
+            {"role": "function", "name": "find_order", "content": "shipping tomorrow"},
+        ],
+    )
     await run_stream(server, body)
     sent = fake_openai.requests[0].json()
-    search = {"type": "function", "name": "search", "description": "Search jokes", "parameters": {"type": "object"}}
-    assert sent["tools"] == [{**search, "strict": False}]
-    assert sent["tool_choice"] == {"type": "function", "name": "search"}
-    _, call, output = sent["input"]
-    assert call == {
-        "type": "function_call",
-        "call_id": call["call_id"],
-        "name": "search",
-        "arguments": '{"q": "jokes"}',
-    }
-    assert output == {"type": "function_call_output", "call_id": call["call_id"], "output": "3 results"}
-    assert "functions" not in sent and "function_call" not in sent
+    assert sent["tools"] == [{"type": "function", "name": "find_order", "parameters": order, "strict": False}]
+    assert sent["tool_choice"] == "auto" and "functions" not in sent and "function_call" not in sent
+    _, first, first_output, second, second_output = sent["input"]
+    assert first["call_id"] != second["call_id"]
+    for call, output, number, said in ((first, first_output, 17, "today"), (second, second_output, 18, "tomorrow")):
+        assert call == {**call, "type": "function_call", "name": "find_order", "arguments": f'{{"number": {number}}}'}
+        assert output == {"type": "function_call_output", "call_id": call["call_id"], "output": f"shipping {said}"}
 
 
 async def test_provider_args_name_the_responses_fields_after_translation(
@@ -270,15 +281,14 @@ async def test_what_cannot_be_translated_is_refused_before_calling_openai(
         "payload.audio",
         "payload.input",
     }
-    assert fake_openai.requests == []
-    assert await page.messages_so_far() == []
+    assert fake_openai.requests == [] and await page.messages_so_far() == []
 
 
 # ---- stream: false ------------------------------------------------------------------------------------
 
 
 async def test_stream_false_answers_a_chat_completion(server: Server, fake_openai: FakeOpenAI) -> None:
-    text = "Chuck Norris writes code that optimizes itself. 💪"
+    text = "Chuck Norris counted to infinity. Twice. 💪"
     cited = url_citation("https://example.com/chuck", "Chuck facts", 0, 12)
     output = [
         reasoning_item(["**Choosing** a classic."], id="rs_1"),

@@ -15,7 +15,7 @@ from tests.conftest import PROVIDER_KEY, Server, assert_well_formed
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, split_randomly
 from tests.fakes.responses_events import ResponseStream, usage
 from tests.fakes.webhook_server import WebhookReceiver
-from tests.streams.test_tools import point_webhook
+from tests.streams.test_tools import answer, events_until, point_webhook
 
 pytestmark = pytest.mark.anyio
 
@@ -75,17 +75,10 @@ async def test_a_page_and_the_webhook_answer_and_each_turn_sends_back_the_calls_
         response = await server.post("/llm/query", body)
         assert response.status_code == 200, response.text
         stream_id = response.json()["data"]["streamId"]
-        events: list[dict[str, Any]] = []
-        while not events or events[-1]["type"] != "tool_call":
-            frame = await page.recv()
-            if frame["op"] == "message":
-                events += [action["options"] for action in frame["message"]["actions"]]
+        events = await events_until(page, "tool_call")
         call = events[-1]
         assert call["toolName"] == "show_form" and call["arguments"] == {"title": "City"}
-        reply = await page.request(
-            {"op": "toolResult", "toolCallId": call["toolCallId"], "result": FORM_RESULT, "id": 1}
-        )
-        assert reply["accepted"] is True
+        assert await answer(page, call["toolCallId"], FORM_RESULT, "form") is True
         events += await page.stream_events()
 
     assert_well_formed(events, stream_id)
