@@ -417,3 +417,15 @@ async def test_a_source_that_is_not_a_web_link_is_dropped(start_server: ServerFa
     fake_openai.enqueue(StreamReply([openai._stream(deltas, "stop", "m", None, True)]))
     _, events = await relay(server, body_for(server, "openai", "m", False))
     assert of_type(events, "sources") == [] and "sources" not in events[-1]
+
+
+async def test_an_app_that_keeps_no_text_keeps_no_reasoning(
+    start_server: ServerFactory, fake_openai: FakeOpenAI
+) -> None:
+    server = await start_server()
+    await server.change_app(lambda store: store.set_retain_text(server.app_id, False))
+    fake_openai.enqueue(StreamReply([compatible_stream("reasoning_content")]))
+    stream_id, events = await relay(server, body_for(server, "openai", "deepseek-reasoner", True))
+    assert events[-1]["reasoning"] == "9.11 is smaller than 9.9, since 11 < 90."  # the pages still get it
+    record = await record_of(server, stream_id)
+    assert (record["text"], record["reasoning"]) == (None, None)
