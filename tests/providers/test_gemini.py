@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -34,14 +33,6 @@ pytestmark = pytest.mark.anyio
 GEMINI_KEY = "AIzaSyD-FakeGeminiKey_0123456789abcdefghi"
 MODEL = "gemini-2.0-flash"
 PARTS = ["Why do ", "programmers ", "prefer dark mode? ", "Because light ", "attracts bugs. 🐛 Olé!"]
-
-
-@pytest.fixture
-async def fake_gemini(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeGemini]:
-    async with FakeGemini() as fake:
-        # Set before any server starts: settings read GEMINI_BASE_URL when they are built.
-        monkeypatch.setenv("GEMINI_BASE_URL", fake.base_url)
-        yield fake
 
 
 @pytest.fixture
