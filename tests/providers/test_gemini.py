@@ -402,7 +402,7 @@ async def test_gemini_3_history_carries_thought_signatures(server: Server, fake_
 @pytest.mark.parametrize(
     ("part", "field"),
     [
-        ({"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}, "image_url.url"),
+        ({"type": "image_url", "image_url": {"url": "ftp://example.com/cat.png"}}, "image_url.url"),
         ({"type": "image_url", "image_url": {"url": "data:image/svg+xml,%3Csvg%3E"}}, "image_url.url"),
         ({"type": "video_url", "video_url": "https://example.com/a.mp4"}, ""),
     ],
