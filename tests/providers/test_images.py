@@ -146,11 +146,12 @@ async def test_images_are_fetched_once_per_stream_not_again_for_each_tool_round(
 # ---- what is refused, before Gemini is called ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("streaming", [True, False])
 async def test_an_image_on_a_private_address_is_refused(
-    start_server: ServerFactory, fake_gemini: FakeGemini, images: ImageServer
+    start_server: ServerFactory, fake_gemini: FakeGemini, images: ImageServer, streaming: bool
 ) -> None:
     server = await start_server()  # as deployed: images.allow_private off
-    details = await refused(server, ask(server, image(f"{images.url}/cat.png")))
+    details = await refused(server, ask(server, image(f"{images.url}/cat.png"), stream=streaming))
     assert details == [
         {
             "field": "payload.messages.1.content.1.image_url.url",
