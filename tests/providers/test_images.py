@@ -27,21 +27,15 @@ LIMITS = {"max_bytes": 4096, "timeout": 0.5, "max_redirects": 3, "max_count": 3}
 
 
 @pytest.fixture
-async def fake_gemini(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeGemini]:
-    async with FakeGemini() as fake:
-        monkeypatch.setenv("GEMINI_BASE_URL", fake.base_url)  # read when a server's settings are built
-        yield fake
-
-
-@pytest.fixture
 async def images() -> AsyncIterator[ImageServer]:
     async with ImageServer(big=64 * 1024) as server:
         yield server
 
 
 @pytest.fixture
-async def trusting(start_server: ServerFactory, fake_gemini: FakeGemini) -> Server:
-    """A server that may fetch from loopback, where the test's image server is."""
+async def trusting(start_server: ServerFactory, fake_gemini: FakeGemini, fake_anthropic: FakeAnthropic) -> Server:
+    """A server that may fetch from loopback, where the test's image server is (the fakes first:
+    their base URLs are read when the server's settings are built)."""
     return await start_server(images={**LIMITS, "allow_private": True})
 
 
@@ -274,21 +268,15 @@ async def test_native_parts_gemini_cannot_take_are_refused(
 
 
 async def test_anthropic_gets_a_url_source_and_openai_the_url_untouched(
-    trusting: Server,
-    images: ImageServer,
-    fake_openai: FakeOpenAI,
-    start_server: ServerFactory,
-    monkeypatch: pytest.MonkeyPatch,
+    trusting: Server, images: ImageServer, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic
 ) -> None:
-    async with FakeAnthropic() as fake_anthropic:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
-        server = await start_server(images={"allow_private": True})
-        url = f"{images.url}/cat.png"
-        fake_anthropic.enqueue(StreamReply([claude.text_stream(["A dot."])]))
-        body = ask(server, image(url), service="anthropic", model="claude-sonnet-4-5", apiKey="sk-ant-fake-0123456789")
-        await stream(server, body)
-        user = fake_anthropic.requests[0].json()["messages"][0]
-        assert user["content"][1] == {"type": "image", "source": {"type": "url", "url": url}}
+    server = trusting  # it may fetch from loopback, and still does not: these providers fetch themselves
+    url = f"{images.url}/cat.png"
+    fake_anthropic.enqueue(StreamReply([claude.text_stream(["A dot."])]))
+    body = ask(server, image(url), service="anthropic", model="claude-sonnet-4-5", apiKey="sk-ant-fake-0123456789")
+    await stream(server, body)
+    user = fake_anthropic.requests[0].json()["messages"][0]
+    assert user["content"][1] == {"type": "image", "source": {"type": "url", "url": url}}
 
     fake_openai.enqueue(StreamReply([openai.text_stream(["A dot."])]))
     await stream(server, ask(server, image(url, detail="low"), service="openai", model="gpt-4o"))
