@@ -191,6 +191,25 @@ class ToolSettings(BaseModel):
     allow_private_webhooks: bool = False
 
 
+class ImageSettings(BaseModel):
+    """Image URLs bfstream fetches itself, for providers that take images only as bytes (Gemini):
+    each is inlined as base64 before the first turn, or the request is refused with 400."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # One image's bytes; Gemini takes about 20 MB of inline data in one request, base64 included.
+    max_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # Seconds for one image, redirects and all; a request's images are fetched at once.
+    timeout: float = Field(10.0, gt=0)
+    # Image URLs one request may hold: what it may make this instance fetch and keep in memory.
+    max_count: int = Field(8, gt=0)
+    max_redirects: int = Field(5, ge=0)
+    # Loopback, private and link-local addresses are refused unless this is on. Apart from
+    # allow_private_webhooks: a webhook URL is the app owner's, an image URL comes in any request,
+    # often from the app's users, and must not reach inside the network because a back end did.
+    allow_private: bool = False
+
+
 class DemoSettings(BaseModel):
     """The demo chat page at /demo (``bfstream serve --demo``). It streams from ``service``, echo
     unless the config names another (and then ``model``); whoever reaches the page can use it."""
@@ -256,6 +275,7 @@ class Settings(BaseSettings):
     streams: StreamSettings = StreamSettings()
     limits: LimitSettings = LimitSettings()
     tools: ToolSettings = ToolSettings()
+    images: ImageSettings = ImageSettings()
     demo: DemoSettings = DemoSettings()
     # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
     # is made on first start and kept in the data directory.

@@ -63,40 +63,44 @@ def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )  # fmt: skip
 
 
-async def check_url(url: str, allow_private: bool) -> str:
-    """The URL as it will be called, or ``ValidationFailed`` saying why not. Checked when it is set,
-    so a typo or an address inside the network fails at configuration, not at the first tool call."""
-
-    def refuse(why: str) -> ValidationFailed:
-        details = [{"field": "webhook", "message": why}]
-        return ValidationFailed(f"The webhook URL cannot be used: {why}", details=details)
-
+async def url_problem(url: str, allow_private: bool, switch: str = "tools.allow_private_webhooks") -> str | None:
+    """Why bfstream may not call ``url``, or None: it must be http(s) with a host and a valid port,
+    carry no credentials, and, unless ``allow_private`` (the setting named ``switch``), reach no
+    loopback, private, link-local or otherwise reserved address, whatever its name resolves to now.
+    Webhooks and fetched images (``providers/images.py``) share this one rule."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https"):
-        raise refuse("it must be an http:// or https:// URL")
+        return "it must be an http:// or https:// URL"
     if not parts.hostname:
-        raise refuse("it has no host")
+        return "it has no host"
     if parts.username or parts.password:
-        raise refuse("credentials in the URL would end up in logs; the signature authenticates the request")
+        return "credentials in the URL would end up in logs"
     try:
         port = parts.port
     except ValueError:
-        raise refuse("its port is not a number from 0 to 65535") from None
-    if not allow_private:
-        host = parts.hostname
+        return "its port is not a number from 0 to 65535"
+    if allow_private:
+        return None
+    host = parts.hostname
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
         try:
-            addresses = [ipaddress.ip_address(host)]
-        except ValueError:
-            try:
-                found = await asyncio.get_running_loop().getaddrinfo(host, port or 443)
-            except OSError:
-                raise refuse(f"its host {host!r} does not resolve") from None
-            addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
-        if any(_private(a) for a in addresses):
-            raise refuse(
-                "it points at a loopback, private or link-local address (set tools.allow_private_webhooks to allow it)"
-            )
-    return parts.geturl()
+            found = await asyncio.get_running_loop().getaddrinfo(host, port or 443)
+        except (OSError, UnicodeError):
+            return f"its host {host!r} does not resolve"
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+    if any(_private(a) for a in addresses):
+        return f"it points at a loopback, private or link-local address (set {switch} to allow it)"
+    return None
+
+
+async def check_url(url: str, allow_private: bool) -> str:
+    """The URL as it will be called, or ``ValidationFailed`` saying why not. Checked when it is set,
+    so a typo or an address inside the network fails at configuration, not at the first tool call."""
+    if (why := await url_problem(url, allow_private)) is not None:
+        raise ValidationFailed(f"The webhook URL cannot be used: {why}", details=[{"field": "webhook", "message": why}])
+    return urlsplit(url.strip()).geturl()
 
 
 async def post(

@@ -37,6 +37,8 @@ class StreamView:
     """One stream as a page shows it."""
 
     text: str = ""
+    reasoning: str = ""
+    sources: list[dict[str, Any]] = field(default_factory=list)
     last: int = -1  # the last seq handled, or stood for by a snapshot
     snapshots: int = 0
     end: dict[str, Any] | None = None
@@ -70,12 +72,19 @@ class Answers:
         if kind == "snapshot":
             assert seq > view.last, f"{where}: stands for what the page had already"
             assert event["text"].startswith(view.text), f"{where}: does not extend the text shown"
-            view.text = event["text"]
+            assert event.get("reasoning", "").startswith(view.reasoning), f"{where}: does not extend the reasoning"
+            assert event.get("sources", [])[: len(view.sources)] == view.sources, f"{where}: other sources"
+            view.text, view.reasoning = event["text"], event.get("reasoning", "")
+            view.sources = list(event.get("sources", []))
             view.snapshots += 1
         else:
             assert seq == view.last + 1, f"{where}: lost, twice or out of order"
             if kind == "delta":
                 view.text += event["content"]
+            elif kind == "reasoning":
+                view.reasoning += event["content"]
+            elif kind == "sources":
+                view.sources += event["sources"]
             elif kind == "end":
                 view.end = event
         view.last = seq
@@ -90,6 +99,8 @@ class Answers:
         assert view.end is not None, f"page {self.name}: stream {stream} has not ended (last seq {view.last})"
         assert view.last == view.end["seq"]
         assert view.text == view.end["text"], f"page {self.name}: stream {stream} shows other text than its end"
+        assert view.reasoning == view.end.get("reasoning", ""), f"page {self.name}: other reasoning than its end"
+        assert view.sources == view.end.get("sources", []), f"page {self.name}: other sources than its end"
         return view.text
 
 

@@ -83,5 +83,13 @@ async def ask(body: Ask, request: Request) -> Any:
     payload = StreamPayload(
         model=demo.model or ("echo" if is_echo else None), messages=[{"role": "user", "content": content}]
     )
-    create = CreateStream(apiKey="", channels=[body.channel], actionName=ACTION, service=demo.service, payload=payload)
+    # A reasoning model's thinking is shown while it thinks, so the page does not sit silent.
+    create = CreateStream(
+        apiKey="",
+        channels=[body.channel],
+        actionName=ACTION,
+        service=demo.service,
+        payload=payload,
+        includeReasoning=True,
+    )
     return await start_stream(request, app, create)

@@ -22,8 +22,8 @@ from typing import Any
 from bfstream.errors import StoreError
 from bfstream.messaging.broker import History, Publication
 from bfstream.messaging.hub import Hub
-from bfstream.messaging.protocol import FROM_SERVER, stream_event
-from bfstream.messaging.streamlog import TERMINAL, action_of, event_of, fold, snapshot_data
+from bfstream.messaging.protocol import FROM_SERVER
+from bfstream.messaging.streamlog import TERMINAL, action_of, ending_of, event_data, event_of, fold
 from bfstream.store.store import Store
 
 MAX_STREAMS = 100  # streams one join recovers, the latest first: a busy channel's older ones are long over
@@ -98,30 +98,36 @@ def _from_log(
     if body:
         _send(recovered, action, fold(body))
     for event in tail:
-        fields = {k: v for k, v in event.items() if k not in ("type", "streamId", "seq")}
-        recovered.data.append(stream_event(action, event["type"], stream, event["seq"], **fields))
+        recovered.data.append(event_data(action, event))
         recovered.covered[stream] = event["seq"]
 
 
 def _before(snapshot: dict[str, Any], replayed: list[dict[str, Any]]) -> dict[str, Any] | None:
     """``snapshot`` less the ``replayed`` events (the stream's, in order, from some seq on) that it
     also stands for: a snapshot ending right before the first of them. None when they do not match."""
-    first = replayed[0]["seq"]
-    inside = [event for event in replayed if event["seq"] <= snapshot["seq"]]
-    suffix = fold(inside)
-    text, functions = snapshot["text"], list(snapshot.get("functions") or [])
-    calls = suffix.get("functions") or []
-    if not text.endswith(suffix["text"]) or (calls and functions[-len(calls) :] != calls):
-        return None
-    before = {**snapshot, "seq": first - 1, "text": text[: len(text) - len(suffix["text"])]}
-    before.pop("functions", None)
-    if kept := functions[: len(functions) - len(calls)]:
-        before["functions"] = kept
+    suffix = fold([event for event in replayed if event["seq"] <= snapshot["seq"]])
+    before = {**snapshot, "seq": replayed[0]["seq"] - 1}
+    for key in ("text", "reasoning"):  # strings the events add to
+        whole, added = snapshot.get(key), suffix.get(key) or ""
+        if whole is None:
+            if added:
+                return None
+            continue
+        if not whole.endswith(added):
+            return None
+        before[key] = whole[: len(whole) - len(added)]
+    for key in ("functions", "sources"):  # lists the events add to
+        items, added = list(snapshot.get(key) or []), suffix.get(key) or []
+        if added and items[-len(added) :] != added:
+            return None
+        before.pop(key, None)
+        if kept := items[: len(items) - len(added)]:
+            before[key] = kept
     return before
 
 
 def _send(recovered: Recovered, action: str, snapshot: dict[str, Any]) -> None:
-    recovered.data.append(snapshot_data(action, snapshot))
+    recovered.data.append(event_data(action, snapshot))
     recovered.covered[snapshot["streamId"]] = snapshot["seq"]
 
 
@@ -136,25 +142,11 @@ async def _from_record(
         return  # the database is away: the replay is all this join can give
     if record is None or record.app_id != app_id or record.status == "running" or record.text is None:
         return
-    ending = record.seq - (2 if record.error is not None else 1)  # the seq of its error, or else its end
-    final: dict[str, Any] = {
-        "type": "snapshot",
-        "streamId": stream,
-        "seq": ending - 1,
-        "text": record.text,
-        "status": "running",
-        "service": record.service,
-        "model": record.model,
-    }
-    if record.functions:
-        final["functions"] = record.functions
+    told = ending_of(record)
     if replayed:
-        if (before := _before(final, replayed)) is not None:
+        if told[0]["type"] == "snapshot" and (before := _before(told[0], replayed)) is not None:
             _send(recovered, record.action_name, before)
         return  # else the record does not agree with the replay: better the replay alone than a wrong text
-    _send(recovered, record.action_name, final)
-    if record.error is not None:
-        recovered.data.append(stream_event(record.action_name, "error", stream, ending, error=record.error))
-    end = {"finish_reason": record.finish_reason or "error", "usage": record.usage, "text": record.text}
-    recovered.data.append(stream_event(record.action_name, "end", stream, record.seq - 1, **end))
+    for event in told:
+        recovered.data.append(event_data(record.action_name, event))
     recovered.covered[stream] = record.seq - 1

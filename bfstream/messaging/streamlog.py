@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from bfstream.messaging.protocol import stream_event
+from bfstream.store.records import StreamRecord
 
 TERMINAL = frozenset({"error", "end"})
 
@@ -86,7 +87,36 @@ def fold(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return snapshot
 
 
-def snapshot_data(action_name: str, snapshot: dict[str, Any]) -> str:
-    """A snapshot as its channels and its log carry it: a namedAction message from the server."""
-    fields = {k: v for k, v in snapshot.items() if k not in ("type", "streamId", "seq")}
-    return stream_event(action_name, "snapshot", snapshot["streamId"], snapshot["seq"], **fields)
+def event_data(action_name: str, event: dict[str, Any]) -> str:
+    """A stream event (a snapshot, or one told from a record) as its channels and its log carry it: a
+    namedAction message from the server."""
+    fields = {k: v for k, v in event.items() if k not in ("type", "streamId", "seq")}
+    return stream_event(action_name, event["type"], event["streamId"], event["seq"], **fields)
+
+
+def ending_of(record: StreamRecord) -> list[dict[str, Any]]:
+    """An ended stream told from its record alone: one snapshot of its text, its ``error`` if it
+    failed, then its ``end``, at the seqs they had (the record keeps the seq after the end)."""
+    end_seq = max(record.seq - 1, 0)
+    closing: list[dict[str, Any]] = []
+    if record.error is not None:
+        closing.append({"type": "error", "error": record.error})
+    end = {"finish_reason": record.finish_reason or "error", "usage": record.usage, "text": record.text}
+    told: dict[str, Any] = {"reasoning": record.reasoning} if record.reasoning is not None else {}
+    if record.sources:
+        told["sources"] = record.sources
+    closing.append({"type": "end", **end, **told})
+    first = end_seq - len(closing) + 1
+    snapshot: dict[str, Any] = {
+        "type": "snapshot",
+        "text": record.text or "",
+        "status": "running",
+        "service": record.service,
+        "model": record.model,
+    }
+    if record.functions:
+        snapshot["functions"] = record.functions
+    snapshot.update(told)
+    events = [snapshot, *closing] if first > 0 else closing
+    seq = max(end_seq - len(events) + 1, 0)
+    return [{"type": e["type"], "streamId": record.id, "seq": seq + i, **e} for i, e in enumerate(events)]

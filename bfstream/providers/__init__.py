@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bfstream.providers import anthropic, echo, gemini, openai, openai_responses
 from bfstream.providers.events import Adapter
+from bfstream.providers.gemini_payload import fetched_by_bfstream
 
 ADAPTERS: dict[str, Adapter] = {
     "openai": openai,
@@ -12,3 +13,7 @@ ADAPTERS: dict[str, Adapter] = {
     "gemini": gemini,
     "echo": echo,
 }
+
+# Per kind, which http(s) image URLs its provider cannot read itself: a stream fetches those once,
+# before its first turn, and its adapter gets base64 data URIs in their place (providers/images.py).
+IMAGE_FETCHES = {"gemini": fetched_by_bfstream}

@@ -61,8 +61,19 @@ _FOREIGN_SIGNATURE = "skip_thought_signature_validator"
 _MAJOR_VERSION = re.compile(r"gemini-(\d+)")
 
 
+# Roles of a message given in Gemini's own shape, with ``parts`` (the reference's /llm/query page
+# documents images so), and the Gemini role each becomes.
+_NATIVE_ROLES = {"user": "user", "model": "model", "assistant": "model"}
+
+
 def _files_api_uri(url: str) -> bool:
     return url.startswith("https://generativelanguage.googleapis.com/") and "/files/" in url
+
+
+def fetched_by_bfstream(url: str) -> bool:
+    """Whether bfstream must fetch an http(s) image URL and send its bytes (``providers/images.py``):
+    Gemini reads no URL but those of its own Files API."""
+    return not _files_api_uri(url)
 
 
 def _media_part(url: Any, where: str, problems: Problems) -> dict[str, Any] | None:
@@ -78,8 +89,8 @@ def _media_part(url: Any, where: str, problems: Problems) -> dict[str, Any] | No
         return {"fileData": {"fileUri": url}}  # a file uploaded with Gemini's Files API
     problems.add(
         where,
-        "Gemini cannot fetch this URL: send the file as a base64 data URI (data:<mime>;base64,...) "
-        "or as a Gemini Files API URI",
+        "Gemini cannot read this URL: send a base64 data URI (data:<mime>;base64,...), a Gemini Files API "
+        "URI or, for an image, its http(s) URL (bfstream fetches it)",
     )
     return None
 
@@ -114,6 +125,8 @@ def _user_parts(content: Any, where: str, problems: Problems) -> list[dict[str, 
             file = part.get("file") if isinstance(part.get("file"), dict) else {}
             if (media := _media_part(file.get("file_data"), f"{at}.file.file_data", problems)) is not None:
                 parts.append(media)
+        elif isinstance(part, dict) and part and "type" not in part:
+            parts.append(part)  # a Gemini Part already ({"inlineData": ...}, {"fileData": ...}), sent as such
         else:
             problems.add(at, f"content part type {kind!r} cannot be sent to Gemini")
     return parts
@@ -144,6 +157,20 @@ def _needs_foreign_signature(model: Any) -> bool:
     return match is not None and int(match[1]) >= 3
 
 
+def _native_parts(message: dict[str, Any], where: str, problems: Problems) -> list[dict[str, Any]] | None:
+    """The ``parts`` of a message given in Gemini's shape, sent as they are; None when unusable."""
+    parts = message["parts"]
+    if message.get("content") is not None:
+        problems.add(where, "give content or parts, not both")
+    elif not isinstance(parts, list) or not parts or not all(isinstance(p, dict) and p for p in parts):
+        problems.add(f"{where}.parts", "must be a non-empty list of Gemini Part objects")
+    elif message.get("role") not in (*_NATIVE_ROLES, "system", "developer"):
+        problems.add(f"{where}.role", f"role {message.get('role')!r} cannot be sent to Gemini")
+    else:
+        return parts
+    return None
+
+
 def _contents(payload: dict[str, Any], problems: Problems) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The conversation as Gemini ``contents``, plus the system text parts."""
     system: list[dict[str, Any]] = []
@@ -157,7 +184,14 @@ def _contents(payload: dict[str, Any], problems: Problems) -> tuple[list[dict[st
             problems.add(where, "must be an object")
             continue
         role, content = message.get("role"), message.get("content")
-        if role in ("system", "developer"):
+        if "parts" in message:
+            if (native := _native_parts(message, where, problems)) is None:
+                continue
+            if role in ("system", "developer"):
+                system.extend(native)
+            else:
+                contents.append({"role": _NATIVE_ROLES[role], "parts": native})
+        elif role in ("system", "developer"):
             if text := text_of(content):
                 system.append({"text": text})
         elif role == "user":
@@ -327,8 +361,10 @@ def build_body(payload: dict[str, Any]) -> dict[str, Any]:
     ``presence_penalty``, ``frequency_penalty``, ``stop``, ``response_format`` → ``generationConfig``.
 
     Passed as given: ``generationConfig`` (wins over the translated fields), ``safetySettings``,
-    ``cachedContent``, ``toolConfig`` (wins over ``tool_choice``), and Gemini Tool objects (entries of
-    ``tools`` without a ``type``, e.g. ``{"googleSearch": {}}``).
+    ``cachedContent``, ``toolConfig`` (wins over ``tool_choice``), Gemini Tool objects (entries of
+    ``tools`` without a ``type``, e.g. ``{"googleSearch": {}}``), messages in Gemini's shape
+    (``{"role": "user" | "model" | "system", "parts": [...]}``, ``assistant`` meaning ``model``),
+    and Gemini Part objects (without a ``type``) among a user message's content parts.
 
     Dropped, as Gemini has no such field: ``model`` (it is in the URL), ``stream``,
     ``stream_options``, ``user``, ``logit_bias``, ``logprobs``, ``top_logprobs``,
@@ -336,8 +372,10 @@ def build_body(payload: dict[str, Any]) -> dict[str, Any]:
     ``modalities``, ``audio``, ``prediction``, ``web_search_options`` and any other key.
 
     Refused with ``ValidationFailed``: image/file URLs other than base64 data URIs and Gemini
-    Files API URIs (Gemini does not fetch them here), content parts, roles and tool types with no
-    Gemini equivalent, arguments that are not a JSON object, tool results with no matching call.
+    Files API URIs (the stream has already replaced an http(s) image URL by its bytes:
+    ``providers/images.py``), content parts, roles and tool types with no Gemini equivalent, a
+    message with both ``content`` and ``parts``, arguments that are not a JSON object, tool
+    results with no matching call.
     """
     problems = Problems("Gemini")
     contents, system = _contents(payload, problems)

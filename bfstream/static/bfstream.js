@@ -292,8 +292,8 @@ export class Core {
     this.tracker = new StreamTracker({ gapWaitMs, maxStreams });
     this.maxStreams = maxStreams;
     this.channels = new Map();
-    // streamId -> {text, past: the seq of its latest event other than a tool_call, info: its
-    // threadInfo ran, functions: how many function_call entries ran}
+    // streamId -> {text, reasoning, sources: Map<url, source>, past: the seq of its latest event
+    // other than a tool_call, info: its threadInfo ran, functions: how many function_call entries ran}
     this.seen = new Map();
     this.calls = []; // tool_call events of the frames being handled, offered once they all are
     this.offered = new Set(); // toolCallIds
@@ -434,6 +434,14 @@ export class Core {
     return this.seen.get(streamId)?.text ?? "";
   }
 
+  reasoning(streamId) {
+    return this.seen.get(streamId)?.reasoning ?? "";
+  }
+
+  sources(streamId) {
+    return [...(this.seen.get(streamId)?.sources.values() ?? [])].map((source) => ({ ...source }));
+  }
+
   _finishCatchUp(channel) {
     const held = channel.catchUp.held;
     channel.catchUp = null;
@@ -494,7 +502,7 @@ export class Core {
   _stream(streamId) {
     let stream = this.seen.get(streamId);
     if (stream === undefined) {
-      stream = { text: "", past: -1, info: false, functions: 0 };
+      stream = { text: "", reasoning: "", sources: new Map(), past: -1, info: false, functions: 0 };
       this.seen.set(streamId, stream);
       if (this.seen.size > this.maxStreams) this.seen.delete(this.seen.keys().next().value);
     }
@@ -509,16 +517,24 @@ export class Core {
     }
     stream.past = Math.max(stream.past, event.seq);
     if (event.type === "delta" && typeof event.content === "string") stream.text += event.content;
-    else if (event.type === "end" && typeof event.text === "string") stream.text = event.text;
+    else if (event.type === "reasoning" && typeof event.content === "string") stream.reasoning += event.content;
+    else if (event.type === "sources") addSources(stream.sources, event.sources);
     else if (event.type === "threadInfo") stream.info = true;
     else if (event.type === "function_call") stream.functions += listOf(event.content?.functions).length;
+    else if (event.type === "end") {
+      // The end says it all: a page that joined mid-answer gets the whole of it here.
+      if (typeof event.text === "string") stream.text = event.text;
+      if (typeof event.reasoning === "string") stream.reasoning = event.reasoning;
+      addSources(stream.sources, event.sources);
+    }
   }
 
   /**
    * A snapshot at seq m as the events a page's handler knows, each `snapshot: true` at seq m, for
-   * what of it this page has not had yet: threadInfo (if none ran), one delta with the rest of the
-   * text, one function_call with the calls not run. Own text that is not a prefix of the
-   * snapshot's (it should be) is replaced: the delta then carries the whole text.
+   * what of it this page has not had yet: threadInfo (if none ran), one reasoning with the rest of
+   * the thinking, one delta with the rest of the text, one sources with the sources not had, one
+   * function_call with the calls not run. Own text (or thinking) that is not a prefix of the
+   * snapshot's (it should be) is replaced: the delta (or reasoning) then carries the whole of it.
    */
   _unfold(snapshot) {
     const { streamId, seq } = snapshot;
@@ -530,11 +546,12 @@ export class Core {
       const [service, model] = [snapshot.service, snapshot.model].map((v) => (typeof v === "string" ? v : ""));
       events.push({ type: "threadInfo", ...marks, content: { streamId, service, model } });
     }
-    const text = typeof snapshot.text === "string" ? snapshot.text : "";
-    if (!stream.text.startsWith(text)) {
-      if (!text.startsWith(stream.text)) stream.text = "";
-      events.push({ type: "delta", ...marks, content: text.slice(stream.text.length) });
-    }
+    const reasoning = rest(stream, "reasoning", snapshot.reasoning);
+    if (reasoning !== null) events.push({ type: "reasoning", ...marks, content: reasoning });
+    const text = rest(stream, "text", snapshot.text);
+    if (text !== null) events.push({ type: "delta", ...marks, content: text });
+    const sources = [...addSources(new Map(), snapshot.sources).values()].filter((s) => !stream.sources.has(s.url));
+    if (sources.length) events.push({ type: "sources", ...marks, sources });
     const functions = listOf(snapshot.functions).slice(stream.functions);
     if (functions.length) events.push({ type: "function_call", ...marks, content: { functions } });
     return events;
@@ -561,6 +578,25 @@ export class Core {
 
 function listOf(value) {
   return Array.isArray(value) ? value : [];
+}
+
+/**
+ * What of a snapshot's `whole` (its text, or its thinking) the stream's own `key` lacks: the rest
+ * after it, or null when nothing is missing. Own text that is not a prefix of it is dropped first.
+ */
+function rest(stream, key, whole) {
+  const full = typeof whole === "string" ? whole : "";
+  if (stream[key].startsWith(full)) return null;
+  if (!full.startsWith(stream[key])) stream[key] = "";
+  return full.slice(stream[key].length);
+}
+
+/** Sources into a stream's Map by URL: the first of each URL stays, in the order they came. */
+function addSources(known, sources) {
+  for (const source of listOf(sources)) {
+    if (typeof source?.url === "string" && !known.has(source.url)) known.set(source.url, source);
+  }
+  return known;
 }
 
 function actionsOf(message) {
@@ -706,6 +742,16 @@ export class Client {
   /** A stream's text so far, from its deltas ("" for a stream not seen); its end's text once ended. */
   text(streamId) {
     return this._core.text(streamId);
+  }
+
+  /** A stream's thinking so far, from its reasoning events ("" if none); its end's reasoning once ended. */
+  reasoning(streamId) {
+    return this._core.reasoning(streamId);
+  }
+
+  /** The sources a stream cited so far, [{url, title?, snippet?}], each URL once, in the order they came. */
+  sources(streamId) {
+    return this._core.sources(streamId);
   }
 
   /** POST /stream/stop: the stream id is the capability. Resolves to the server's answer. */

@@ -22,7 +22,7 @@ from bfstream.errors import BrokerError, StoreError
 from bfstream.messaging.broker import Fenced, Stamp
 from bfstream.messaging.hub import Hub, scoped
 from bfstream.messaging.protocol import stream_event
-from bfstream.messaging.streamlog import TERMINAL, action_of, event_of, fold, snapshot_data
+from bfstream.messaging.streamlog import TERMINAL, action_of, event_data, event_of, fold
 from bfstream.providers.events import ToolCall
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
@@ -110,7 +110,7 @@ class Publisher:
             folded = [event for event, _ in events if event["type"] not in TERMINAL]
             if not folded:
                 return
-            data = snapshot_data(action_of(entries[0][1]), fold(folded))
+            data = event_data(action_of(entries[0][1]), fold(folded))
             await self._hub.fold_log(self._stream_id, self.home, folded[-1]["seq"], data)
         except BrokerError as exc:  # the next event tries again: the log is only bigger meanwhile
             log.warning("could not fold the log of stream %s: %s", self._stream_id, exc.message)

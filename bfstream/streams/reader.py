@@ -24,7 +24,7 @@ from bfstream.errors import BrokerError, NotFound, ValidationFailed
 from bfstream.fleet.connection_limits import ConnectionLimits
 from bfstream.messaging.broker import Publication
 from bfstream.messaging.hub import Hub, scoped
-from bfstream.messaging.streamlog import event_of
+from bfstream.messaging.streamlog import ending_of, event_of
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store
 
@@ -161,31 +161,3 @@ class StreamReader:
         if record.status == "running":
             return []
         return [e for e in ending_of(record) if e["seq"] >= after]
-
-
-def ending_of(record: StreamRecord) -> list[dict[str, Any]]:
-    """An ended stream told from its record alone: one snapshot of its text, its ``error`` if it
-    failed, then its ``end``, at the seqs they had (the record keeps the seq after the end)."""
-    end_seq = max(record.seq - 1, 0)
-    closing: list[dict[str, Any]] = []
-    if record.error is not None:
-        closing.append({"type": "error", "error": record.error})
-    end = {"finish_reason": record.finish_reason or "error", "usage": record.usage, "text": record.text}
-    told: dict[str, Any] = {"reasoning": record.reasoning} if record.reasoning is not None else {}
-    if record.sources:
-        told["sources"] = record.sources
-    closing.append({"type": "end", **end, **told})
-    first = end_seq - len(closing) + 1
-    snapshot: dict[str, Any] = {
-        "type": "snapshot",
-        "text": record.text or "",
-        "status": "running",
-        "service": record.service,
-        "model": record.model,
-    }
-    if record.functions:
-        snapshot["functions"] = record.functions
-    snapshot.update(told)
-    events = [snapshot, *closing] if first > 0 else closing
-    seq = max(end_seq - len(events) + 1, 0)
-    return [{"type": e["type"], "streamId": record.id, "seq": seq + i, **e} for i, e in enumerate(events)]

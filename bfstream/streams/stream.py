@@ -28,7 +28,7 @@ from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreErro
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub
 from bfstream.metrics import Metrics, ServiceMetrics
-from bfstream.providers import ADAPTERS
+from bfstream.providers import ADAPTERS, IMAGE_FETCHES
 from bfstream.providers.events import (
     ChatRequest,
     Delta,
@@ -41,6 +41,7 @@ from bfstream.providers.events import (
     ToolCalls,
 )
 from bfstream.providers.http import ProviderClient
+from bfstream.providers.images import inline_images
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
@@ -141,6 +142,15 @@ class Stream:
         """The request of the next turn: the caller's payload with the conversation so far."""
         return replace(self.spec.chat, payload={**self.spec.chat.payload, "messages": self._messages})
 
+    async def _inline_images(self) -> None:
+        """Image URLs the provider cannot read itself, fetched and put in the conversation as bytes;
+        once per stream, before its first turn, so tool rounds and retries never fetch them again.
+        Raises ``ValidationFailed`` (a 400) before the provider is called."""
+        wanted = IMAGE_FETCHES.get(self.spec.service.kind)
+        if wanted is not None:
+            images = self._ctx.settings.images
+            self._messages = await inline_images(self._messages, wanted, self._ctx.http, images)
+
     async def _open_turn(self) -> AsyncGenerator[ProviderEvent, None]:
         """A provider stream that has answered (``Started`` consumed); retried only before it has."""
         spec, ctx = self.spec, self._ctx
@@ -168,6 +178,7 @@ class Stream:
         if not ctx.hub.broker.up:  # refuse before the provider is called (and paid) for nothing
             raise BrokerError("The message broker is unreachable: streams cannot reach their channels now")
         async with ctx.registry.admitted(spec.app.id) as admission:
+            await self._inline_images()
             events = await self._open_turn()
             record = StreamRecord(
                 secrets.token_hex(16), spec.app.id, spec.service_name, self._model, list(spec.channels),
@@ -436,6 +447,7 @@ class Stream:
         ctx, spec = self._ctx, self.spec
         retries, max_wait = spec.service.retries, ctx.settings.streams.retry_max_wait
         async with ctx.registry.admitted(spec.app.id):
+            await self._inline_images()
             rounds, usage = 0, None
             while True:
                 with ctx.metrics.provider_errors(spec.service_name):

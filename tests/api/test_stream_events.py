@@ -591,6 +591,40 @@ async def test_a_failed_stream_reads_with_its_error(server: Server, fake_openai:
     assert read["text"] == "Partial " and "error" in read["types"] and read["finishReason"] == "error"
 
 
+async def test_reasoning_and_sources_read_as_the_ai_sdk_parts(
+    server: Server, fake_openai: FakeOpenAI, js_peers: Path
+) -> None:
+    """A reasoning model's answer read through the AI SDK: its thinking is a reasoning part before the
+    text part, its source a source-url part, as ``useChat`` renders them."""
+    found = {"url": "https://example.org/", "title": "Example", "start_index": 0, "end_index": 2}
+    cite = {"type": "url_citation", "url_citation": found}
+    deltas = [
+        {"role": "assistant", "content": None, "reasoning_content": ""},
+        *({"content": None, "reasoning_content": piece} for piece in ("Hm, ", "two ", "and two.")),
+        {"content": "4"},
+        {"annotations": [cite]},
+        {"content": ", surely."},
+    ]
+    body = b"".join(sse(chunk(delta)) for delta in deltas) + sse(chunk({}, finish_reason="stop")) + sse("[DONE]")
+    fake_openai.enqueue(StreamReply([body]))
+    page = await server.ws(channels=("anonymous",))
+    created = await server.post("/stream/create", {**seed_body(server), "includeReasoning": True})
+    stream_id = created.json()["streamId"]
+    events = await page.stream_events()
+    assert events[-1]["reasoning"] == "Hm, two and two." and events[-1]["text"] == "4, surely."
+
+    _, parts = await ui_parts(server, stream_id)
+    kinds = [part["type"] if isinstance(part, dict) else part for part in parts]
+    assert kinds == [
+        "start", "reasoning-start", "reasoning-delta", "reasoning-delta", "reasoning-delta", "reasoning-end",
+        "text-start", "text-delta", "source-url", "text-delta", "text-end", "finish", "[DONE]",
+    ]  # fmt: skip
+    read = await peers.run(js_peers, "read-ai-sdk.mjs", url(server, stream_id) + "?format=ai-sdk")
+    assert (read["reasoning"], read["text"]) == ("Hm, two and two.", "4, surely.")
+    assert read["sources"] == [{"url": "https://example.org/", "title": "Example"}]
+    assert read["order"] == ["reasoning", "text", "source-url"] and read["finishReason"] == "stop"
+
+
 async def test_an_end_the_log_never_got_comes_from_the_record(
     start_server: ServerFactory, redis_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,16 +1,22 @@
-"""The pages bfstream serves, driven in Chromium as a person would: the demo chat and the streams
-dashboard. Each takes a screenshot: into the test's own directory, so a run leaves the checkout as it
-was, or, with BFSTREAM_SCREENSHOTS=docs/screenshots, where the README shows the demo's."""
+"""The pages bfstream serves, driven in Chromium as a person would: the demo chat (with echo, and with
+a reasoning model that searches) and the streams dashboard. Each takes a screenshot: into the test's
+own directory, so a run leaves the checkout as it was, or, with BFSTREAM_SCREENSHOTS=docs/screenshots,
+where the README and docs/client.md show them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Server, ServerFactory
+from tests.fakes import anthropic_server as claude
+from tests.fakes.anthropic_server import FakeAnthropic, StreamReply
+from tests.fakes.openai_server import split_randomly
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +109,126 @@ async def test_the_dashboard_shows_a_running_stream_and_then_its_completion(
     cells = await page.locator(f"{row} td").all_text_contents()
     assert cells[1] == "echo / echo" and cells[3] == "completed" and cells[4] == "80"  # the provider's count
     assert failures == []
+
+
+# ---- a reasoning model on the demo: its thinking, then its answer, then its sources -------------------
+
+THOUGHT = ["The user asks about Zürich's ", "weather; ", "I should search before answering."]
+SOURCES = [
+    {"url": "https://en.wikipedia.org/wiki/Z%C3%BCrich", "title": "Zürich - Wikipedia"},
+    {"url": "https://www.zuerich.com/en/weather", "title": "Weather in Zürich"},
+]
+ANSWER = ["Let me look ", "that up. ", "Zürich is mild: ", "warm summers, cool winters."]
+
+
+def _claude_thinking_then_searching() -> list[bytes]:
+    """Claude with extended thinking and web search, in the shapes of Anthropic's streaming, extended
+    thinking and web search pages, in three parts: the thinking (and a redacted block), the first
+    words of the answer, then the search, its results and the cited rest of the answer."""
+    results = [
+        {"type": "web_search_result", **found, "encrypted_content": "EqgfCioIARgBIiQ3YTAw", "page_age": "3 days ago"}
+        for found in SOURCES
+    ]  # fmt: skip
+    citation = {"type": "web_search_result_location", **SOURCES[1], "cited_text": "Zürich has warm summers.",
+                "encrypted_index": "Eo8BCioIAhgBIiQyYjQ0OWJmZi1lNm"}  # fmt: skip
+    search = {"type": "server_tool_use", "id": "srvtoolu_01WYG3ziw53XMcoyKL4XcZmE", "name": "web_search", "input": {}}
+    thinking = [claude.block_delta(0, {"type": "thinking_delta", "thinking": piece}) for piece in THOUGHT]
+    return [
+        b"".join([
+            claude.message_start(message_usage=claude.usage(2310, 4)),
+            claude.block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
+            *thinking,
+            claude.block_delta(0, {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxB"}),
+            claude.block_stop(0),
+            claude.block_start(1, {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5"}),
+            claude.block_stop(1),
+        ]),
+        b"".join([
+            claude.block_start(2, {"type": "text", "text": ""}),
+            claude.text_delta(2, ANSWER[0]),
+            claude.text_delta(2, ANSWER[1]),
+            claude.block_stop(2),
+        ]),
+        b"".join([
+            claude.block_start(3, search),
+            claude.block_delta(3, {"type": "input_json_delta", "partial_json": '{"query": "Zürich weather"}'}),
+            claude.block_stop(3),
+            claude.block_start(4, {"type": "web_search_tool_result", "tool_use_id": search["id"], "content": results}),
+            claude.block_stop(4),
+            claude.block_start(5, {"type": "text", "text": ""}),
+            claude.text_delta(5, ANSWER[2]),
+            claude.block_stop(5),
+            claude.block_start(6, {"type": "text", "text": "", "citations": []}),
+            claude.block_delta(6, {"type": "citations_delta", "citation": citation}),
+            claude.text_delta(6, ANSWER[3]),
+            claude.block_stop(6),
+            claude.message_delta("end_turn", 420, input_tokens=2310),
+            claude.message_stop(),
+        ]),
+    ]  # fmt: skip
+
+
+async def _paced(parts: list[bytes], gates: list[asyncio.Event]) -> AsyncIterator[bytes]:
+    """Each part in small random pieces; the next part only once the test has seen this one on the page."""
+    for seed, part in enumerate(parts):
+        for piece in split_randomly(part, seed):
+            yield piece
+        if seed < len(gates):
+            await gates[seed].wait()
+
+
+async def test_the_demo_shows_a_reasoning_models_thinking_then_its_answer_then_its_sources(
+    start_server: ServerFactory, chromium: Any, screenshots: Path
+) -> None:
+    from playwright.async_api import expect  # here: the chromium fixture says why when Playwright is missing
+
+    async with FakeAnthropic() as fake:
+        server = await start_server(
+            demo={"enabled": True, "service": "claude", "model": "claude-sonnet-4-5"},
+            services={"claude": {"kind": "anthropic", "base_url": fake.base_url}},
+        )
+        seen_thinking, seen_answer = asyncio.Event(), asyncio.Event()
+        fake.enqueue(StreamReply(_paced(_claude_thinking_then_searching(), [seen_thinking, seen_answer]), delay=0))
+        page = await chromium.new_page()
+        failures: list[str] = []
+        page.on("pageerror", lambda error: failures.append(str(error)))
+        await page.goto(server.url + "/demo")
+        await page.wait_for_selector("body[data-ready='true']", timeout=10_000)
+        await ask(page, "What is the weather like in Zürich?")
+
+        answer = page.locator("#conversation > li.answer").first
+        thinking = answer.get_by_role("group", name="Thinking")
+        text = answer.locator(".text")
+        sources = answer.get_by_role("list", name="Sources")
+        # The model thinks: its thinking shows, open, and the answer has no word yet.
+        await expect(thinking.locator(".thought")).to_have_text("".join(THOUGHT), timeout=10_000)
+        await expect(thinking.locator(".thought")).to_be_visible()
+        await expect(thinking).to_contain_text("withheld by the provider (redacted)")
+        assert await text.text_content() == "" and await sources.count() == 0
+        seen_thinking.set()
+
+        # It answers: the first words show, the thinking folds away (still there to open), no sources yet.
+        await expect(text).to_have_text("".join(ANSWER[:2]))
+        await expect(thinking.locator(".thought")).to_be_hidden()
+        assert await sources.count() == 0
+        seen_answer.set()
+
+        # It searched and cited: the sources are listed below the answer, as links, each URL once.
+        await page.wait_for_selector("#conversation > li.answer[data-done='true']", timeout=10_000)
+        await expect(text).to_have_text("".join(ANSWER))
+        links = sources.get_by_role("link")
+        await expect(links).to_have_count(len(SOURCES))
+        for link, source in zip(await links.all(), SOURCES, strict=True):
+            assert await link.text_content() == source["title"]
+            assert await link.get_attribute("href") == source["url"]
+            assert await link.get_attribute("target") == "_blank"
+            assert await link.get_attribute("rel") == "noopener noreferrer"
+        parts = await answer.evaluate("(item) => [...item.children].map((part) => part.className)")
+        assert parts == ["thinking", "text", "sources"]  # thinking above the answer, sources below it
+
+        await thinking.locator("summary").click()  # the reader opens it again: it stays open
+        await expect(thinking.locator(".thought")).to_be_visible()
+        await page.screenshot(path=str(screenshots / "demo-reasoning.png"), full_page=True)
+        sent = (await fake.nth_request(1)).json()
+        assert sent["model"] == "claude-sonnet-4-5" and sent["stream"] is True
+        assert failures == []

@@ -1,7 +1,8 @@
 // Joins that the channel's history could not serve whole: frames recovered from a stream's log
 // ("log": true) and the snapshot event, which stands for a stream's seq 0..m. What guards here: a
 // page's handler that appends deltas, and client.text(streamId), both end with the whole answer,
-// each part once, whatever mix of log frames, replay and live frames brought it.
+// each part once, whatever mix of log frames, replay and live frames brought it; and the same of
+// the model's thinking (reasoning events, client.reasoning) and its sources (client.sources).
 import assert from "node:assert/strict";
 import test from "node:test";
 
@@ -15,6 +16,9 @@ function event(streamId, seq, type = "delta", extra = {}) {
   const content = type === "delta" ? `w${seq} ` : undefined;
   return { type, streamId, seq, ...(content === undefined ? {} : { content }), ...extra };
 }
+
+const threadInfo = (streamId) => event(streamId, 0, "threadInfo", { content: { streamId, service: "echo", model: "e1" } });
+const end = (streamId, seq, text, extra = {}) => event(streamId, seq, "end", { finish_reason: "stop", usage: null, text, ...extra });
 
 /** The snapshot of a stream of threadInfo (0) and deltas "w1 ", "w2 ", ...: seq 0..seq folded. */
 function snapshot(streamId, seq, extra = {}) {
@@ -172,6 +176,133 @@ test("after a snapshot, the stream's error and end run, end.text wins, and nothi
   assert.equal(seen.appended.get("s"), words(1, 3));
 });
 
+// ---- the model's thinking and its sources ----------------------------------------------------------
+
+const source = (n, extra = {}) => ({ url: `https://example.org/page${n}`, title: `Page ${n}`, ...extra });
+const reasoning = (streamId, seq, content, extra = {}) => event(streamId, seq, "reasoning", { content, ...extra });
+const sources = (streamId, seq, list) => event(streamId, seq, "sources", { sources: list });
+
+test("reasoning events reach the handler like any event, and client.reasoning is their text so far", () => {
+  const { core, seen } = makeCore();
+  joinLive(core, "room");
+  core.onMessage(frame("room", 1, threadInfo("s")));
+  core.onMessage(frame("room", 2, reasoning("s", 1, "The user asks about Zürich; ")));
+  assert.equal(core.reasoning("s"), "The user asks about Zürich; ");
+  core.onMessage(frame("room", 3, reasoning("s", 2, "I should search. 🌦")));
+  core.onMessage(frame("room", 4, event("s", 3)));
+  assert.deepEqual(seen.actions, ["s:0:threadInfo", "s:1:reasoning", "s:2:reasoning", "s:3"]);
+  assert.equal(core.reasoning("s"), "The user asks about Zürich; I should search. 🌦");
+  assert.equal(core.text("s"), "w3 ", "thinking is not the answer");
+  assert.equal(core.reasoning("nobody"), "");
+  assert.deepEqual(core.sources("nobody"), []);
+});
+
+test("a redacted block reaches the handler marked so, and adds nothing to the reasoning", () => {
+  const { core, seen } = makeCore();
+  joinLive(core, "room");
+  core.onMessage(frame("room", 1, reasoning("s", 4, "Thinking. ")));
+  core.onMessage(frame("room", 2, reasoning("s", 5, "", { redacted: true })));
+  core.onMessage(frame("room", 3, reasoning("s", 6, "More.")));
+  assert.deepEqual(seen.events.map((e) => [e.content, e.redacted]), [["Thinking. ", undefined], ["", true], ["More.", undefined]]);
+  assert.equal(core.reasoning("s"), "Thinking. More.");
+});
+
+test("a page that joined mid-thought gets the whole of it from the end, and the end's sources", () => {
+  const { core } = makeCore();
+  joinLive(core, "room");
+  core.onMessage(frame("room", 1, reasoning("s", 7, "the second half.")));
+  core.onMessage(frame("room", 2, sources("s", 8, [source(2)])));
+  const whole = "The first half, the second half.";
+  core.onMessage(frame("room", 3, end("s", 9, "w1 ", { reasoning: whole, sources: [source(1), source(2)] })));
+  assert.equal(core.reasoning("s"), whole);
+  assert.deepEqual(core.sources("s"), [source(2), source(1)], "each URL once, in the order the page got them");
+});
+
+test("a snapshot with reasoning and sources hands them out ahead of the text, then later events go on", () => {
+  const { core, seen } = makeCore();
+  joinLive(core, "room");
+  core.onMessage(frame("room", 1, snapshot("s", 5, { reasoning: "Let me look it up.", sources: [source(1), source(2)] })));
+  assert.deepEqual(seen.actions, ["s:5:threadInfo", "s:5:reasoning", "s:5", "s:5:sources"]);
+  assert.deepEqual(seen.events[1], { type: "reasoning", streamId: "s", seq: 5, snapshot: true, content: "Let me look it up." });
+  assert.deepEqual(seen.events[3], { type: "sources", streamId: "s", seq: 5, snapshot: true, sources: [source(1), source(2)] });
+  core.onMessage(frame("room", 2, reasoning("s", 4, "covered by the snapshot")));
+  core.onMessage(frame("room", 3, reasoning("s", 6, " Found it.")));
+  core.onMessage(frame("room", 4, sources("s", 7, [source(3)])));
+  core.onMessage(frame("room", 5, event("s", 8)));
+  const all = [source(1), source(2), source(3)];
+  core.onMessage(frame("room", 6, end("s", 9, `${words(1, 5)}w8 `, { reasoning: "Let me look it up. Found it.", sources: all })));
+  assert.deepEqual(seen.actions.slice(4), ["s:6:reasoning", "s:7:sources", "s:8", "s:9:end"]);
+  assert.equal(core.reasoning("s"), "Let me look it up. Found it.");
+  assert.deepEqual(core.sources("s"), all);
+  assert.equal(core.text("s"), `${words(1, 5)}w8 `);
+});
+
+test("a snapshot after part of the thinking gives only the rest; thinking that is not its prefix is replaced", () => {
+  const { core, seen } = makeCore();
+  joinLive(core, "room");
+  core.onMessage(frame("room", 1, threadInfo("s")));
+  core.onMessage(frame("room", 2, reasoning("s", 1, "Let me ")));
+  core.onMessage(frame("room", 3, snapshot("s", 4, { text: "", reasoning: "Let me look it up." })));
+  assert.deepEqual(seen.events.at(-1), { type: "reasoning", streamId: "s", seq: 4, snapshot: true, content: "look it up." });
+  core.onMessage(frame("room", 4, snapshot("s", 5, { text: "", reasoning: "Let me look it up." })));
+  assert.equal(seen.events.length, 3, "a snapshot with nothing new runs nothing");
+
+  core.onMessage(frame("room", 5, reasoning("t", 1, "Let us")));
+  core.onMessage(frame("room", 6, snapshot("t", 2, { text: "", reasoning: "Let me think." })));
+  assert.deepEqual(seen.events.at(-1).content, "Let me think.");
+  assert.equal(core.reasoning("t"), "Let me think.");
+});
+
+test("sources are kept once per URL: a snapshot hands out only those the page lacks, the first of each stays", () => {
+  const { core, seen } = makeCore();
+  joinLive(core, "room");
+  core.onMessage(frame("room", 1, sources("s", 3, [source(1)])));
+  const renamed = source(1, { title: "Page 1, renamed" });
+  core.onMessage(frame("room", 2, snapshot("s", 4, { sources: [renamed, source(2), source(2, { snippet: "again" })] })));
+  assert.deepEqual(seen.events.at(-1), { type: "sources", streamId: "s", seq: 4, snapshot: true, sources: [source(2)] });
+  core.onMessage(frame("room", 3, sources("s", 5, [source(2), source(3, { snippet: "Mild." })])));
+  assert.deepEqual(seen.events.at(-1).sources, [source(2), source(3, { snippet: "Mild." })], "a live event reaches the handler as it is");
+  assert.deepEqual(core.sources("s"), [source(1), source(2), source(3, { snippet: "Mild." })]);
+  core.sources("s")[0].url = "javascript:alert(1)";
+  assert.equal(core.sources("s")[0].url, source(1).url, "the page gets copies");
+  core.onMessage(frame("room", 4, snapshot("s", 6, { sources: [source(1), source(3)] })));
+  assert.deepEqual(seen.events.at(-1).type, "delta", "no sources event when the page has them all");
+});
+
+test("over a WebSocket: client.reasoning and client.sources follow a thinking model's stream", async () => {
+  const { FakeSocket, sockets } = fakeWebSocket();
+  const client = connect({ appId: "app_1", url: "http://bf.test", transport: "websocket", WebSocket: FakeSocket });
+  const seen = [];
+  client.on(ACTION, (o) => seen.push([o.type, client.reasoning(o.streamId), client.sources(o.streamId).length]));
+  const joined = client.join("room", { catchUp: false });
+  await until(() => sockets.length === 1, "a socket");
+  sockets[0].open();
+  sockets[0].receive({ op: "joined", channel: "room", recovered: true, offset: 0, epoch: "E", id: sockets[0].lastJoin("room").id });
+  await joined;
+  const stream = [
+    threadInfo("s"),
+    reasoning("s", 1, "Search "),
+    reasoning("s", 2, "first."),
+    reasoning("s", 3, "", { redacted: true }),
+    sources("s", 4, [source(1), source(2)]),
+    event("s", 5),
+    end("s", 6, "w5 ", { reasoning: "Search first.", sources: [source(1), source(2)] }),
+  ];
+  stream.forEach((options, i) => sockets[0].receive(frame("room", i + 1, options)));
+  assert.deepEqual(seen, [
+    ["threadInfo", "", 0],
+    ["reasoning", "Search ", 0],
+    ["reasoning", "Search first.", 0],
+    ["reasoning", "Search first.", 0],
+    ["sources", "Search first.", 2],
+    ["delta", "Search first.", 2],
+    ["end", "Search first.", 2],
+  ]);
+  assert.deepEqual(client.sources("s"), [source(1), source(2)]);
+  assert.equal(client.text("s"), "w5 ");
+  client.close();
+});
+
 // ---- frames from a stream's log ------------------------------------------------------------------
 
 test("live: log frames run at the position the join answered, without moving it, before the replay", () => {
@@ -292,9 +423,6 @@ test("a snapshot past a tool call counts as going on even when it brings no new 
 });
 
 // ---- through the client, over the fake transports (every frame checked against protocol.json) -----
-
-const threadInfo = (streamId) => event(streamId, 0, "threadInfo", { content: { streamId, service: "echo", model: "e1" } });
-const end = (streamId, seq, text) => event(streamId, seq, "end", { finish_reason: "stop", usage: null, text });
 
 /** A client's handler that appends deltas, and what it ran, as the page would have it. */
 function watch(client) {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -41,14 +40,6 @@ pytestmark = pytest.mark.anyio
 
 ASKED_MODEL = "claude-sonnet-4-5"
 PARTS = ["Why do ", "programmers ", "prefer dark mode? ", "Because light ", "attracts bugs. 🐛 Olé!"]
-
-
-@pytest.fixture
-async def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as fake:
-        # The variable Anthropic's own SDKs read; it must be set before the server loads its settings.
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        yield fake
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ fakes speak each provider's documented format, cut at random places into small T
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,36 +18,12 @@ from tests.fakes import openai_server as openai
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI, JsonReply, StreamReply, split_randomly
+from tests.providers.test_anthropic import run_stream
 
 pytestmark = pytest.mark.anyio
 
 SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl"
 REDACTED = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB5URj"
-
-
-@pytest.fixture
-async def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as fake:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        yield fake
-
-
-@pytest.fixture
-async def fake_gemini(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeGemini]:
-    async with FakeGemini() as fake:
-        monkeypatch.setenv("GEMINI_BASE_URL", fake.base_url)
-        yield fake
-
-
-async def relay(server: Server, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """Start a stream to a page on ``anonymous`` and read all of it (every frame schema-checked)."""
-    page = await server.ws(channels=("anonymous",))
-    response = await server.post("/stream/create", body)
-    assert response.status_code == 200, response.text
-    stream_id = response.json()["streamId"]
-    events = await page.stream_events()
-    assert_well_formed(events, stream_id)
-    return stream_id, events
 
 
 def body_for(server: Server, service: str, model: str, asked: bool, **payload: Any) -> dict[str, Any]:
@@ -145,7 +120,7 @@ async def test_anthropic_thinking_and_web_search(
     fake_anthropic.enqueue(StreamReply(split_randomly(claude_searching_stream(), seed), delay=0.0002))
     thinking = {"type": "enabled", "budget_tokens": 2048}
     body = body_for(server, "anthropic", "claude-sonnet-4-5", asked, thinking=thinking)
-    stream_id, events = await relay(server, body)
+    stream_id, events = await run_stream(server, body)
 
     end = events[-1]
     assert end["text"] == "It is mild: warm summers, cool winters." and end["finish_reason"] == "stop"
@@ -196,7 +171,7 @@ async def test_anthropic_citation_of_a_page_not_among_the_results_is_a_source(
         ]
     )
     fake_anthropic.enqueue(StreamReply(split_randomly(body, 3)))
-    _, events = await relay(server, body_for(server, "anthropic", "claude-sonnet-4-5", False))
+    _, events = await run_stream(server, body_for(server, "anthropic", "claude-sonnet-4-5", False))
     source = {"url": elsewhere["url"], "title": "MeteoSwiss", "snippet": "Mild."}
     assert of_type(events, "sources") == [{**of_type(events, "sources")[0], "sources": [source]}]
     assert events[-1]["sources"] == [source]  # a document citation has no URL: not a source
@@ -357,7 +332,7 @@ async def test_compatible_reasoning_fields(
 ) -> None:
     server = await start_server()
     fake_openai.enqueue(StreamReply(split_randomly(compatible_stream(field), 5)))
-    _, events = await relay(server, body_for(server, "openai", "deepseek-reasoner", asked))
+    _, events = await run_stream(server, body_for(server, "openai", "deepseek-reasoner", asked))
     end = events[-1]
     assert end["text"] == "9.9 is larger." and end["finish_reason"] == "stop"
     thought = "9.11 is smaller than 9.9, since 11 < 90."
@@ -383,7 +358,7 @@ async def test_reasoning_is_never_sent_back_to_a_compatible_server(
         {"role": "assistant", "content": "9.9 is larger."},
         {"role": "user", "content": "Sure?"},
     ]
-    await relay(server, body_for(server, "openai", "deepseek-reasoner", True, messages=messages))
+    await run_stream(server, body_for(server, "openai", "deepseek-reasoner", True, messages=messages))
     assert fake_openai.requests[0].json()["messages"] == messages
 
 
@@ -393,7 +368,7 @@ async def test_openai_search_annotations_are_sources(start_server: ServerFactory
                                                      "start_index": 0, "end_index": 5}}  # fmt: skip
     deltas = [{"role": "assistant", "content": ""}, {"content": "News."}, {"annotations": [cite, cite]}]
     fake_openai.enqueue(StreamReply([openai._stream(deltas, "stop", "gpt-4o-search-preview", None, True)]))
-    _, events = await relay(server, body_for(server, "openai", "gpt-4o-search-preview", False))
+    _, events = await run_stream(server, body_for(server, "openai", "gpt-4o-search-preview", False))
     source = {"url": "https://www.bbc.com/news", "title": "BBC News"}
     assert [e["sources"] for e in of_type(events, "sources")] == [[source]] and events[-1]["sources"] == [source]
 
@@ -415,5 +390,17 @@ async def test_a_source_that_is_not_a_web_link_is_dropped(start_server: ServerFa
     hostile = {"type": "url_citation", "url_citation": {"url": "javascript:alert(1)", "title": "x"}}
     deltas = [{"role": "assistant", "content": "Hi."}, {"annotations": [hostile]}]
     fake_openai.enqueue(StreamReply([openai._stream(deltas, "stop", "m", None, True)]))
-    _, events = await relay(server, body_for(server, "openai", "m", False))
+    _, events = await run_stream(server, body_for(server, "openai", "m", False))
     assert of_type(events, "sources") == [] and "sources" not in events[-1]
+
+
+async def test_an_app_that_keeps_no_text_keeps_no_reasoning(
+    start_server: ServerFactory, fake_openai: FakeOpenAI
+) -> None:
+    server = await start_server()
+    await server.change_app(lambda store: store.set_retain_text(server.app_id, False))
+    fake_openai.enqueue(StreamReply([compatible_stream("reasoning_content")]))
+    stream_id, events = await run_stream(server, body_for(server, "openai", "deepseek-reasoner", True))
+    assert events[-1]["reasoning"] == "9.11 is smaller than 9.9, since 11 < 90."  # the pages still get it
+    record = await record_of(server, stream_id)
+    assert (record["text"], record["reasoning"]) == (None, None)

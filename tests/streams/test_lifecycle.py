@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -166,6 +167,28 @@ async def test_coalescing_merges_close_deltas(server: Server, fake_openai: FakeO
     deltas = [e["content"] for e in events if e["type"] == "delta"]
     assert "".join(deltas) == "".join(parts) == events[-1]["text"]
     assert len(deltas) < len(parts) / 3, deltas
+
+
+async def test_coalescing_merges_reasoning_apart_from_the_answer(server: Server, fake_openai: FakeOpenAI) -> None:
+    """Thinking pieces merge with thinking pieces, answer pieces with answer pieces; never across, and
+    the order of the two stays as the model wrote them."""
+    thoughts, answer = [f"r{i} " for i in range(40)], [f"t{i} " for i in range(40)]
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": None, "reasoning_content": ""}]
+    deltas += [{"content": None, "reasoning_content": piece} for piece in thoughts]
+    deltas += [{"content": piece} for piece in answer]
+    events_out = [sse(chunk(delta)) for delta in deltas] + [sse(chunk({}, finish_reason="stop")), sse("[DONE]")]
+    fake_openai.enqueue(StreamReply(events_out, delay=0.004))
+    client = await server.ws(channels=("anonymous",))
+    body = {**seed_body(server), "coalesceMs": 60, "includeReasoning": True}
+    assert (await server.post("/stream/create", body)).status_code == 200
+    events = await client.stream_events()
+    kinds = [e["type"] for e in events]
+    reasoning = [e["content"] for e in events if e["type"] == "reasoning"]
+    text = [e["content"] for e in events if e["type"] == "delta"]
+    assert kinds == ["threadInfo", *["reasoning"] * len(reasoning), *["delta"] * len(text), "end"]
+    assert "".join(reasoning) == "".join(thoughts) == events[-1]["reasoning"]
+    assert "".join(text) == "".join(answer) == events[-1]["text"]
+    assert len(reasoning) < len(thoughts) / 3 and len(text) < len(answer) / 3, (reasoning, text)
 
 
 async def test_non_stream_caller_hanging_up_cancels_the_provider_call(server: Server, fake_openai: FakeOpenAI) -> None:

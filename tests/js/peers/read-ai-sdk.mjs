@@ -1,6 +1,6 @@
 // Resumes a stream through the AI SDK's own chat transport (what useChat({resume: true}) calls),
 // pointed at a bfstream stream URL, and folds the parts into a UI message with readUIMessageStream.
-// Prints one JSON line: {text, types, finishReason, messageId}.
+// Prints one JSON line: {text, reasoning, sources, types, finishReason, messageId}.
 // Usage: node read-ai-sdk.mjs <url>
 import { DefaultChatTransport, readUIMessageStream } from "ai";
 
@@ -32,5 +32,9 @@ const seen = chunks.pipeThrough(
 );
 let message = null;
 for await (const snapshot of readUIMessageStream({ stream: seen, terminateOnError: false })) message = snapshot;
-const text = (message?.parts ?? []).filter((p) => p.type === "text").map((p) => p.text).join("");
-console.log(JSON.stringify({ text, types, finishReason, messageId: message?.id ?? null }));
+const parts = message?.parts ?? [];
+const text = parts.filter((p) => p.type === "text").map((p) => p.text).join("");
+const reasoning = parts.filter((p) => p.type === "reasoning").map((p) => p.text).join("");
+const sources = parts.filter((p) => p.type === "source-url").map((p) => ({ url: p.url, title: p.title ?? null }));
+const order = parts.map((p) => p.type);
+console.log(JSON.stringify({ text, reasoning, sources, order, types, finishReason, messageId: message?.id ?? null }));
