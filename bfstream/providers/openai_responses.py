@@ -103,8 +103,10 @@ def _event_error(data: Any, raw: str, api_key: str | None) -> ProviderError:
 
 
 class _Calls:
-    """Function calls by output index (item ids may change, an index does not), complete once their
-    ``output_item.done`` arrives with the whole item; reasoning items kept whole, in output order."""
+    """Function calls by output index (item ids may change, an index does not): the item from
+    ``output_item.added``, replaced by the whole one ``output_item.done`` brings, with the argument
+    fragments for a server that sends no whole item; reasoning items kept whole, in output order.
+    The calls are taken once the response is over, when every one is complete."""
 
     def __init__(self) -> None:
         self._open: dict[Any, dict[str, Any]] = {}
