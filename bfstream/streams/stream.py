@@ -293,6 +293,7 @@ class Stream:
         self._source = source
         joiner = SurrogateJoiner()  # a surrogate pair cut between chunks is joined
         thinking = SurrogateJoiner()
+        thought_before = len(self._thoughts or [])  # a turn's thinking starts a paragraph of its own
         start = len(self._text)  # the whole answer so far: this turn's text is what it adds
         calls: ToolCalls | None = None
         reason, usage = "stop", None
@@ -306,6 +307,8 @@ class Stream:
                 if event.redacted:
                     await self._emit_checked("reasoning", content="", redacted=True)
                 elif piece := thinking.feed(event.text):
+                    if thought_before and len(self._thoughts) == thought_before:
+                        piece = "\n\n" + piece  # sent with it: the events still add up to end.reasoning
                     await self._think(piece)
             elif isinstance(event, Sources):
                 fresh = {cited["url"]: cited for cited in event.sources if cited["url"] not in self._sources}

@@ -89,8 +89,8 @@ async def test_a_page_and_the_webhook_answer_and_each_turn_sends_back_the_calls_
     assert end["usage"] == {"prompt_tokens": 600, "completion_tokens": 60, "total_tokens": 660}  # three turns
     thoughts = "".join(e["content"] for e in events if e["type"] == "reasoning")
     assert thoughts == end["reasoning"]
-    for said in ("The user wants a form first.", "Now the weather for Oslo.", "Answer briefly."):
-        assert said in thoughts
+    # Each turn's thinking is a paragraph of its own: the blank line travels in its first event.
+    assert thoughts == "The user wants a form first.\n\nNow the weather for Oslo.\n\nAnswer briefly.", thoughts
     (got,) = hook.received
     assert got.verified and got.body["toolName"] == "get_weather" and got.body["arguments"] == {"city": "Oslo"}
 
