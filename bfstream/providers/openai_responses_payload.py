@@ -339,8 +339,9 @@ def build_body(
 
     ``providerArgs`` are merged after the translation, and the asks below after them, so a
     ``providerArgs.store: false`` gets its reasoning back too: with ``include_reasoning``,
-    ``reasoning.summary: "auto"`` unless the caller chose a summary; with ``store: false``, the
-    encrypted reasoning (OpenAI keeps nothing, so a tool round must send the reasoning back whole)."""
+    ``reasoning.summary: "auto"`` unless the caller chose a summary; with ``store: false`` and a
+    reasoning configuration, the encrypted reasoning (OpenAI keeps nothing, so a tool round must send
+    the reasoning back whole)."""
     problems = Problems("the OpenAI Responses API")
     body = {k: v for k, v in payload.items() if k not in DROPPED and k not in _TRANSLATED}
     _refuse_the_untranslatable(payload, problems)
@@ -382,7 +383,10 @@ def build_body(
         if "summary" not in reasoning and "generate_summary" not in reasoning:
             reasoning["summary"] = "auto"
         body["reasoning"] = reasoning
-    if body.get("store") is False:
+    # Only for a request that configures reasoning: OpenAI refuses the include on models that do not
+    # reason (gpt-4o, gpt-4.1: "Encrypted content is not supported with this model"), and those have
+    # no reasoning items to send back anyway.
+    if body.get("store") is False and isinstance(body.get("reasoning"), dict):
         include = body.get("include")
         include = list(include) if isinstance(include, list) else []
         if ENCRYPTED_REASONING not in include:

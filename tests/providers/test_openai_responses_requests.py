@@ -242,6 +242,24 @@ async def test_provider_args_name_the_responses_fields_after_translation(
     assert sent["store"] is False and sent["include"] == ["reasoning.encrypted_content"]
 
 
+async def test_store_false_without_reasoning_asks_for_no_encrypted_reasoning(
+    server: Server, fake_openai: FakeOpenAI
+) -> None:
+    """gpt-4o and gpt-4.1 answer 400 "Encrypted content is not supported with this model" to the
+    include: a request that configures no reasoning is for such a model, and has no reasoning to keep."""
+    answer_text(fake_openai, "Hi.")
+    body = {
+        "apiKey": server.api_key, "channels": ["anonymous"], "actionName": "a",
+        "payload": {"provider": "openai-responses", "apiKey": PROVIDER_KEY, "model": "gpt-4.1",
+                    "messages": [{"role": "user", "content": "Hi"}], "providerArgs": {"store": False}},
+    }  # fmt: skip
+    page = await server.ws(channels=("anonymous",))
+    assert (await server.post("/llm/query", body)).status_code == 200
+    await page.stream_events()
+    sent = fake_openai.requests[0].json()
+    assert sent["store"] is False and "include" not in sent and "reasoning" not in sent
+
+
 async def test_what_cannot_be_translated_is_refused_before_calling_openai(
     server: Server, fake_openai: FakeOpenAI
 ) -> None:
