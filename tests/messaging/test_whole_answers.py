@@ -147,7 +147,10 @@ async def test_three_interleaved_answers_and_a_back_ends_messages_are_whole_on_e
 ) -> None:
     count, notes = 3_000, 150
     answers = [echo_words(count, tag) for tag in ("a", "b", "c")]
-    settings = {"services": {"echo": {"delay_ms": 1}}, "streams": {"log_ttl": LOG_TTL}}
+    # Some 10 s an answer, about 900 events a second in all: a page reading on a busy machine keeps
+    # up, so the watcher's progress says where the answers stand (at a millisecond a word it fell
+    # seconds behind under load, and the answers had ended when it reported 4,000 events).
+    settings = {"services": {"echo": {"delay_ms": 3}}, "streams": {"log_ttl": LOG_TTL}}
     server = await start_server(**settings, messaging={"history_size": 200}, **broker.settings)
     watcher, watching = await start_watched(server, 3)
     pages = Pages(server, watcher.joined[0]["epoch"])
