@@ -31,6 +31,7 @@ from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.anthropic_payload import build_body
 from bfstream.providers.events import (
+    THINKING,
     ChatRequest,
     Delta,
     Finished,
@@ -259,14 +260,17 @@ async def complete(request: ChatRequest, client: ProviderClient, service: Servic
         )
     texts: list[str] = []
     thoughts: list[str] = []
+    thinking: list[dict[str, Any]] = []  # the signed blocks themselves, for a tool round to send back
     tool_calls: list[dict[str, Any]] = []
     for block in answer["content"]:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
-        elif block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
-            thoughts.append(block["thinking"])
+        elif block.get("type") in ("thinking", "redacted_thinking"):
+            thinking.append(block)
+            if isinstance(block.get("thinking"), str):
+                thoughts.append(block["thinking"])
         elif block.get("type") == "tool_use":
             arguments = block.get("input") if isinstance(block.get("input"), dict) else {}
             function = {"name": block.get("name"), "arguments": json.dumps(arguments, ensure_ascii=False)}
@@ -274,6 +278,8 @@ async def complete(request: ChatRequest, client: ProviderClient, service: Servic
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
+        if thinking:
+            message[THINKING] = thinking
     if request.include_reasoning and thoughts:
         message["reasoning_content"] = "".join(thoughts)
     return {

@@ -9,6 +9,8 @@ An adapter module has two functions:
   provider's end marker); adapters never swallow them into events, so the runner has one place
   that turns them into the ``error`` + ``end`` pair the channels see.
 - ``complete(request, client, service)``: the whole answer as an OpenAI ``chat.completion`` object.
+  Where a streamed turn would end in ``ToolCalls`` with ``thinking``, its message carries those
+  items under ``THINKING`` for the tool loop, which takes them out before the answer goes back.
 
 Whatever the provider, ``Finished.reason`` uses OpenAI's words (``stop``, ``length``,
 ``tool_calls``, ``content_filter``) and ``Finished.usage`` is ``{prompt_tokens,
@@ -49,6 +51,9 @@ class ChatRequest:
     api_key: str | None = field(default=None, repr=False)
     provider_args: dict[str, Any] | None = None
     include_reasoning: bool = False
+
+
+THINKING = "bfstream_thinking"  # see ``complete`` above: never part of an answer a caller gets
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from typing import Any
 from bfstream.config import ServiceConfig
 from bfstream.errors import ProviderError
 from bfstream.providers.events import (
+    THINKING,
     ChatRequest,
     Delta,
     Finished,
@@ -228,6 +229,7 @@ def _message(output: list[Any], include_reasoning: bool) -> tuple[dict[str, Any]
     annotations: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
     thoughts: list[str] = []
+    reasoning: list[dict[str, Any]] = []  # the items themselves, for a tool round to send back
     for item in output:
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "message":
@@ -244,8 +246,10 @@ def _message(output: list[Any], include_reasoning: bool) -> tuple[dict[str, Any]
                     refusals.append(part["refusal"])
         elif kind == "function_call":
             function = {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}
-            tool_calls.append({"id": item.get("call_id"), "type": "function", "function": function})
+            entry = {"id": item.get("call_id"), "type": "function", "function": function}
+            tool_calls.append({**entry, **(item_id_extra(item.get("id")) or {})})
         elif kind == "reasoning":
+            reasoning.append(item)
             for part in [*(item.get("summary") or []), *(item.get("content") or [])]:
                 if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]:
                     thoughts.append(part["text"])
@@ -258,6 +262,8 @@ def _message(output: list[Any], include_reasoning: bool) -> tuple[dict[str, Any]
         message["annotations"] = annotations
     if tool_calls:
         message["tool_calls"] = tool_calls
+        if reasoning:
+            message[THINKING] = reasoning
     if include_reasoning and thoughts:
         message["reasoning_content"] = "\n\n".join(thoughts)
     return message, bool(refusals)

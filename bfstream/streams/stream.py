@@ -30,6 +30,7 @@ from bfstream.messaging.hub import Hub
 from bfstream.metrics import Metrics, ServiceMetrics
 from bfstream.providers import ADAPTERS, IMAGE_FETCHES
 from bfstream.providers.events import (
+    THINKING,
     ChatRequest,
     Delta,
     Finished,
@@ -381,10 +382,7 @@ class Stream:
         self._round = tools = ToolRound(
             self._ctx, self._app, self.spec, number, turn.calls.calls, self.record.id, self._out
         )
-        assistant = tools.assistant(turn.text or None)
-        if turn.calls.thinking:  # Anthropic's signed blocks go back first, unchanged
-            text = [{"type": "text", "text": turn.text}] if turn.text else []
-            assistant["content"] = [*turn.calls.thinking, *text]
+        assistant = tools.assistant(turn.text or None, turn.calls.thinking)
         results = await tools.run()
         self._messages += [assistant, *results.messages]
         self.record.tools += results.entries
@@ -459,12 +457,13 @@ class Stream:
                     )
                 usage = add_usage(usage, completion.get("usage") if isinstance(completion, dict) else None)
                 message, calls = completion_calls(completion)
+                thinking = message.pop(THINKING, None)  # bfstream's own: never in the caller's answer
                 if not calls or rounds >= spec.max_rounds or not await self._can_answer(calls, frontend=False):
                     break
                 rounds += 1
                 tools = ToolRound(ctx, self._app, spec, rounds, calls)
                 results = await tools.run()
-                self._messages += [tools.assistant(message.get("content")), *results.messages]
+                self._messages += [tools.assistant(message.get("content"), thinking), *results.messages]
         if rounds and isinstance(completion, dict):
             completion["usage"] = usage
         return completion

@@ -97,8 +97,11 @@ class ToolRound:
         self.calls = [call if call.id else replace(call, id=f"call_{number}_{i}") for i, call in enumerate(calls)]
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by toolCallId
 
-    def assistant(self, content: Any) -> dict[str, Any]:
-        """The assistant message that made the calls, in OpenAI's shape."""
+    def assistant(self, content: Any, thinking: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The assistant message that made the calls, in OpenAI's shape; the ``thinking`` the provider
+        needs back (``ToolCalls.thinking``) goes first in its content, unchanged, before its text."""
+        if thinking:
+            content = [*thinking, *([{"type": "text", "text": content}] if content else [])]
         return {
             "role": "assistant",
             "content": content,

@@ -367,7 +367,12 @@ async def test_stream_false_with_reasoning_and_calls(server: Server, fake_openai
         "content": None,
         "refusal": None,
         "tool_calls": [
-            {"id": "call_W", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+            {
+                "id": "call_W",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                "extra_content": {"openai": {"item_id": "fc_1"}},  # as a streamed call carries it
+            }
         ],
         "reasoning_content": "First I look it up.\n\nThen I answer.",
     }
