@@ -43,6 +43,7 @@ from bfstream.providers.translation import (
     answered_call,
     assistant_calls,
     data_uri,
+    each_message,
     each_object,
     tool_arguments,
     translate_tools,
@@ -178,7 +179,7 @@ def _translate_messages(messages: Any, problems: Problems) -> tuple[list[dict[st
     turns: list[tuple[str, list[Any]]] = []
     legacy = LegacyCalls("toolu_legacy_")
     listed = messages if isinstance(messages, list) else []
-    for where, message in each_object(listed, "payload.messages", problems, "a message"):
+    for where, message in each_message(listed, problems):
         role = message.get("role")
         if role in ("system", "developer"):
             system += _content_blocks(message.get("content"), f"{where}.content", problems, images=False)

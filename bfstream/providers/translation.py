@@ -6,6 +6,7 @@ one 400, so a caller fixes them all at once instead of one per round trip.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -42,10 +43,31 @@ def each_object(items: list[Any], where: str, problems: Problems, noun: str) -> 
             problems.add(f"{where}.{i}", f"{noun} must be an object")
 
 
+def each_message(messages: list[Any], problems: Problems) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, message) for each message a translator can read. A message in Gemini's own shape
+    (``parts``) or a user message with nothing in it is a problem: dropped without a word, the model
+    would answer another conversation than the one sent."""
+    for where, message in each_object(messages, "payload.messages", problems, "a message"):
+        if "parts" in message:
+            problems.add(f"{where}.parts", "parts is Gemini's own message shape: write content, or send it to gemini")
+        elif message.get("role") == "user" and message.get("content") in (None, "", []):
+            problems.add(f"{where}.content", "a user message needs content")
+        else:
+            yield where, message
+
+
 def data_uri(url: str) -> tuple[str, str] | None:
-    """(media type, base64 data) of a ``data:<type>;base64,<data>`` URI, else None."""
+    """(media type, base64 data) of a ``data:<type>;base64,<data>`` URI, else None (data that is not
+    base64 too: the provider would refuse it after the stream was set up)."""
     match = _DATA_URI.fullmatch(url.strip())
-    return (match["mime"].lower(), match["data"].strip()) if match else None
+    if match is None:
+        return None
+    data = "".join(match["data"].split())
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+    return match["mime"].lower(), data
 
 
 def tool_arguments(raw: Any, where: str, problems: Problems) -> dict[str, Any]:
