@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
-from bfstream.api.streams import INCLUDE_REASONING, check_page_origin, prepare, until_answered
+from bfstream.api.streams import INCLUDE_REASONING, NOT_SENT, check_page_origin, prepare, until_answered
 from bfstream.errors import NotFound, ValidationFailed
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.streams.stream import Stream
@@ -50,6 +50,7 @@ class QueryPayload(BaseModel):
     tools: list[dict[str, Any]] | None = Field(
         None, description="OpenAI-format tools; names starting with ui_ are answered by the page (stream: true only)."
     )
+    includeReasoning: bool | None = Field(None, description="Same as the top-level includeReasoning; never sent on.")
 
 
 class LlmQuery(BaseModel):
@@ -95,7 +96,7 @@ async def llm_query(body: LlmQuery, request: Request) -> Any:
     request.state.action_name = body.actionName  # every error answer echoes it (api/errors.py)
     app = await authenticate(request, body.apiKey)
     payload = body.payload
-    options = payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream", "providerArgs"})
+    options = payload.model_dump(exclude_unset=True, exclude={*NOT_SENT, "providerArgs"})
     spec = await prepare(
         request, app,
         service=payload.provider,
@@ -107,7 +108,7 @@ async def llm_query(body: LlmQuery, request: Request) -> Any:
         coalesce_ms=body.coalesceMs,
         tool_timeout=body.toolTimeout,
         provider_args=payload.providerArgs,
-        include_reasoning=body.includeReasoning,
+        include_reasoning=body.includeReasoning or bool(payload.includeReasoning),
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if payload.stream:

@@ -25,6 +25,7 @@ from bfstream.text import repair_json
 
 router = APIRouter()
 
+NOT_SENT = {"apiKey", "provider", "stream", "includeReasoning"}  # payload fields for bfstream, not the provider
 INCLUDE_REASONING = (
     "true: the model's reasoning goes to the channels as reasoning events as it thinks, and end.reasoning holds"
     " all of it (stream: false: choices[0].message.reasoning_content). Default false."
@@ -51,6 +52,7 @@ class StreamPayload(BaseModel):
         None, description="OpenAI-format tools; names starting with ui_ are answered by the page (stream: true only)."
     )
     functions: list[dict[str, Any]] | None = Field(None, description="Legacy OpenAI functions.")
+    includeReasoning: bool | None = Field(None, description="Same as the top-level includeReasoning; never sent on.")
 
 
 class CreateStream(BaseModel):
@@ -242,14 +244,14 @@ async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
     spec = await prepare(
         request, app,
         service=given,
-        payload=body.payload.model_dump(exclude_unset=True, exclude={"apiKey", "provider", "stream"}),
+        payload=body.payload.model_dump(exclude_unset=True, exclude=NOT_SENT),
         api_key=body.payload.apiKey,
         streaming=body.payload.stream,
         channels=body.channels,
         action_name=body.actionName,
         coalesce_ms=body.coalesceMs,
         tool_timeout=body.toolTimeout,
-        include_reasoning=body.includeReasoning,
+        include_reasoning=body.includeReasoning or bool(body.payload.includeReasoning),
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if not body.payload.stream:

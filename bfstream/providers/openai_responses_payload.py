@@ -19,6 +19,7 @@ from bfstream.providers.translation import (
     Problems,
     answered_call,
     assistant_calls,
+    each_message,
     each_object,
     merged,
     translate_tools,
@@ -219,7 +220,7 @@ def _translate_messages(messages: Any, problems: Problems) -> tuple[list[str], l
         if messages is not None:
             problems.add("payload.messages", "must be a list")
         return instructions, items
-    for where, message in each_object(messages, "payload.messages", problems, "a message"):
+    for where, message in each_message(messages, problems):
         role = message.get("role")
         if role in ("system", "developer"):
             if text := _instructions(message.get("content"), f"{where}.content", problems):
@@ -311,6 +312,8 @@ def _text_config(payload: dict[str, Any], problems: Problems) -> dict[str, Any]:
     if payload.get("verbosity") is not None:
         text["verbosity"] = payload["verbosity"]
     native = payload.get("text")
+    if native is not None and not isinstance(native, dict):
+        problems.add("payload.text", "must be an object (the Responses API's text configuration)")
     return merged(text, native) if isinstance(native, dict) else text
 
 
@@ -377,18 +380,21 @@ def build_body(
     problems.raise_if_any()
 
     body = with_provider_args(body, provider_args, _ARG_ALIASES)
-    if include_reasoning:
-        reasoning = body.get("reasoning")
-        reasoning = dict(reasoning) if isinstance(reasoning, dict) else {}
+    # The asks below never replace what the caller wrote: a malformed value goes as it is, for OpenAI's own 400.
+    if include_reasoning and isinstance(body.get("reasoning"), dict | None):
+        reasoning = dict(body.get("reasoning") or {})
         if "summary" not in reasoning and "generate_summary" not in reasoning:
             reasoning["summary"] = "auto"
         body["reasoning"] = reasoning
     # Only for a request that configures reasoning: OpenAI refuses the include on models that do not
     # reason (gpt-4o, gpt-4.1: "Encrypted content is not supported with this model"), and those have
     # no reasoning items to send back anyway.
-    if body.get("store") is False and isinstance(body.get("reasoning"), dict):
-        include = body.get("include")
-        include = list(include) if isinstance(include, list) else []
+    if (
+        body.get("store") is False
+        and isinstance(body.get("reasoning"), dict)
+        and isinstance(body.get("include"), list | None)
+    ):
+        include = list(body.get("include") or [])
         if ENCRYPTED_REASONING not in include:
             include.append(ENCRYPTED_REASONING)
         body["include"] = include

@@ -410,3 +410,24 @@ async def test_stream_false_failed_response_is_502(server: Server, fake_openai: 
     error = response.json()["error"]
     assert error["code"] == "server_error" and error["message"] == "Something broke near ***"
     assert PROVIDER_KEY not in json.dumps(response.json())
+
+
+async def test_a_malformed_field_of_the_callers_goes_as_written(server: Server, fake_openai: FakeOpenAI) -> None:
+    """bfstream's own asks (a reasoning summary, encrypted reasoning) are merged into what the caller
+    wrote, never put in place of it: OpenAI answers a malformed value with its own 400."""
+    answer_text(fake_openai, "Hi.")
+    body = {
+        "apiKey": server.api_key, "channels": ["anonymous"], "actionName": "a", "includeReasoning": True,
+        "payload": {"provider": "openai-responses", "apiKey": PROVIDER_KEY, "model": "o4-mini",
+                    "messages": [{"role": "user", "content": "Hi"}], "reasoning": "high", "store": False,
+                    "include": "reasoning"},
+    }  # fmt: skip
+    page = await server.ws(channels=("anonymous",))
+    assert (await server.post("/llm/query", body)).status_code == 200
+    await page.stream_events()
+    sent = fake_openai.requests[0].json()
+    assert (sent["reasoning"], sent["include"]) == ("high", "reasoning")
+
+    body["payload"] = {**body["payload"], "text": "x", "reasoning": {"effort": "low"}}
+    refused = await server.post("/llm/query", body)
+    assert refused.status_code == 400 and [d["field"] for d in refused.json()["error"]["details"]] == ["payload.text"]

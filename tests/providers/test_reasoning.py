@@ -404,3 +404,28 @@ async def test_an_app_that_keeps_no_text_keeps_no_reasoning(
     assert events[-1]["reasoning"] == "9.11 is smaller than 9.9, since 11 < 90."  # the pages still get it
     record = await record_of(server, stream_id)
     assert (record["text"], record["reasoning"]) == (None, None)
+
+
+@pytest.mark.parametrize("path", ["/stream/create", "/llm/query"])
+async def test_include_reasoning_inside_the_payload_counts_and_is_not_sent_on(
+    start_server: ServerFactory, fake_openai: FakeOpenAI, path: str
+) -> None:
+    """``/llm/query`` keeps ``provider``, ``stream`` and ``apiKey`` in its payload, so the flag is
+    looked for there too; it is bfstream's, and never reaches the provider."""
+    server = await start_server()
+
+    def asking(flag: Any) -> dict[str, Any]:
+        body = body_for(server, "openai", "deepseek-reasoner", False, includeReasoning=flag)
+        if path == "/llm/query":  # the service is named in the payload there
+            body["payload"]["provider"] = body.pop("service")
+        return body
+
+    fake_openai.enqueue(StreamReply([compatible_stream("reasoning_content")]))
+    page = await server.ws(channels=("anonymous",))
+    response = await server.post(path, asking(True))
+    assert response.status_code == 200, response.text
+    events = await page.stream_events()
+    assert events[-1]["reasoning"] == "9.11 is smaller than 9.9, since 11 < 90."
+    assert "includeReasoning" not in fake_openai.requests[0].json()
+    refused = await server.post(path, asking("yes"))
+    assert refused.status_code == 400 and refused.json()["error"]["details"][0]["field"] == "payload.includeReasoning"
