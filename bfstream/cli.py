@@ -286,6 +286,8 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         await store.set_browser_publish(app.id, args.browser_publish == "on")
     if args.retain_text is not None:
         await store.set_retain_text(app.id, args.retain_text == "on")
+    if args.tool_arguments is not None:
+        await store.set_tool_arguments_public(app.id, args.tool_arguments == "public")
     if args.origins is not None:
         await store.set_origins(app.id, _origins(args.origins))
     secret = None
@@ -306,6 +308,7 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         **_app_json(app),
         "browserPublish": app.browser_publish,
         "retainText": app.retain_text,
+        "toolArguments": "public" if app.tool_arguments_public else "private",
         "origins": list(app.origins) if app.origins is not None else None,
         "webhook": app.webhook_url,
     }
@@ -390,6 +393,12 @@ def _parser() -> argparse.ArgumentParser:
         "--browser-publish", choices=["on", "off"], help="may browsers publish to the channels they are in"
     )
     update.add_argument("--retain-text", choices=["on", "off"], help="keep each answer's text in stream records")
+    update.add_argument(
+        "--tool-arguments",
+        choices=["private", "public"],
+        help="do backend tools' arguments go to the channels in function_call events (default private: "
+        "only id, name and userMessage; ui_* tools' always do)",
+    )
     update.add_argument(
         "--origins",
         metavar="ORIGINS",

@@ -224,6 +224,11 @@ class Server:
         """Browser publish is off for new apps; tests of it turn it on, as an operator would."""
         await self.change_app(lambda store: store.set_browser_publish(self.app_id, True))
 
+    async def make_tool_arguments_public(self) -> None:
+        """``apps update --tool-arguments public``: function_call events then carry backend tools'
+        arguments, which tests of how a call's fragments are put together read."""
+        await self.change_app(lambda store: store.set_tool_arguments_public(self.app_id, True))
+
     async def change_app(self, change: Callable[[Any], Awaitable[None]]) -> None:
         """Change the test app in the server's store, as the CLI would; the server reads it on use."""
         settings = load_settings(data_dir=self.data_dir)

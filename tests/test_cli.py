@@ -56,6 +56,9 @@ def test_apps_create_list_rotate_delete(tmp_path: Path) -> None:
     updated = run("apps", "update", "shop", "--browser-publish", "on", data_dir=tmp_path)
     assert json.loads(updated.stdout)["browserPublish"] is True
     assert json.loads(updated.stdout)["origins"] is None  # any origin, until the app lists some
+    assert json.loads(updated.stdout)["toolArguments"] == "private"  # a backend tool's arguments stay here
+    shown = run("apps", "update", "shop", "--tool-arguments", "public", data_dir=tmp_path)
+    assert json.loads(shown.stdout)["toolArguments"] == "public"
     limited = run(
         "apps", "update", "shop", "--origins", "https://Shop.example/,http://localhost:3000", data_dir=tmp_path
     )

@@ -19,6 +19,8 @@ class App:
     # Where backend tool calls and listen/receive publishes go, signed with the secret; None: nowhere.
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
+    # Do backend tools' arguments go to the channels in function_call events? ui_* tools' always do.
+    tool_arguments_public: bool = False
 
     def allows_origin(self, origin: str | None) -> bool:
         """No Origin header is a same-origin page or not a browser: nothing to check against."""

@@ -98,7 +98,10 @@ async def open_store(database_url: str | None, data_dir: Path, *, create: bool =
     return Store(database)
 
 
-_APP_COLUMNS = "id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret"
+_APP_COLUMNS = (
+    "id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, tool_arguments_public"
+)
+_APP_FIELDS = _APP_COLUMNS.count(",") + 1  # the columns after them in a row are the key's
 _STREAM_COLUMNS = (
     "id, app_id, service, model, channels, action_name, status, created_at, ended_at, finish_reason, usage, error, "
     "text, owner, seq, tools, functions, reasoning, sources"
@@ -106,11 +109,13 @@ _STREAM_COLUMNS = (
 
 
 def _app(row: Row) -> App:
-    app_id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret = row[:8]
+    app_id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, public = row[
+        :_APP_FIELDS
+    ]
     allowed = tuple(json.loads(origins)) if origins is not None else None
     return App(
         str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text), allowed,
-        webhook_url, webhook_secret,
+        webhook_url, webhook_secret, bool(public),
     )  # fmt: skip
 
 
@@ -236,8 +241,9 @@ class Store:
         )
         if row is None:
             return None
-        current = hmac.compare_digest(row[8], wanted)
-        previous = row[9] is not None and hmac.compare_digest(row[9], wanted) and float(row[10]) > now
+        key_hash, old_hash, old_until = row[_APP_FIELDS:]
+        current = hmac.compare_digest(key_hash, wanted)
+        previous = old_hash is not None and hmac.compare_digest(old_hash, wanted) and float(old_until) > now
         return _app(row) if current or previous else None
 
     async def rotate_key(self, app_id: str, grace: float = 0) -> str:
@@ -257,6 +263,9 @@ class Store:
 
     async def delete_app(self, app_id: str) -> bool:
         return await self._db.execute("DELETE FROM apps WHERE id = $1", app_id) > 0
+
+    async def set_tool_arguments_public(self, app_id: str, public: bool) -> None:
+        await self._db.execute("UPDATE apps SET tool_arguments_public = $1 WHERE id = $2", int(public), app_id)
 
     async def set_browser_publish(self, app_id: str, allowed: bool) -> None:
         await self._db.execute("UPDATE apps SET browser_publish = $1 WHERE id = $2", int(allowed), app_id)

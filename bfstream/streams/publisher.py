@@ -34,19 +34,20 @@ SHUTDOWN_PATIENCE = 0.0  # seconds a stream ending during a shutdown waits for t
 _RETRY_ENDING_EVERY = 0.5
 
 
-def announced(call: ToolCall) -> dict[str, Any]:
-    """The contract lets a tool's arguments carry a line for the user while the tool runs."""
+def announced(call: ToolCall, with_arguments: bool) -> dict[str, Any]:
+    """A call as ``function_call`` tells the channels of it. The contract lets a tool's arguments
+    carry a line for the user while the tool runs (``userMessage``); the arguments themselves go
+    only ``with_arguments`` (a page's own ui_* tool, or an app that made its tools' public): the
+    back end processes a backend tool's arguments, which must not reach every browser."""
     try:
         parsed = json.loads(call.arguments)
     except ValueError:
         parsed = None
     user_message = parsed.get("userMessage") if isinstance(parsed, dict) else None
-    return {
-        "id": call.id and repair(call.id),
-        "name": repair(call.name),
-        "arguments": repair(call.arguments),
-        "userMessage": repair(user_message) if isinstance(user_message, str) else None,
-    }
+    told = {"id": call.id and repair(call.id), "name": repair(call.name)}
+    if with_arguments:
+        told["arguments"] = repair(call.arguments)
+    return {**told, "userMessage": repair(user_message) if isinstance(user_message, str) else None}
 
 
 def ender_fence(stream_id: str) -> str:

@@ -318,7 +318,8 @@ class Stream:
                     await self._emit_checked("sources", sources=list(fresh.values()))
             elif isinstance(event, ToolCalls):
                 calls = event
-                functions = [announced(call) for call in event.calls]
+                public = self._app.tool_arguments_public
+                functions = [announced(call, public or is_frontend(call.name)) for call in event.calls]
                 self.record.functions += functions  # kept with the text: the final snapshot's whole
                 await self._out.emit("function_call", content={"functions": functions})
             elif isinstance(event, Finished):

@@ -114,6 +114,7 @@ async def test_keepalive_comments_and_usage_only_chunk(server: Server, fake_open
 
 
 async def test_tool_call_fragments_become_one_function_call(server: Server, fake_openai: FakeOpenAI) -> None:
+    await server.make_tool_arguments_public()  # the reassembled arguments are what is checked
     weather = json.dumps({"city": "Boston", "userMessage": "Checking the weather in Boston."})
     time_args = json.dumps({"tz": "Europe/Zürich"})
     fake_openai.enqueue(
@@ -138,7 +139,39 @@ async def test_tool_call_fragments_become_one_function_call(server: Server, fake
     assert status.json()["functions"] == calls[0]["content"]["functions"]
 
 
+async def test_backend_tool_arguments_stay_on_the_server_unless_the_app_makes_them_public(
+    server: Server, fake_openai: FakeOpenAI
+) -> None:
+    """The reference: a backend tool's arguments are processed by the back end. A page learns that a
+    call is made, and its ``userMessage``; a ``ui_*`` tool's arguments are the page's own, always."""
+    lookup = json.dumps({"customer": "C-1042", "email": "ann@example.com", "userMessage": "Looking you up…"})
+    form = json.dumps({"title": "Sign up"})
+    calls = [("call_1", "lookup_customer", lookup), ("call_2", "ui_show_form", form)]
+    tools = [
+        {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+        for name in ("lookup_customer", "ui_show_form")
+    ]
+    told = []
+    for public in (False, True):
+        if public:
+            await server.make_tool_arguments_public()
+        fake_openai.enqueue(StreamReply([tool_call_stream(calls)]))
+        client = await server.ws(channels=("anonymous",))
+        await server.post("/stream/create", seed_body(server, tools=tools))
+        events = await client.stream_events()
+        (call,) = [e for e in events if e["type"] == "function_call"]
+        told.append(call["content"]["functions"])
+        assert "C-1042" not in json.dumps(events) or public  # nowhere on the channel, end included
+    private, shown = told
+    assert private == [
+        {"id": "call_1", "name": "lookup_customer", "userMessage": "Looking you up…"},
+        {"id": "call_2", "name": "ui_show_form", "arguments": form, "userMessage": None},
+    ]
+    assert shown[0] == {**private[0], "arguments": lookup} and shown[1] == private[1]
+
+
 async def test_legacy_function_call_is_reassembled(server: Server, fake_openai: FakeOpenAI) -> None:
+    await server.make_tool_arguments_public()  # the reassembled arguments are what is checked
     args = json.dumps({"query": "jokes", "userMessage": None})
     fake_openai.enqueue(StreamReply([legacy_function_call_stream("search", args)]))
     client = await server.ws(channels=("anonymous",))

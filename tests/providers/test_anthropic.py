@@ -227,6 +227,7 @@ async def test_legacy_functions_api_is_translated(server: Server, fake_anthropic
 
 
 async def test_tool_use_becomes_one_function_call(server: Server, fake_anthropic: FakeAnthropic) -> None:
+    await server.make_tool_arguments_public()  # the reassembled arguments are what is checked
     weather = json.dumps({"city": "Zürich", "userMessage": "Checking the weather in Zürich…"}, ensure_ascii=False)
     calls = [("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", weather), ("toolu_01Q2w3E4r5T6", "get_time", "")]
     fake_anthropic.enqueue(StreamReply(split_every(tool_use_stream(calls, text=["Okay", ", let me check."]), 50)))

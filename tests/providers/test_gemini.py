@@ -123,6 +123,7 @@ async def test_models_prefix_is_stripped(server: Server, fake_gemini: FakeGemini
 
 
 async def test_function_calls_become_one_function_call_event(server: Server, fake_gemini: FakeGemini) -> None:
+    await server.make_tool_arguments_public()  # the reassembled arguments are what is checked
     weather = {"city": "Boston", "userMessage": "Checking the weather in Boston."}
     clock = {"tz": "Europe/Zürich"}
     body = function_call_stream([("get_weather", weather), ("now", clock, "fc-7")])

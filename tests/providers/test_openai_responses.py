@@ -78,6 +78,7 @@ async def test_text_reaches_the_channel_like_any_stream(server: Server, fake_ope
 async def test_function_calls_come_whole_once_their_fragments_are_in(
     server: Server, fake_openai: FakeOpenAI, seed: int
 ) -> None:
+    await server.make_tool_arguments_public()  # the reassembled arguments are what is checked
     weather = json.dumps({"city": "Zürich", "userMessage": "Checking the weather in Zürich…"}, ensure_ascii=False)
     stream = ResponseStream(seed=seed)
     stream.message(["Okay", ", let me check."])
@@ -250,6 +251,7 @@ async def test_a_refused_key_fails_the_post_and_sends_nothing(server: Server, fa
 async def test_a_call_listed_only_in_the_final_response_is_not_lost(server: Server, fake_openai: FakeOpenAI) -> None:
     """Some servers (LiteLLM's bridge to Chat Completions models) stream no event for a function call
     and list it only in ``response.completed``."""
+    await server.make_tool_arguments_public()  # the reassembled arguments are what is checked
     stream = ResponseStream()
     stream.message(["Let me look."])
     stream.output.append(function_call_item("call_Q", "get_weather", '{"city": "Oslo"}', id="fc_Q"))

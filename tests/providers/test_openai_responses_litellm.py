@@ -103,6 +103,7 @@ async def test_litellms_responses_stream_reaches_a_channel(
     server: Server = await start_server(
         services={"litellm": {"kind": "openai-responses", "base_url": proxy}, "echo": {"delay_ms": 1}}
     )
+    await server.make_tool_arguments_public()  # the reassembled arguments are what is checked
     parts = ["Light ", "attracts ", "bugs. 🐛"]
     fake_openai.enqueue(
         StreamReply(split_randomly(text_stream(parts), 5)),
