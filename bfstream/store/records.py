@@ -19,6 +19,8 @@ class App:
     # Where backend tool calls and listen/receive publishes go, signed with the secret; None: nowhere.
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
+    # The stream lifecycle events (``streams/lifecycle.py``) its webhook gets; empty: none.
+    webhook_events: tuple[str, ...] = ()
 
     def allows_origin(self, origin: str | None) -> bool:
         """No Origin header is a same-origin page or not a browser: nothing to check against."""
@@ -58,6 +60,8 @@ class StreamRecord:
     # text), and the sources the answer cited ({url, title?, snippet?}), in the order they came.
     reasoning: str | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # The request's ``metadata``, given back in its lifecycle event; never sent to the channels.
+    metadata: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
