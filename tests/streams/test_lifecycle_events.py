@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.conftest import Server, seed_body
+from bfstream.store.store import open_store
+from tests.conftest import ServeProcess, Server, seed_body
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, chunk, sse, text_stream
 from tests.fakes.webhook_server import WebhookReceiver
 from tests.streams.test_lifecycle import finished, slow_stream
@@ -161,3 +165,48 @@ async def test_metadata_is_an_object_of_at_most_4_kib(server: Server, fake_opena
     fits = {"blob": "x" * 4000}
     fake_openai.enqueue(StreamReply([text_stream(["ok"])]))
     assert (await server.post(path, {**body, "metadata": fits})).status_code == 200
+
+
+async def test_a_stream_cut_short_by_a_drain_sends_stream_interrupted_before_the_server_exits(
+    tmp_path: Path,
+) -> None:
+    """A drain that outlasts its time ends streams with an error; the back end hears ``stream.interrupted``
+    (the request was fine, the server went away), sent before the process exits: retried too, when
+    the back end's first answer is a 500."""
+    answers: list[int] = []
+
+    async def flaky(body: dict[str, Any]) -> tuple[int, Any]:
+        answers.append(500 if not answers else 200)
+        return answers[-1], {}
+
+    async with WebhookReceiver(answer=flaky) as hook:
+        server = await ServeProcess.start(
+            tmp_path, BFSTREAM_SERVICES__ECHO__DELAY_MS="200", BFSTREAM_STREAMS__DRAIN_SECONDS="0.3",
+            BFSTREAM_TOOLS__ALLOW_PRIVATE_WEBHOOKS="true",
+        )  # fmt: skip
+        store = await open_store(None, tmp_path)
+        try:
+            hook.secret = await store.set_webhook(str(server.app_id), hook.url) or ""
+            await store.set_webhook_events(str(server.app_id), ["stream.interrupted"])
+        finally:
+            await store.close()
+        client = await server.ws(server.app_id, "anonymous")
+        body = {
+            "apiKey": server.api_key, "channels": ["anonymous"], "actionName": "onStream", "service": "echo",
+            "metadata": {"ticket": 12},
+            "payload": {"model": "echo", "messages": [{"role": "user", "content": "one two three four five six"}]},
+        }  # fmt: skip
+        async with httpx.AsyncClient() as http:
+            stream_id = (await http.post(server.url + "/stream/create", json=body)).json()["streamId"]
+        while True:
+            frame = await client.recv()
+            if frame["op"] == "message" and frame["message"]["actions"][0]["options"]["type"] == "delta":
+                break
+        server.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.proc.wait(), 15) == 0
+    assert answers == [500, 200]  # the retry went out before the server had exited
+    first, only = hook.received
+    assert first.headers["x-bfstream-delivery"] == only.headers["x-bfstream-delivery"]
+    assert only.verified and only.body["type"] == "stream.interrupted" and only.body["streamId"] == stream_id
+    assert only.body["metadata"] == {"ticket": 12} and only.body["error"]["code"] == 503
+    assert "one two three four five six".startswith(only.body["text"]) and only.body["text"]
