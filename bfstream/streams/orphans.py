@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from bfstream.errors import BfstreamError
+from bfstream.errors import BfstreamError, StoreError
 from bfstream.fleet.leases import LEASE_TTL, RENEW_EVERY, Leases
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.streamlog import event_of, fold
@@ -79,12 +79,11 @@ async def _end(store: Store, hub: Hub, record: StreamRecord, deliveries: Deliver
         return await hub.read_log(record.id, out.home)
 
     events = [event for _, data in await _until_taken(fence_then_read, record) if (event := event_of(data))]
-    app = await store.app_by_id(record.app_id) if deliveries is not None else None
     if any(event["type"] == "end" for event in events):
         # The owner sent its end and died before recording it: the record stays interrupted, and
         # the app hears what the channels had.
         folded = fold(events)
-        _tell(deliveries, app, record, folded["text"], folded.get("reasoning"))
+        await _tell(store, deliveries, None, record, folded["text"], folded.get("reasoning"))
         return
     text, told = record.text or "", {}
     if events:
@@ -97,16 +96,29 @@ async def _end(store: Store, hub: Hub, record: StreamRecord, deliveries: Deliver
     ]
     for event in ending:  # each sent again in its place until taken; a repeat that had landed is dropped
         await _until_taken(partial(out.emit, **event), record)
+    app = None
     if record.text is not None or events:
-        app = app or await store.app_by_id(record.app_id)
+        app = await store.app_by_id(record.app_id)
         kept = text if app is not None and app.retain_text else None
         await store.record_stream_text(record.id, kept, out.seq, status="interrupted")
     log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
-    _tell(deliveries, app, record, text, told.get("reasoning"))
+    await _tell(store, deliveries, app, record, text, told.get("reasoning"))
 
 
-def _tell(deliveries: Deliveries | None, app: App | None, record: StreamRecord, text: str, reasoning: Any) -> None:
-    """The reasoning goes with the event when the app keeps it, as a stream's own end does."""
+async def _tell(
+    store: Store, deliveries: Deliveries | None, app: App | None, record: StreamRecord, text: str, reasoning: Any
+) -> None:
+    """Once the channels have the end: an app read only now, so a database that is away never holds
+    up the ending (then no event: nothing says where to send it). The reasoning goes with the event
+    when the app keeps it, as a stream's own end does."""
+    if deliveries is None:
+        return
+    if app is None:
+        try:
+            app = await store.app_by_id(record.app_id)
+        except StoreError as exc:
+            log.warning("stream %s ended as interrupted, but its app could not be read: %s", record.id, exc.message)
+            return
     if app is not None and app.retain_text and isinstance(reasoning, str):
         record.reasoning = reasoning
     announce(deliveries, app, record, text)
