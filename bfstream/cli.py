@@ -23,6 +23,7 @@ from bfstream.config import Settings, load_settings
 from bfstream.errors import BfstreamError, BrokerError, StoreError
 from bfstream.store.records import App
 from bfstream.store.store import Store, is_postgres, open_store, sqlite_path
+from bfstream.streams.lifecycle import parse_events
 from bfstream.webhooks import check_url
 
 
@@ -240,7 +241,17 @@ async def _apps_list(args: argparse.Namespace, store: Store) -> int:
     apps = await store.list_apps()
     if args.json:
         print(
-            json.dumps([{**_app_json(a), "createdAt": a.created_at, "browserPublish": a.browser_publish} for a in apps])
+            json.dumps(
+                [
+                    {
+                        **_app_json(a),
+                        "createdAt": a.created_at,
+                        "browserPublish": a.browser_publish,
+                        "webhookEvents": list(a.webhook_events),
+                    }
+                    for a in apps
+                ]
+            )
         )
     else:
         for a in apps:
@@ -303,6 +314,8 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         if (await _find(store, app.id)).webhook_url is None:
             raise SystemExit("bfstream: the app has no webhook; set one with --webhook URL")
         secret = await store.rotate_webhook_secret(app.id)
+    if args.webhook_events is not None:
+        await _set_webhook_events(store, app.id, args.webhook_events)
     app = await _find(store, app.id)
     shown = {
         **_app_json(app),
@@ -311,6 +324,7 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         "toolArguments": "public" if app.tool_arguments_public else "private",
         "origins": list(app.origins) if app.origins is not None else None,
         "webhook": app.webhook_url,
+        "webhookEvents": list(app.webhook_events),
     }
     if secret is not None:
         shown["webhookSecret"] = secret  # shown this once; receivers check signatures with it
@@ -320,6 +334,16 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
             "Keep the webhookSecret: it is shown only once (rotate it with --rotate-webhook-secret).", file=sys.stderr
         )
     return 0
+
+
+async def _set_webhook_events(store: Store, app_id: str, value: str) -> None:
+    try:
+        events = parse_events(value)
+    except ValueError as exc:
+        raise SystemExit(f"bfstream: {exc}") from None
+    if events and (await _find(store, app_id)).webhook_url is None:
+        raise SystemExit("bfstream: the app has no webhook; set one with --webhook URL")
+    await store.set_webhook_events(app_id, events)
 
 
 @_with_store()
@@ -413,6 +437,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     update.add_argument(
         "--rotate-webhook-secret", action="store_true", help="replace the webhook's signing secret and print it once"
+    )
+    update.add_argument(
+        "--webhook-events",
+        metavar="EVENTS",
+        help="stream lifecycle events POSTed to the webhook: 'all', 'none', or some of stream.completed,"
+        " stream.failed, stream.stopped, stream.interrupted, comma-separated",
     )
     update.set_defaults(run=_apps_update)
     delete = apps.add_parser("delete", parents=[common], help="delete an app")

@@ -5,7 +5,7 @@ Every request carries, as Stripe and GitHub do it::
 
     X-Bfstream-Timestamp: 1764590000                  (Unix seconds when it was signed)
     X-Bfstream-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" with the app's secret>
-    X-Bfstream-Event: tool_call | message
+    X-Bfstream-Event: tool_call | message | stream.completed | stream.failed | stream.stopped | stream.interrupted
     X-Bfstream-Delivery: <id, the same on every retry of one delivery>
 
 A receiver recomputes the HMAC over the raw body, compares in constant time, and refuses a
@@ -178,17 +178,24 @@ class Deliveries:
         self._allow_private = allow_private
         self._slots = asyncio.Semaphore(_CONCURRENT)
         self._pending: dict[str, list[asyncio.Task[None]]] = {}
+        self._named: set[asyncio.Task[None]] = set()  # deliveries with an id of their own: waited for at close
         self.delivered = 0
         self.failed = 0  # given up after every attempt
         self.dropped = 0  # never tried: its app had too many waiting
 
-    def send(self, app_id: str, url: str, secret: str, event: str, payload: Any) -> None:
+    def send(self, app_id: str, url: str, secret: str, event: str, payload: Any, delivery: str | None = None) -> None:
+        """``delivery``: the id the receiver de-duplicates by (``X-Bfstream-Delivery``), when the
+        caller has one that must stay the same whoever sends it; else a random one per delivery.
+        Named deliveries get a few seconds at shutdown (``close``): a drained stream's event goes out."""
         waiting = self._pending.setdefault(app_id, [])
         if len(waiting) >= _MAX_PENDING_PER_APP:
             waiting.pop(0).cancel()
             self.dropped += 1
-        task = asyncio.create_task(self._deliver(url, secret, event, payload))
+        task = asyncio.create_task(self._deliver(url, secret, event, payload, delivery or secrets.token_hex(12)))
         waiting.append(task)
+        if delivery is not None:
+            self._named.add(task)
+            task.add_done_callback(self._named.discard)
 
         def done(_: asyncio.Task[None]) -> None:
             with_app = self._pending.get(app_id)
@@ -199,8 +206,7 @@ class Deliveries:
 
         task.add_done_callback(done)
 
-    async def _deliver(self, url: str, secret: str, event: str, payload: Any) -> None:
-        delivery = secrets.token_hex(12)
+    async def _deliver(self, url: str, secret: str, event: str, payload: Any, delivery: str) -> None:
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(0.5 * 2 ** (attempt - 1))
@@ -218,7 +224,10 @@ class Deliveries:
         self.failed += 1
         log.warning("webhook delivery %s given up after %d tries", delivery, self._attempts)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 0.0) -> None:
+        """Cancel what is still waiting, after up to ``grace`` seconds for the named deliveries."""
+        if grace > 0 and self._named:
+            await asyncio.wait(set(self._named), timeout=grace)
         tasks = [t for waiting in self._pending.values() for t in waiting]
         for task in tasks:
             task.cancel()

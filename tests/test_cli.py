@@ -239,6 +239,29 @@ def test_apps_update_webhook_checks_the_url_and_shows_the_secret_once(tmp_path: 
     assert again.returncode != 0 and "no webhook" in again.stderr
 
 
+def test_apps_update_webhook_events_subscribes_lists_and_unsubscribes(tmp_path: Path) -> None:
+    assert run("apps", "create", "shop", "--json", data_dir=tmp_path).returncode == 0
+    refused = run("apps", "update", "shop", "--webhook-events", "all", data_dir=tmp_path)
+    assert refused.returncode != 0 and "no webhook" in refused.stderr  # nowhere to send them yet
+    local = {**os.environ, "BFSTREAM_TOOLS__ALLOW_PRIVATE_WEBHOOKS": "true"}
+
+    def update(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*BFSTREAM, "apps", "update", "shop", *args, "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=60, check=False, env=local,
+        )  # fmt: skip
+
+    every = json.loads(update("--webhook", "http://127.0.0.1:9000/hook", "--webhook-events", "all").stdout)
+    assert every["webhookEvents"] == ["stream.completed", "stream.failed", "stream.interrupted", "stream.stopped"]
+    some = json.loads(update("--webhook-events", "stream.completed, stream.failed").stdout)
+    assert some["webhookEvents"] == ["stream.completed", "stream.failed"]
+    listed = json.loads(run("apps", "list", "--json", data_dir=tmp_path).stdout)[0]
+    assert listed["webhookEvents"] == ["stream.completed", "stream.failed"]
+    typo = update("--webhook-events", "stream.complete")
+    assert typo.returncode != 0 and "unknown events stream.complete" in typo.stderr
+    assert json.loads(update("--webhook-events", "none").stdout)["webhookEvents"] == []
+
+
 # Start-up and where the data is (issue 16). The commands run as a user would run them from anywhere:
 # HOME and XDG_DATA_HOME point into the test's directory so nothing touches the real home, and
 # PYTHONPATH names this checkout so a command run from "/" still runs this bfstream.

@@ -52,6 +52,9 @@ from bfstream.webhooks import Deliveries
 
 log = logging.getLogger("bfstream")
 
+# Seconds a shutdown waits for the lifecycle events of the streams it drained before it cancels them.
+DRAIN_EVENTS_GRACE = 3.0
+
 
 def create_app(settings: Settings) -> FastAPI:
     # Made here, not in the lifespan: the connection counter below needs it when the app is built.
@@ -87,12 +90,14 @@ def create_app(settings: Settings) -> FastAPI:
         state.streams = registry = StreamRegistry(settings.streams, fleet.leases)
         owners = Owners(store, control)
         state.fleet_streams = FleetStreams(registry, store, owners, control)
-        state.stream_context = StreamContext(hub, store, state.http, counts, registry, settings, fleet.instance_id)
-        state.tool_answers = answers = ToolAnswers(registry, owners, control)
         tools = settings.tools
         state.deliveries = deliveries = Deliveries(
             state.http, tools.delivery_attempts, tools.webhook_timeout, tools.allow_private_webhooks
         )
+        state.stream_context = StreamContext(
+            hub, store, state.http, counts, registry, settings, fleet.instance_id, deliveries
+        )
+        state.tool_answers = answers = ToolAnswers(registry, owners, control)
         users = UserSessions()
         connections = ConnectionLimits(fleet.leases, settings.limits)
         state.messaging = Context(
@@ -102,11 +107,11 @@ def create_app(settings: Settings) -> FastAPI:
         control.on("users", lambda change: apply_change(users, hub, store, change))
         counts.watch(state)
         await control.start()
-        interrupted = await end_orphans(store, hub, fleet.leases, fleet.instance_id)
+        interrupted = await end_orphans(store, hub, fleet.leases, fleet.instance_id, deliveries=deliveries)
         if interrupted:
             log.warning("%d stream(s) were cut short by a shutdown or crash; ended as interrupted", interrupted)
         held = lambda: registry.held_slots() + connections.held_slots()  # noqa: E731
-        keeper = asyncio.create_task(keep_alive(held, fleet.leases, store, hub, fleet.instance_id))
+        keeper = asyncio.create_task(keep_alive(held, fleet.leases, store, hub, fleet.instance_id, deliveries))
         saver = asyncio.create_task(save_forever(registry, store))
         _settle_garbage_collector()
         try:
@@ -116,7 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
             saver.cancel()
             await asyncio.gather(keeper, saver, return_exceptions=True)
             await registry.drain(0)
-            await deliveries.close()
+            await deliveries.close(grace=DRAIN_EVENTS_GRACE)
             await control.stop()
             await fleet.close()
             await hub.stop()

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
-from bfstream.api.streams import INCLUDE_REASONING, NOT_SENT, check_page_origin, prepare, until_answered
+from bfstream.api.streams import INCLUDE_REASONING, METADATA, NOT_SENT, check_page_origin, prepare, until_answered
 from bfstream.errors import NotFound, ValidationFailed
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.streams.stream import Stream
@@ -67,6 +67,7 @@ class LlmQuery(BaseModel):
     toolTimeout: float | None = Field(None, description="Seconds a page has to answer a ui_* tool call (default 90).")
     coalesceMs: float | None = Field(None, ge=0, le=10_000, description="Merge deltas arriving within this many ms.")
     includeReasoning: bool = Field(False, description=INCLUDE_REASONING)
+    metadata: dict[str, Any] | None = Field(None, description=METADATA)
 
 
 class SetupData(BaseModel):
@@ -109,6 +110,7 @@ async def llm_query(body: LlmQuery, request: Request) -> Any:
         tool_timeout=body.toolTimeout,
         provider_args=payload.providerArgs,
         include_reasoning=body.includeReasoning or bool(payload.includeReasoning),
+        metadata=body.metadata,
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if payload.stream:

@@ -20,12 +20,17 @@ from bfstream.providers.events import ChatRequest
 from bfstream.providers.translation import frontend_tools, normalise_tools, offered_tools
 from bfstream.scrub import without_key
 from bfstream.store.records import App
+from bfstream.streams.lifecycle import MAX_METADATA_BYTES, check_metadata
 from bfstream.streams.stream import Stream, StreamSpec
 from bfstream.text import repair_json
 
 router = APIRouter()
 
 NOT_SENT = {"apiKey", "provider", "stream", "includeReasoning"}  # payload fields for bfstream, not the provider
+METADATA = (
+    f"Yours, up to {MAX_METADATA_BYTES} bytes as JSON (a record id to write the answer back to, say): given back"
+    " in the stream's lifecycle event to your webhook (docs/streams.md), never sent to the channels or the provider."
+)
 INCLUDE_REASONING = (
     "true: the model's reasoning goes to the channels as reasoning events as it thinks, and end.reasoning holds"
     " all of it (stream: false: choices[0].message.reasoning_content). Default false."
@@ -74,6 +79,7 @@ class CreateStream(BaseModel):
         None, description="Seconds a page has to answer a ui_* tool call (default tools.timeout, 90)."
     )
     includeReasoning: bool = Field(False, description=INCLUDE_REASONING)
+    metadata: dict[str, Any] | None = Field(None, description=METADATA)
 
 
 class StreamCreated(BaseModel):
@@ -152,6 +158,7 @@ async def prepare(
     tool_timeout: float | None = None,
     provider_args: dict[str, Any] | None = None,
     include_reasoning: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> StreamSpec:
     """What ``/stream/create`` and ``/llm/query`` share once the body is read: the rate limit, the
     service, the model, the provider key's shape and the tools, checked before anything is sent."""
@@ -169,6 +176,7 @@ async def prepare(
             "The request body is invalid", details=[{"field": "payload.model", "message": "Field required"}]
         )
     _key_problem(api_key)
+    check_metadata(metadata)
     if taken := sorted(RESERVED_PROVIDER_ARGS.intersection(provider_args or {})):
         raise ValidationFailed(
             "The request body is invalid",
@@ -211,7 +219,7 @@ async def prepare(
         app, name, config, chat, list(channels), action_name or "",
         coalesce_ms=coalesce_ms if coalesce_ms is not None else config.coalesce_ms,
         tool_timeout=tool_timeout if tool_timeout is not None else tools.timeout,
-        max_rounds=tools.max_rounds, offered=frozenset(offered),
+        max_rounds=tools.max_rounds, offered=frozenset(offered), metadata=metadata,
     )  # fmt: skip
 
 
@@ -252,6 +260,7 @@ async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
         coalesce_ms=body.coalesceMs,
         tool_timeout=body.toolTimeout,
         include_reasoning=body.includeReasoning or bool(body.payload.includeReasoning),
+        metadata=body.metadata,
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if not body.payload.stream:

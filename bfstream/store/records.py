@@ -21,6 +21,8 @@ class App:
     webhook_secret: str | None = field(default=None, repr=False)
     # Do backend tools' arguments go to the channels in function_call events? ui_* tools' always do.
     tool_arguments_public: bool = False
+    # The stream lifecycle events (``streams/lifecycle.py``) its webhook gets; empty: none.
+    webhook_events: tuple[str, ...] = ()
 
     def allows_origin(self, origin: str | None) -> bool:
         """No Origin header is a same-origin page or not a browser: nothing to check against."""
@@ -60,6 +62,8 @@ class StreamRecord:
     # text), and the sources the answer cited ({url, title?, snippet?}), in the order they came.
     reasoning: str | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # The request's ``metadata``, given back in its lifecycle event; never sent to the channels.
+    metadata: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

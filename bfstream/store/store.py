@@ -99,34 +99,34 @@ async def open_store(database_url: str | None, data_dir: Path, *, create: bool =
 
 
 _APP_COLUMNS = (
-    "id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, tool_arguments_public"
+    "id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, tool_arguments_public, "
+    "webhook_events"
 )
 _APP_FIELDS = _APP_COLUMNS.count(",") + 1  # the columns after them in a row are the key's
 _STREAM_COLUMNS = (
     "id, app_id, service, model, channels, action_name, status, created_at, ended_at, finish_reason, usage, error, "
-    "text, owner, seq, tools, functions, reasoning, sources"
+    "text, owner, seq, tools, functions, reasoning, sources, metadata"
 )
 
 
 def _app(row: Row) -> App:
-    app_id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, public = row[
-        :_APP_FIELDS
-    ]
+    (app_id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, public,
+     events) = row[:_APP_FIELDS]  # fmt: skip
     allowed = tuple(json.loads(origins)) if origins is not None else None
     return App(
         str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text), allowed,
-        webhook_url, webhook_secret, bool(public),
+        webhook_url, webhook_secret, bool(public), tuple(json.loads(events)) if events else (),
     )  # fmt: skip
 
 
 def _stream(row: Row) -> StreamRecord:
     (stream_id, app_id, service, model, channels, action, status, created, ended, reason, usage, error, text, owner,
-     seq, tools, functions, reasoning, sources) = row  # fmt: skip
+     seq, tools, functions, reasoning, sources, metadata) = row  # fmt: skip
     return StreamRecord(
         stream_id, app_id, service, model, json.loads(channels), action, status, created, ended, reason,
         json.loads(usage) if usage else None, json.loads(error) if error else None, text, owner, seq,
         json.loads(tools) if tools else [], json.loads(functions) if functions else [], reasoning,
-        json.loads(sources) if sources else [],
+        json.loads(sources) if sources else [], json.loads(metadata) if metadata else None,
     )  # fmt: skip
 
 
@@ -362,15 +362,16 @@ class Store:
 
     async def record_stream_start(self, record: StreamRecord) -> None:
         await self._db.execute(
-            "INSERT INTO streams (id, app_id, service, model, channels, action_name, status, created_at, owner)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8)",
+            "INSERT INTO streams (id, app_id, service, model, channels, action_name, status, created_at, owner,"
+            " metadata) VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9)",
             record.id, record.app_id, record.service, record.model, json.dumps(record.channels),
-            record.action_name, record.created_at, record.owner,
+            record.action_name, record.created_at, record.owner, _json_or_null(record.metadata),
         )  # fmt: skip
 
-    async def record_stream_end(self, record: StreamRecord) -> None:
-        """Only a running record ends: one that another instance already marked interrupted stays so."""
-        await self._db.execute(
+    async def record_stream_end(self, record: StreamRecord) -> bool:
+        """Only a running record ends: one that another instance already marked interrupted stays so
+        (False then: that instance tells the app's webhook how it ended, not this one)."""
+        changed = await self._db.execute(
             "UPDATE streams SET status = $1, ended_at = $2, finish_reason = $3, usage = $4, error = $5, text = $6,"
             " seq = $7, tools = $8, functions = $9, reasoning = $10, sources = $11"
             " WHERE id = $12 AND status = 'running'",
@@ -379,6 +380,7 @@ class Store:
             _json_or_null(record.functions or None), record.reasoning, _json_or_null(record.sources or None),
             record.id,
         )  # fmt: skip
+        return changed > 0
 
     async def record_stream_text(self, stream_id: str, text: str | None, seq: int, status: str = "running") -> bool:
         """Save the text so far of a record in ``status``; False when it is in another (a running
@@ -430,3 +432,8 @@ class Store:
             time.time(), json.dumps(error), owner,
         )  # fmt: skip
         return [_stream(row) for row in rows]
+
+    async def set_webhook_events(self, app_id: str, events: list[str]) -> None:
+        """The stream lifecycle events the app's webhook gets (empty: none)."""
+        value = json.dumps(sorted(set(events))) if events else None
+        await self._db.execute("UPDATE apps SET webhook_events = $1 WHERE id = $2", value, app_id)

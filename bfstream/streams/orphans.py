@@ -17,13 +17,15 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from bfstream.errors import BfstreamError
+from bfstream.errors import BfstreamError, StoreError
 from bfstream.fleet.leases import LEASE_TTL, RENEW_EVERY, Leases
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.streamlog import event_of, fold
-from bfstream.store.records import StreamRecord
+from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
+from bfstream.streams.lifecycle import announce
 from bfstream.streams.publisher import Publisher, ender_fence
+from bfstream.webhooks import Deliveries
 
 log = logging.getLogger("bfstream.streams")
 
@@ -39,7 +41,12 @@ INTERRUPTED = {
 
 
 async def end_orphans(
-    store: Store, hub: Hub, leases: Leases, instance_id: str, trusted: Callable[[], bool] = lambda: True
+    store: Store,
+    hub: Hub,
+    leases: Leases,
+    instance_id: str,
+    trusted: Callable[[], bool] = lambda: True,
+    deliveries: Deliveries | None = None,
 ) -> int:
     """End the streams of every instance whose lease lapsed; returns how many.
 
@@ -56,14 +63,15 @@ async def end_orphans(
     ended = 0
     for owner in owners - alive - {instance_id}:
         for record in await store.claim_orphans(owner, INTERRUPTED):
-            await _end(store, hub, record)
+            await _end(store, hub, record, deliveries)
             ended += 1
     return ended
 
 
-async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
+async def _end(store: Store, hub: Hub, record: StreamRecord, deliveries: Deliveries | None = None) -> None:
     """Continue the stream's own numbering and give its whole text, as its log tells (everything
-    the owner published, saved or not); else as last saved."""
+    the owner published, saved or not); else as last saved. The app's webhook hears of it as
+    ``stream.interrupted``: the claim made this instance the one to tell it."""
     out = Publisher(hub, record, ender_fence(record.id))
 
     async def fence_then_read() -> list[tuple[int, str]]:
@@ -72,7 +80,11 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
 
     events = [event for _, data in await _until_taken(fence_then_read, record) if (event := event_of(data))]
     if any(event["type"] == "end" for event in events):
-        return  # the owner sent its end and died before recording it
+        # The owner sent its end and died before recording it: the record stays interrupted, and
+        # the app hears what the channels had.
+        folded = fold(events)
+        await _tell(store, deliveries, None, record, folded["text"], folded.get("reasoning"))
+        return
     text, told = record.text or "", {}
     if events:
         folded = fold(events)
@@ -84,11 +96,32 @@ async def _end(store: Store, hub: Hub, record: StreamRecord) -> None:
     ]
     for event in ending:  # each sent again in its place until taken; a repeat that had landed is dropped
         await _until_taken(partial(out.emit, **event), record)
+    app = None
     if record.text is not None or events:
         app = await store.app_by_id(record.app_id)
         kept = text if app is not None and app.retain_text else None
         await store.record_stream_text(record.id, kept, out.seq, status="interrupted")
     log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
+    await _tell(store, deliveries, app, record, text, told.get("reasoning"))
+
+
+async def _tell(
+    store: Store, deliveries: Deliveries | None, app: App | None, record: StreamRecord, text: str, reasoning: Any
+) -> None:
+    """Once the channels have the end: an app read only now, so a database that is away never holds
+    up the ending (then no event: nothing says where to send it). The reasoning goes with the event
+    when the app keeps it, as a stream's own end does."""
+    if deliveries is None:
+        return
+    if app is None:
+        try:
+            app = await store.app_by_id(record.app_id)
+        except StoreError as exc:
+            log.warning("stream %s ended as interrupted, but its app could not be read: %s", record.id, exc.message)
+            return
+    if app is not None and app.retain_text and isinstance(reasoning, str):
+        record.reasoning = reasoning
+    announce(deliveries, app, record, text)
 
 
 async def _until_taken(step: Callable[[], Awaitable[T]], record: StreamRecord) -> T:
@@ -102,7 +135,12 @@ async def _until_taken(step: Callable[[], Awaitable[T]], record: StreamRecord) -
 
 
 async def keep_alive(
-    held_slots: Callable[[], list[tuple[str, str]]], leases: Leases, store: Store, hub: Hub, instance_id: str
+    held_slots: Callable[[], list[tuple[str, str]]],
+    leases: Leases,
+    store: Store,
+    hub: Hub,
+    instance_id: str,
+    deliveries: Deliveries | None = None,
 ) -> None:
     """Renew this instance's lease and slots (streams' and connections'), and end the streams of
     dead instances, until cancelled.
@@ -121,7 +159,8 @@ async def keep_alive(
             if not renewed.steady():
                 continue
             try:
-                await end_orphans(store, hub, leases, instance_id, partial(renewed.holds_since, renewed.since))
+                trusted = partial(renewed.holds_since, renewed.since)
+                await end_orphans(store, hub, leases, instance_id, trusted, deliveries)
             except BfstreamError as exc:  # an outage: the next round tries again
                 log.warning("could not look for orphaned streams now: %s", exc.message)
             except Exception:

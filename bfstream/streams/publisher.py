@@ -152,19 +152,19 @@ async def send_ending(
     return True
 
 
-async def record_end(store: Store, record: StreamRecord, patience: float | None) -> None:
+async def record_end(store: Store, record: StreamRecord, patience: float | None) -> bool:
     """Write the final record, waiting for an unreachable database however long it takes
-    (``patience`` None), or that many seconds while shutting down."""
+    (``patience`` None), or that many seconds while shutting down. True when this wrote it: False
+    when another instance had ended the stream already, or the record could not be written."""
     deadline = None if patience is None else time.monotonic() + patience
     while True:
         try:
-            await store.record_stream_end(record)
-            return
+            return await store.record_stream_end(record)
         except StoreError:
             # Given up while shutting down: it stays running, and is swept once this instance stops.
             if deadline is not None and time.monotonic() >= deadline:
                 log.warning("stream %s ended, but its record could not be written", record.id)
-                return
+                return False
         await asyncio.sleep(_RETRY_ENDING_EVERY)
 
 

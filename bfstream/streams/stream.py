@@ -46,12 +46,14 @@ from bfstream.providers.images import inline_images
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
+from bfstream.streams.lifecycle import announce
 from bfstream.streams.publisher import SHUTDOWN_PATIENCE, Publisher, announced, record_end, send_ending, still_running
 from bfstream.streams.registry import Admission, StreamRegistry
 from bfstream.streams.retry import with_retries
 from bfstream.streams.saver import STALE_AFTER, save_once_for
 from bfstream.streams.tools import ToolRound, completion_calls, is_frontend
 from bfstream.text import SurrogateJoiner
+from bfstream.webhooks import Deliveries
 
 log = logging.getLogger("bfstream.streams")
 
@@ -71,6 +73,7 @@ class StreamContext:
     registry: StreamRegistry
     settings: Settings
     instance_id: str
+    deliveries: Deliveries | None = None  # lifecycle events to apps' webhooks (``lifecycle.py``)
 
 
 @dataclass(slots=True)
@@ -87,6 +90,7 @@ class StreamSpec:
     tool_timeout: float = 90.0
     max_rounds: int = 8
     offered: frozenset[str] = frozenset()  # the tools the request offered: no other is ever run
+    metadata: dict[str, Any] | None = None  # the caller's, given back in the stream's lifecycle event
 
 
 @dataclass(slots=True)
@@ -183,7 +187,7 @@ class Stream:
             events = await self._open_turn()
             record = StreamRecord(
                 secrets.token_hex(16), spec.app.id, spec.service_name, self._model, list(spec.channels),
-                spec.action_name, owner=ctx.instance_id,
+                spec.action_name, owner=ctx.instance_id, metadata=spec.metadata,
             )  # fmt: skip
             try:
                 await ctx.store.record_stream_start(record)
@@ -284,7 +288,8 @@ class Stream:
         record.reasoning = reasoning if spec.app.retain_text else None
         record.sources = list(self._sources.values())
         record.seq = out.seq
-        await record_end(ctx.store, record, patience)
+        if await record_end(ctx.store, record, patience):
+            announce(ctx.deliveries, await self._app_now(), record, text)
         if shutdown is not None:
             raise shutdown
 
@@ -370,13 +375,19 @@ class Stream:
     async def _can_answer(self, calls: list[ToolCall], frontend: bool) -> bool:
         """Whether every call has someone to answer it: a page for ``ui_*`` (streaming only), the
         app's webhook for the rest."""
-        try:
-            self._app = await self._ctx.store.app_by_id(self.spec.app.id) or self._app
-        except StoreError:
-            pass  # the database is down: the app as it was when the stream started
+        await self._app_now()
         if not frontend and any(is_frontend(call.name) for call in calls):
             return False
         return all(is_frontend(call.name) for call in calls) or self._app.webhook_url is not None
+
+    async def _app_now(self) -> App:
+        """The app as it is now (its webhook may have changed since the stream started), or as last
+        read when the database is away."""
+        try:
+            self._app = await self._ctx.store.app_by_id(self.spec.app.id) or self._app
+        except StoreError:
+            pass
+        return self._app
 
     async def _tool_round(self, turn: _Turn, number: int) -> None:
         assert turn.calls is not None
