@@ -421,3 +421,33 @@ class Store:
             time.time(), json.dumps(error), owner,
         )  # fmt: skip
         return [_stream(row) for row in rows]
+
+    # Provider keys an app keeps on the server, as sealed by bfstream/credentials.py: the store
+    # never sees one in clear.
+
+    async def set_credential(self, app_id: str, service: str, sealed: str) -> None:
+        await self._db.execute(
+            "INSERT INTO app_credentials (app_id, service, sealed, created_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (app_id, service) DO UPDATE SET sealed = excluded.sealed, created_at = excluded.created_at",
+            app_id, service, sealed, time.time(),
+        )  # fmt: skip
+
+    async def credential(self, app_id: str, service: str) -> str | None:
+        """The sealed key of one service: one lookup by primary key."""
+        row = await self._db.fetchrow(
+            "SELECT sealed FROM app_credentials WHERE app_id = $1 AND service = $2", app_id, service
+        )
+        return str(row[0]) if row is not None else None
+
+    async def credentials(self, app_id: str) -> list[tuple[str, str, float]]:
+        """``(service, sealed, created_at)`` of each key the app keeps, by service name."""
+        rows = await self._db.fetch(
+            "SELECT service, sealed, created_at FROM app_credentials WHERE app_id = $1 ORDER BY service", app_id
+        )
+        return [(str(service), str(sealed), float(created)) for service, sealed, created in rows]
+
+    async def delete_credential(self, app_id: str, service: str) -> bool:
+        return (
+            await self._db.execute("DELETE FROM app_credentials WHERE app_id = $1 AND service = $2", app_id, service)
+            > 0
+        )
