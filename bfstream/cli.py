@@ -429,6 +429,27 @@ async def _credentials_delete(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+@_with_store()
+async def _credentials_reseal(args: argparse.Namespace, store: Store) -> int:
+    """Every kept key decrypted (with ``credentials_key`` or a previous key) and encrypted again with
+    ``credentials_key``, in one transaction: all of them, or none when one cannot be decrypted."""
+    box = _credential_sealer(_settings(args), create=False)
+    resealed, unreadable = [], []
+    for app_id, service, sealed in await store.all_credentials():
+        try:
+            resealed.append((app_id, service, box.seal(app_id, service, box.open(app_id, service, sealed))))
+        except CredentialUnavailable:
+            unreadable.append(f"{app_id}/{service}")
+    if unreadable:
+        raise SystemExit(
+            f"bfstream: nothing changed: {len(unreadable)} kept keys cannot be decrypted with credentials_key or"
+            f" credentials_previous_keys ({', '.join(unreadable[:5])}{', ...' if len(unreadable) > 5 else ''})"
+        )
+    await store.reseal_credentials(resealed)
+    print(f"Encrypted {len(resealed)} kept keys again with the current credentials_key")
+    return 0
+
+
 def _add_credentials_commands(apps: Any, common: argparse.ArgumentParser) -> None:
     credentials = apps.add_parser(
         "credentials", help="provider keys kept on the server, used by requests that bring none"
@@ -447,6 +468,10 @@ def _add_credentials_commands(apps: Any, common: argparse.ArgumentParser) -> Non
     gone.add_argument("app", help="app id or name")
     gone.add_argument("service")
     gone.set_defaults(run=_credentials_delete)
+    reseal = credentials.add_parser(
+        "reseal", parents=[common], help="encrypt every app's kept keys again with the current credentials_key"
+    )
+    reseal.set_defaults(run=_credentials_reseal)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -520,6 +520,15 @@ def test_apps_credentials_keep_a_provider_key_sealed_from_standard_input(tmp_pat
 
     other_key = credentials("list", "shop", data_dir=tmp_path, BFSTREAM_CREDENTIALS_KEY="x" * 32)
     assert other_key.returncode == 0 and "unreadable with this credentials_key" in other_key.stdout
+    # Rotation from the key file to a set credentials_key: re-encrypted only with the old key at hand.
+    new_key = {"BFSTREAM_CREDENTIALS_KEY": "a-new-credentials-key-0123456789ab"}
+    refused = refusal(credentials("reseal", data_dir=tmp_path, **new_key))
+    assert "nothing changed: 1 kept keys cannot be decrypted" in refused
+    previous = json.dumps([key_file.read_text().strip()])
+    resealed = credentials("reseal", data_dir=tmp_path, **new_key, BFSTREAM_CREDENTIALS_PREVIOUS_KEYS=previous)
+    assert resealed.returncode == 0 and "Encrypted 1 kept keys again" in resealed.stdout, resealed.stderr
+    now = json.loads(credentials("list", "shop", "--json", data_dir=tmp_path, **new_key).stdout)
+    assert [c["key"] for c in now] == ["sk-…5678"]  # the new key alone reads it now
     assert credentials("delete", "shop", "openai", data_dir=tmp_path).returncode == 0
     assert json.loads(credentials("list", "shop", "--json", data_dir=tmp_path).stdout) == []
     assert "keeps no key" in refusal(credentials("delete", "shop", "openai", data_dir=tmp_path))

@@ -451,3 +451,12 @@ class Store:
             await self._db.execute("DELETE FROM app_credentials WHERE app_id = $1 AND service = $2", app_id, service)
             > 0
         )
+
+    async def all_credentials(self) -> list[tuple[str, str, str]]:
+        """``(app_id, service, sealed)`` of every kept key, for re-encrypting them under a new key."""
+        rows = await self._db.fetch("SELECT app_id, service, sealed FROM app_credentials ORDER BY app_id, service")
+        return [(str(app_id), str(service), str(sealed)) for app_id, service, sealed in rows]
+
+    async def reseal_credentials(self, rows: list[tuple[str, str, str]]) -> None:
+        """Replace the sealed values of ``(app_id, service, sealed)`` rows, all in one transaction."""
+        await self._db.execute_each("UPDATE app_credentials SET sealed = $3 WHERE app_id = $1 AND service = $2", rows)

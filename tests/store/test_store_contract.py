@@ -229,6 +229,13 @@ async def test_credentials_are_kept_sealed_per_app_and_service_and_go_with_their
         )
         == STORED_KEY
     )
+    rotated = CredentialSealer("a-new-key-after-rotation-0123456789", ["a-credentials-key-for-the-contract-test"])
+    kept = await store.all_credentials()
+    assert [(a, s) for a, s, _ in kept] == [(shop.id, "anthropic"), (shop.id, "openai")]
+    await store.reseal_credentials([(a, s, rotated.seal(a, s, rotated.open(a, s, v))) for a, s, v in kept])
+    resealed = await store.credential(shop.id, "openai")
+    assert resealed is not None
+    assert CredentialSealer("a-new-key-after-rotation-0123456789").open(shop.id, "openai", resealed) == STORED_KEY
     assert await store.delete_credential(shop.id, "anthropic") and not await store.delete_credential(
         shop.id, "anthropic"
     )
