@@ -26,6 +26,7 @@ from tests.fakes.openai_server import (
     text_stream,
 )
 from tests.secret_scan import PROVIDER_KEY, STORED_KEY, Scan
+from tests.services import throwaway_database
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +161,24 @@ async def test_a_row_moved_to_another_app_does_not_open_there(start_server: Serv
     body["apiKey"] = server.other_api_key
     answer = await server.post("/stream/create", body)
     assert answer.status_code == 503 and answer.json()["error"]["type"] == "credential_unavailable"
+
+
+async def test_a_fleet_on_postgresql_uses_the_kept_key_and_an_instance_with_another_key_refuses(
+    start_server: ServerFactory, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    async with throwaway_database() as url:
+        first = await start_server(database_url=url, credentials_key=FLEET_KEY)
+        stored = await cli("apps", "credentials", "set", "test", "openai", "--database-url", url,
+                           data_dir=tmp_path / "cli", stdin=STORED_KEY, BFSTREAM_CREDENTIALS_KEY=FLEET_KEY)  # fmt: skip
+        assert stored.returncode == 0, stored.stderr
+        fake_openai.enqueue(JsonReply(200, completion("ok")))
+        assert (await first.post("/stream/create", without_key(first, stream=False))).status_code == 200
+        assert (await fake_openai.nth_request(1)).headers["authorization"] == f"Bearer {STORED_KEY}"
+
+        mismatched = await start_server(data_dir=tmp_path / "other", database_url=url, credentials_key=OLD_KEY)
+        body = without_key(first, stream=False)  # the same app: the instances share the database
+        answer = await mismatched.post("/stream/create", body)
+        assert answer.status_code == 503 and answer.json()["error"]["type"] == "credential_unavailable"
+        assert len(fake_openai.requests) == 1
+        await first.stop()
+        await mismatched.stop()
