@@ -20,7 +20,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from bfstream.config import Settings, load_settings
-from bfstream.errors import BfstreamError, BrokerError, StoreError
+from bfstream.credentials import CredentialSealer, masked, sealer
+from bfstream.errors import BfstreamError, BrokerError, CredentialUnavailable, StoreError
 from bfstream.store.records import App
 from bfstream.store.store import Store, is_postgres, open_store, sqlite_path
 from bfstream.streams.lifecycle import parse_events
@@ -368,6 +369,138 @@ async def _streams_list(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def _read_provider_key() -> str:
+    """The key from standard input, never from an argument (arguments show in ``ps`` and shell
+    history); on a terminal it is asked for without echo."""
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("Provider key: ")
+    else:
+        key = sys.stdin.read()
+    key = key.strip()
+    if not key:
+        raise SystemExit(
+            "bfstream: no key on standard input: pipe it in, e.g. bfstream apps credentials set APP openai < key.txt"
+        )
+    from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN
+
+    if len(key) > PROVIDER_KEY_MAX or not re.fullmatch(PROVIDER_KEY_PATTERN, key):
+        raise SystemExit(
+            f"bfstream: a key is one line of up to {PROVIDER_KEY_MAX} characters of printable ASCII, without spaces"
+        )
+    return key
+
+
+def _credential_service(settings: Settings, service: str) -> str:
+    name = service.strip().lower()
+    if name not in settings.services:
+        raise SystemExit(
+            f"bfstream: unknown service {service!r}; the settings name {', '.join(sorted(settings.services))}"
+        )
+    return name
+
+
+def _credential_sealer(settings: Settings, *, create: bool) -> CredentialSealer:
+    box = sealer(settings, create=create)
+    if box is None:
+        if is_postgres(settings.database_url):
+            raise SystemExit(
+                "bfstream: credentials_key is not set (BFSTREAM_CREDENTIALS_KEY): on PostgreSQL every instance "
+                "needs the same one, 32 characters or more (docs/security.md)"
+            )
+        raise SystemExit(f"bfstream: no credentials key in {settings.data_dir.absolute()} nor credentials_key set")
+    return box
+
+
+@_with_store()
+async def _credentials_set(args: argparse.Namespace, store: Store) -> int:
+    settings = _settings(args)
+    service = _credential_service(settings, args.service)
+    box = _credential_sealer(settings, create=True)
+    app = await _find(store, args.app)
+    key = _read_provider_key()
+    await store.set_credential(app.id, service, box.seal(app.id, service, key))
+    print(f"Stored the {service} key of app {app.name!r} ({masked(key)}); requests without payload.apiKey use it")
+    return 0
+
+
+@_with_store()
+async def _credentials_list(args: argparse.Namespace, store: Store) -> int:
+    app = await _find(store, args.app)
+    stored = await store.credentials(app.id)
+    box = sealer(_settings(args), create=False) if stored else None
+    listing = []
+    for service, sealed, created in stored:
+        try:
+            shown = masked(box.open(app.id, service, sealed)) if box else "(no credentials key to read it)"
+        except CredentialUnavailable:
+            shown = "(unreadable with this credentials_key)"
+        listing.append({"service": service, "key": shown, "createdAt": created})
+    if args.json:
+        print(json.dumps(listing))
+    else:
+        for item in listing:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(item["createdAt"]))
+            print(f"{item['service']}  {item['key']}  stored {when}")
+    return 0
+
+
+@_with_store()
+async def _credentials_delete(args: argparse.Namespace, store: Store) -> int:
+    app = await _find(store, args.app)
+    service = args.service.strip().lower()
+    if not await store.delete_credential(app.id, service):
+        raise SystemExit(f"bfstream: app {app.name!r} keeps no key for {service!r}")
+    print(f"Deleted the {service} key of app {app.name!r}")
+    return 0
+
+
+@_with_store()
+async def _credentials_reseal(args: argparse.Namespace, store: Store) -> int:
+    """Every kept key decrypted (with ``credentials_key`` or a previous key) and encrypted again with
+    ``credentials_key``, in one transaction: all of them, or none when one cannot be decrypted."""
+    box = _credential_sealer(_settings(args), create=False)
+    resealed, unreadable = [], []
+    for app_id, service, sealed in await store.all_credentials():
+        try:
+            resealed.append((app_id, service, box.seal(app_id, service, box.open(app_id, service, sealed))))
+        except CredentialUnavailable:
+            unreadable.append(f"{app_id}/{service}")
+    if unreadable:
+        raise SystemExit(
+            f"bfstream: nothing changed: {len(unreadable)} kept keys cannot be decrypted with credentials_key or"
+            f" credentials_previous_keys ({', '.join(unreadable[:5])}{', ...' if len(unreadable) > 5 else ''})"
+        )
+    await store.reseal_credentials(resealed)
+    print(f"Encrypted {len(resealed)} kept keys again with the current credentials_key")
+    return 0
+
+
+def _add_credentials_commands(apps: Any, common: argparse.ArgumentParser) -> None:
+    credentials = apps.add_parser(
+        "credentials", help="provider keys kept on the server, used by requests that bring none"
+    ).add_subparsers(dest="credentials_command", required=True)
+    put = credentials.add_parser(
+        "set", parents=[common], help="store the service's key for the app, read from standard input"
+    )
+    put.add_argument("app", help="app id or name")
+    put.add_argument("service", help="a service of the settings: openai, anthropic, gemini, ...")
+    put.set_defaults(run=_credentials_set)
+    shown = credentials.add_parser("list", parents=[common], help="the services the app keeps a key for, masked")
+    shown.add_argument("app", help="app id or name")
+    shown.add_argument("--json", action="store_true")
+    shown.set_defaults(run=_credentials_list)
+    gone = credentials.add_parser("delete", parents=[common], help="forget the app's key for a service")
+    gone.add_argument("app", help="app id or name")
+    gone.add_argument("service")
+    gone.set_defaults(run=_credentials_delete)
+    reseal = credentials.add_parser(
+        "reseal", parents=[common], help="encrypt every app's kept keys again with the current credentials_key"
+    )
+    reseal.set_defaults(run=_credentials_reseal)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -448,6 +581,7 @@ def _parser() -> argparse.ArgumentParser:
     delete = apps.add_parser("delete", parents=[common], help="delete an app")
     delete.add_argument("app", help="app id or name")
     delete.set_defaults(run=_apps_delete)
+    _add_credentials_commands(apps, common)
 
     streams = commands.add_parser("streams", help="look at stream records").add_subparsers(
         dest="streams_command", required=True

@@ -280,6 +280,12 @@ class Settings(BaseSettings):
     # Signs connection tokens. Set the same value on every instance of a fleet; when unset, a key
     # is made on first start and kept in the data directory.
     token_secret: str | None = Field(None, min_length=16)
+    # Encrypts the provider keys apps keep on the server (bfstream apps credentials; docs/security.md):
+    # 32 characters or more, the same on every instance of a fleet, required with PostgreSQL. Unset
+    # on SQLite, a random key is made on first use and kept in the data directory (credentials.key).
+    credentials_key: str | None = Field(None, min_length=32, repr=False)
+    # Keys replaced by credentials_key: stored keys they sealed still open, until stored again.
+    credentials_previous_keys: list[str] = Field(default_factory=list, repr=False)
     # GET /metrics (Prometheus) answers only requests bearing it (Authorization: Bearer ...); unset: 404.
     metrics_token: str | None = Field(None, min_length=16, repr=False)
     # Turns on the streams dashboard at /admin, for those who bring it (BFSTREAM_ADMIN_TOKEN).

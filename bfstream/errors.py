@@ -20,7 +20,8 @@ documented JSON shape without knowing where it came from::
      ├── ShuttingDown                  503     shutting_down      (no new streams while draining)
      ├── BrokerError                   503     broker_unavailable (the broker, e.g. Redis, is unreachable)
      ├── StoreError                    503     store_unavailable  (the database is unreachable)
-     └── Unavailable                   503     unavailable        (another instance needed for this is silent)
+     ├── Unavailable                   503     unavailable        (another instance needed for this is silent)
+     └── CredentialUnavailable         503     credential_unavailable (the app's stored provider key cannot be read)
 
 Foreign exceptions (aiohttp, sqlite, redis, asyncpg) are translated where they are raised, at the adapter
 edge; nothing above that edge catches library exceptions. What ends a stream early, in the tree or not,
@@ -150,6 +151,15 @@ class Unavailable(BfstreamError):
 
     status = 503
     type = "unavailable"
+
+
+class CredentialUnavailable(BfstreamError):
+    """The app's stored provider key cannot be decrypted with this server's credentials key (another
+    instance's key, a key replaced too soon): a configuration fault of the server, not the caller's,
+    and not the provider's, so neither a 4xx nor a 502; the same request passes once it is fixed."""
+
+    status = 503
+    type = "credential_unavailable"
 
 
 def outcome(exc: BaseException, max_duration: float) -> tuple[str, dict[str, Any]]:

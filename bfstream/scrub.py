@@ -1,8 +1,9 @@
 """The one scrubber: every error body, error frame, stream record's error and log line passes here
 on its way out, so no provider key, app key or connection token leaves the process in them.
 
-Two nets. Keys in flight are replaced by value: a request's provider key is held (``hold``) for
-as long as its stream runs, and the configured services' keys for the server's life, so even a
+Two nets. Keys in flight are replaced by value: a request's provider key (its own, or the one its
+app keeps on the server: the key in use, ``ChatRequest.api_key``) is held (``hold``) for as long
+as its stream runs, and the configured services' keys for the server's life, so even a
 key of no known shape (a local server's "ollama-secret") is caught, quoted whole or in part of
 an exception's text. Then shapes: app keys (``BFAPI_...``), the usual provider key forms
 (``sk-...``, Google's ``AIza...``), the masked copies providers quote in their refusals

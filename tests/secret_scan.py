@@ -3,11 +3,14 @@ the end of the test it is searched for keys.
 
 Captured: every log record of the test process at debug level (bfstream's, uvicorn's, httpx's);
 every WebSocket frame a test client receives and every SSE line it reads; the body of every
-HTTP answer that is an error or comes from ``/metrics``; the output of ``bfstream serve``
+HTTP answer that is an error or comes from ``/metrics`` (and, for the stored key alone, every
+other answer read whole: a model may be asked to repeat the suite's provider key, never a key the
+server keeps); the output of ``bfstream serve``
 processes (run at debug level); the test's SQLite files and, before it is dropped, every row of a
 throwaway PostgreSQL database. The keys looked for are recognisable: the suite's provider key
-(whole, or its first eight characters, which a provider's masked copy keeps) and anything shaped
-like an app key (``BFAPI_`` and 43 characters). The fixture ``secret_scan`` in ``conftest.py``
+(whole, or its first eight characters, which a provider's masked copy keeps), the provider key
+the tests store for an app (``bfstream apps credentials``) likewise, and anything shaped like an
+app key (``BFAPI_`` and 43 characters). The fixture ``secret_scan`` in ``conftest.py``
 applies it to every test.
 """
 
@@ -22,7 +25,10 @@ import httpx
 from websockets.asyncio.connection import Connection
 
 PROVIDER_KEY = "sk-test-SuperSecretProviderKey-1234"
+# The provider key tests keep on the server for an app: it must never come back out, not even in an answer.
+STORED_KEY = "sk-kept-StoredOnTheServerKey-5678"
 _APP_KEY = re.compile(r"BFAPI_[A-Za-z0-9_-]{43}")
+_KEYS = (PROVIDER_KEY, PROVIDER_KEY[:8], STORED_KEY, STORED_KEY[:8])
 
 
 class Captured:
@@ -36,10 +42,11 @@ class Captured:
         """Where a key was found, with a little of the text around it."""
         found = []
         for where, text in self.parts:
-            for wanted in (PROVIDER_KEY, PROVIDER_KEY[:8]):
+            answer = where.startswith("answer")  # a successful answer: only the stored key is out of place
+            for wanted in (STORED_KEY, STORED_KEY[:8]) if answer else _KEYS:
                 if (at := text.find(wanted)) >= 0:
                     found.append(f"{where}: ...{text[max(at - 60, 0) : at + 60]!r}...")
-            for match in _APP_KEY.finditer(text):
+            for match in () if answer else _APP_KEY.finditer(text):
                 found.append(f"{where}: an app key ...{text[max(match.start() - 60, 0) : match.end() + 20]!r}...")
         return found
 
@@ -66,8 +73,11 @@ _original_recv = Connection.recv
 
 async def _send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
     response = await _original_send(self, request, **kwargs)
-    if not kwargs.get("stream") and (response.status_code >= 400 or request.url.path == "/metrics"):
-        record(f"HTTP {response.status_code} {request.url.path}", response.text)
+    if not kwargs.get("stream"):
+        if response.status_code >= 400 or request.url.path == "/metrics":
+            record(f"HTTP {response.status_code} {request.url.path}", response.text)
+        else:
+            record(f"answer {response.status_code} {request.url.path}", response.text)
     return response
 
 

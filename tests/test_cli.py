@@ -20,6 +20,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.secret_scan import STORED_KEY
 from tests.services import delete_keys, require_postgres, require_redis, throwaway_database, unique_prefix
 
 BFSTREAM = [sys.executable, "-m", "bfstream.cli"]
@@ -500,3 +501,85 @@ async def test_a_second_server_on_the_same_database_is_refused_while_the_first_r
         first.terminate()
         await first.wait()
     assert "Uvicorn running on" in await serve_until_running(*data, cwd=tmp_path, env=env)  # free again
+
+
+def credentials(*args: str, data_dir: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BFSTREAM, "apps", "credentials", *args, "--data-dir", str(data_dir)],
+        input=stdin, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """Exit 2 and, after the line naming the database, one line saying why; no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_apps_credentials_keep_a_provider_key_sealed_from_standard_input(tmp_path: Path) -> None:
+    run("apps", "create", "shop", data_dir=tmp_path)
+    assert "no key on standard input" in refusal(credentials("set", "shop", "openai", data_dir=tmp_path, stdin="\n"))
+    unknown = refusal(credentials("set", "shop", "opnai", data_dir=tmp_path, stdin=STORED_KEY))
+    assert "unknown service 'opnai'" in unknown and "openai" in unknown
+    two_lines = refusal(credentials("set", "shop", "openai", data_dir=tmp_path, stdin="sk-one\nsk-two\n"))
+    assert "one line" in two_lines and "sk-one" not in two_lines
+    assert "no app" in refusal(credentials("set", "nope", "openai", data_dir=tmp_path, stdin=STORED_KEY))
+
+    stored = credentials("set", "shop", "OpenAI", data_dir=tmp_path, stdin=STORED_KEY + "\n")
+    assert stored.returncode == 0, stored.stderr
+    assert STORED_KEY not in stored.stdout + stored.stderr
+    key_file = tmp_path / "credentials.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600  # made on first use, for its owner alone
+    listed = json.loads(credentials("list", "shop", "--json", data_dir=tmp_path).stdout)
+    assert [(c["service"], c["key"]) for c in listed] == [("openai", "sk-…5678")]
+    human = credentials("list", "shop", data_dir=tmp_path).stdout
+    assert human.startswith("openai  sk-…5678  stored ") and STORED_KEY not in human
+
+    for path in tmp_path.iterdir():  # the database and its write-ahead log hold no key in clear
+        if path.name.startswith("bfstream.sqlite3"):
+            assert STORED_KEY.encode() not in path.read_bytes()
+    db = sqlite3.connect(tmp_path / "bfstream.sqlite3")
+    (sealed,) = db.execute("SELECT sealed FROM app_credentials").fetchone()
+    db.close()
+    assert sealed.startswith("v1.") and STORED_KEY not in sealed
+
+    other_key = credentials("list", "shop", data_dir=tmp_path, BFSTREAM_CREDENTIALS_KEY="x" * 32)
+    assert other_key.returncode == 0 and "unreadable with this credentials_key" in other_key.stdout
+    # Rotation from the key file to a set credentials_key: re-encrypted only with the old key at hand.
+    new_key = {"BFSTREAM_CREDENTIALS_KEY": "a-new-credentials-key-0123456789ab"}
+    refused = refusal(credentials("reseal", data_dir=tmp_path, **new_key))
+    assert "nothing changed: 1 kept keys cannot be decrypted" in refused
+    previous = json.dumps([key_file.read_text().strip()])
+    resealed = credentials("reseal", data_dir=tmp_path, **new_key, BFSTREAM_CREDENTIALS_PREVIOUS_KEYS=previous)
+    assert resealed.returncode == 0 and "Encrypted 1 kept keys again" in resealed.stdout, resealed.stderr
+    now = json.loads(credentials("list", "shop", "--json", data_dir=tmp_path, **new_key).stdout)
+    assert [c["key"] for c in now] == ["sk-…5678"]  # the new key alone reads it now
+    assert credentials("delete", "shop", "openai", data_dir=tmp_path).returncode == 0
+    assert json.loads(credentials("list", "shop", "--json", data_dir=tmp_path).stdout) == []
+    assert "keeps no key" in refusal(credentials("delete", "shop", "openai", data_dir=tmp_path))
+
+    credentials("set", "shop", "anthropic", data_dir=tmp_path, stdin=STORED_KEY)
+    run("apps", "delete", "shop", data_dir=tmp_path)
+    db = sqlite3.connect(tmp_path / "bfstream.sqlite3")
+    assert db.execute("SELECT count(*) FROM app_credentials").fetchone() == (0,)  # gone with the app
+    db.close()
+
+
+@pytest.mark.anyio
+async def test_apps_credentials_on_postgresql_need_the_fleets_credentials_key(tmp_path: Path) -> None:
+    async with throwaway_database() as url:
+        assert run("apps", "create", "shop", "--database-url", url, data_dir=tmp_path).returncode == 0
+        unset = refusal(
+            credentials("set", "shop", "openai", "--database-url", url, data_dir=tmp_path, stdin=STORED_KEY)
+        )
+        assert "credentials_key is not set (BFSTREAM_CREDENTIALS_KEY)" in unset
+        assert not (tmp_path / "credentials.key").exists()  # no key file: another instance could not read it
+        fleet = {"BFSTREAM_CREDENTIALS_KEY": "the-fleet-credentials-key-0123456789"}
+        stored = credentials(
+            "set", "shop", "openai", "--database-url", url, data_dir=tmp_path, stdin=STORED_KEY, **fleet
+        )
+        assert stored.returncode == 0, stored.stderr
+        listed = credentials("list", "shop", "--json", "--database-url", url, data_dir=tmp_path, **fleet)
+        assert [c["key"] for c in json.loads(listed.stdout)] == ["sk-…5678"]
+        # The throwaway database's every row is searched for the key before it is dropped (the secret scan).

@@ -58,7 +58,8 @@ _STATUS_TEXT = {
     429: "Too many streams running at once, or past a rate limit; Retry-After says when to try again.",
     502: "The provider refused (`code` is its HTTP status, `details` its message) or broke off.",
     503: "Shutting down (shutting_down), the broker or the database unreachable (broker_unavailable, "
-    "store_unavailable) or, in a fleet, the instance running a stream silent (unavailable).",
+    "store_unavailable), in a fleet the instance running a stream silent (unavailable), or the app's stored "
+    "provider key unreadable with this server's credentials_key (credential_unavailable).",
     504: "The provider timed out.",
 }
 # Every JSON body can be unreadable (400) or too large (413), and every endpoint that reads the

@@ -38,7 +38,8 @@ class QueryPayload(BaseModel):
     provider: str | None = Field(None, description="openai (the default), anthropic, gemini, or a configured service.")
     apiKey: str | None = Field(
         None,
-        description="The provider's API key. Used for this call only, never stored.",
+        description="The provider's API key, used for this call only and never stored. Omitted: the key the"
+        " app keeps for the service (bfstream apps credentials set), else the service's configured api_key.",
         json_schema_extra={"pattern": PROVIDER_KEY_PATTERN, "maxLength": PROVIDER_KEY_MAX},
     )
     stream: bool = Field(True, description="false: the whole answer comes back in this HTTP response.")

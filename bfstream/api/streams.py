@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from bfstream.api.auth import authenticate
 from bfstream.api.headers import narrow_to_app
 from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, RESERVED_PROVIDER_ARGS, AppKey
-from bfstream.errors import Forbidden, NotFound, UnknownService, ValidationFailed
+from bfstream.credentials import sealer
+from bfstream.errors import CredentialUnavailable, Forbidden, NotFound, UnknownService, ValidationFailed
 from bfstream.fleet.ratelimits import enforce
 from bfstream.messaging.protocol import channel_problem
 from bfstream.providers.events import ChatRequest
@@ -46,7 +47,8 @@ class StreamPayload(BaseModel):
 
     apiKey: str | None = Field(
         None,
-        description="The provider's API key. Used for this call only, never stored.",
+        description="The provider's API key, used for this call only and never stored. Omitted: the key the"
+        " app keeps for the service (bfstream apps credentials set), else the service's configured api_key.",
         json_schema_extra={"pattern": PROVIDER_KEY_PATTERN, "maxLength": PROVIDER_KEY_MAX},
     )
     provider: str | None = Field(None, description="Alias of the top-level `service`.")
@@ -161,7 +163,10 @@ async def prepare(
     metadata: dict[str, Any] | None = None,
 ) -> StreamSpec:
     """What ``/stream/create`` and ``/llm/query`` share once the body is read: the rate limit, the
-    service, the model, the provider key's shape and the tools, checked before anything is sent."""
+    service, the model, the provider key's shape and the tools, checked before anything is sent.
+    The provider key is the request's own, else the one the app keeps for the service, else the
+    service's configured ``api_key``; the key in use is ``spec.chat.api_key``, which every error
+    text is scrubbed of."""
     state = request.app.state
     settings = state.settings
     await enforce(state.fleet.rates, app.id, "streams", settings.limits.streams)
@@ -208,6 +213,8 @@ async def prepare(
             "The request body is invalid",
             details=[{"field": "toolTimeout", "message": f"seconds from 1 to {tools.max_timeout:g}"}],
         )
+    if not api_key:
+        api_key = await stored_key(request, app, name)
     chat = ChatRequest(
         payload=payload,
         model=model,
@@ -221,6 +228,25 @@ async def prepare(
         tool_timeout=tool_timeout if tool_timeout is not None else tools.timeout,
         max_rounds=tools.max_rounds, offered=frozenset(offered), metadata=metadata,
     )  # fmt: skip
+
+
+async def stored_key(request: Request, app: App, service: str) -> str | None:
+    """The provider key ``app`` keeps for ``service`` (``bfstream apps credentials set``), decrypted.
+    Asked only of requests that bring no key: one lookup by primary key. A key that cannot be
+    decrypted here is ``CredentialUnavailable`` (503), never the service's configured key instead."""
+    state = request.app.state
+    sealed = await state.store.credential(app.id, service)
+    if sealed is None:
+        return None
+    # Looked up again until found: on SQLite, the key file may be made by the CLI after start-up.
+    box = getattr(state, "credential_sealer", None) or sealer(state.settings, create=False)
+    if box is None:
+        raise CredentialUnavailable(
+            f"The app keeps a key for {service!r}, but this server has no credentials_key to decrypt it",
+            code="no_credentials_key",
+        )
+    state.credential_sealer = box
+    return box.open(app.id, service, sealed)
 
 
 class ChatCompletion(BaseModel):

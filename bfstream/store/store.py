@@ -437,3 +437,42 @@ class Store:
         """The stream lifecycle events the app's webhook gets (empty: none)."""
         value = json.dumps(sorted(set(events))) if events else None
         await self._db.execute("UPDATE apps SET webhook_events = $1 WHERE id = $2", value, app_id)
+
+    # Provider keys an app keeps on the server, as sealed by bfstream/credentials.py: the store
+    # never sees one in clear.
+
+    async def set_credential(self, app_id: str, service: str, sealed: str) -> None:
+        await self._db.execute(
+            "INSERT INTO app_credentials (app_id, service, sealed, created_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (app_id, service) DO UPDATE SET sealed = excluded.sealed, created_at = excluded.created_at",
+            app_id, service, sealed, time.time(),
+        )  # fmt: skip
+
+    async def credential(self, app_id: str, service: str) -> str | None:
+        """The sealed key of one service: one lookup by primary key."""
+        row = await self._db.fetchrow(
+            "SELECT sealed FROM app_credentials WHERE app_id = $1 AND service = $2", app_id, service
+        )
+        return str(row[0]) if row is not None else None
+
+    async def credentials(self, app_id: str) -> list[tuple[str, str, float]]:
+        """``(service, sealed, created_at)`` of each key the app keeps, by service name."""
+        rows = await self._db.fetch(
+            "SELECT service, sealed, created_at FROM app_credentials WHERE app_id = $1 ORDER BY service", app_id
+        )
+        return [(str(service), str(sealed), float(created)) for service, sealed, created in rows]
+
+    async def delete_credential(self, app_id: str, service: str) -> bool:
+        return (
+            await self._db.execute("DELETE FROM app_credentials WHERE app_id = $1 AND service = $2", app_id, service)
+            > 0
+        )
+
+    async def all_credentials(self) -> list[tuple[str, str, str]]:
+        """``(app_id, service, sealed)`` of every kept key, for re-encrypting them under a new key."""
+        rows = await self._db.fetch("SELECT app_id, service, sealed FROM app_credentials ORDER BY app_id, service")
+        return [(str(app_id), str(service), str(sealed)) for app_id, service, sealed in rows]
+
+    async def reseal_credentials(self, rows: list[tuple[str, str, str]]) -> None:
+        """Replace the sealed values of ``(app_id, service, sealed)`` rows, all in one transaction."""
+        await self._db.execute_each("UPDATE app_credentials SET sealed = $3 WHERE app_id = $1 AND service = $2", rows)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from bfstream.credentials import CredentialSealer
+from bfstream.errors import CredentialUnavailable
 from bfstream.store.records import StreamRecord
 from bfstream.store.store import Store, migrations, open_store
+from tests.secret_scan import STORED_KEY
 from tests.services import throwaway_database
 
 pytestmark = pytest.mark.anyio
@@ -199,3 +202,42 @@ async def test_a_database_made_before_migrations_existed_is_brought_up_to_date(t
         assert (await store.stream_by_id("s1")).owner == "i9"  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+async def test_credentials_are_kept_sealed_per_app_and_service_and_go_with_their_app(store: Store) -> None:
+    shop, _ = await store.create_app("shop")
+    other, _ = await store.create_app("other")
+    box = CredentialSealer("a-credentials-key-for-the-contract-test")
+    await store.set_credential(shop.id, "openai", box.seal(shop.id, "openai", STORED_KEY))
+    await store.set_credential(shop.id, "anthropic", box.seal(shop.id, "anthropic", "sk-ant-first"))
+    await store.set_credential(shop.id, "anthropic", box.seal(shop.id, "anthropic", "sk-ant-second"))  # replaced
+    sealed = await store.credential(shop.id, "openai")
+    assert sealed is not None and STORED_KEY not in sealed and box.open(shop.id, "openai", sealed) == STORED_KEY
+    listed = await store.credentials(shop.id)
+    assert [service for service, _, _ in listed] == ["anthropic", "openai"]
+    assert box.open(shop.id, "anthropic", listed[0][1]) == "sk-ant-second"
+    assert await store.credential(other.id, "openai") is None and await store.credentials(other.id) == []
+    with pytest.raises(CredentialUnavailable):  # bound to its app and service: a copied value does not open
+        box.open(other.id, "openai", sealed)
+    with pytest.raises(CredentialUnavailable):
+        box.open(shop.id, "anthropic", sealed)
+    with pytest.raises(CredentialUnavailable):  # another server's key
+        CredentialSealer("another-credentials-key-0123456789").open(shop.id, "openai", sealed)
+    assert (
+        CredentialSealer("a-new-key-after-rotation-0123456789", ["a-credentials-key-for-the-contract-test"]).open(
+            shop.id, "openai", sealed
+        )
+        == STORED_KEY
+    )
+    rotated = CredentialSealer("a-new-key-after-rotation-0123456789", ["a-credentials-key-for-the-contract-test"])
+    kept = await store.all_credentials()
+    assert [(a, s) for a, s, _ in kept] == [(shop.id, "anthropic"), (shop.id, "openai")]
+    await store.reseal_credentials([(a, s, rotated.seal(a, s, rotated.open(a, s, v))) for a, s, v in kept])
+    resealed = await store.credential(shop.id, "openai")
+    assert resealed is not None
+    assert CredentialSealer("a-new-key-after-rotation-0123456789").open(shop.id, "openai", resealed) == STORED_KEY
+    assert await store.delete_credential(shop.id, "anthropic") and not await store.delete_credential(
+        shop.id, "anthropic"
+    )
+    await store.delete_app(shop.id)
+    assert await store.credentials(shop.id) == []  # gone with the app
