@@ -31,6 +31,16 @@ class App:
         return origin.lower().rstrip("/") in self.origins
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    """A request that holds an idempotency key: its fingerprint, the instance answering it (None
+    once answered) and its answer, replayed to whoever sends the key again."""
+
+    fingerprint: str
+    owner: str | None
+    answer: Any
+
+
 @dataclass(slots=True)
 class StreamRecord:
     """What happened to one stream. The prompt and the provider key are never part of it.

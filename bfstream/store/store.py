@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bfstream.errors import StoreError
-from bfstream.store.records import App, StreamRecord
+from bfstream.store.records import App, IdempotentRequest, StreamRecord
 
 KEY_PREFIX = "BFAPI_"
 
@@ -476,3 +476,55 @@ class Store:
     async def reseal_credentials(self, rows: list[tuple[str, str, str]]) -> None:
         """Replace the sealed values of ``(app_id, service, sealed)`` rows, all in one transaction."""
         await self._db.execute_each("UPDATE app_credentials SET sealed = $3 WHERE app_id = $1 AND service = $2", rows)
+
+    # Idempotency keys (api/idempotency.py): each statement stands alone, so that two instances
+    # claiming one key at once meet at the primary key, and only one of them inserts.
+
+    async def claim_idempotency(
+        self, app_id: str, key: str, fingerprint: str, owner: str, expired_before: float
+    ) -> IdempotentRequest | None:
+        """None when ``owner`` now holds the key (no request used it since ``expired_before``);
+        else the request that holds it."""
+        await self._db.execute(
+            "DELETE FROM idempotency_keys WHERE app_id = $1 AND key = $2 AND created_at < $3",
+            app_id, key, expired_before,
+        )  # fmt: skip
+        claimed = await self._db.execute(
+            "INSERT INTO idempotency_keys (app_id, key, fingerprint, created_at, owner) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (app_id, key) DO NOTHING",
+            app_id, key, fingerprint, time.time(), owner,
+        )  # fmt: skip
+        if claimed:
+            return None
+        row = await self._db.fetchrow(
+            "SELECT fingerprint, owner, answer FROM idempotency_keys WHERE app_id = $1 AND key = $2", app_id, key
+        )
+        if row is None:  # released between the two statements: try again
+            return await self.claim_idempotency(app_id, key, fingerprint, owner, expired_before)
+        fingerprint_held, holder, answer = row
+        return IdempotentRequest(str(fingerprint_held), holder, json.loads(answer) if answer is not None else None)
+
+    async def take_over_idempotency(self, app_id: str, key: str, dead: str | None, owner: str) -> bool:
+        """Hold a key whose holder ``dead`` died before answering; False when another instance took it first."""
+        changed = await self._db.execute(
+            "UPDATE idempotency_keys SET owner = $4 WHERE app_id = $1 AND key = $2 AND answer IS NULL"
+            " AND owner IS NOT DISTINCT FROM $3",
+            app_id, key, dead, owner,
+        )  # fmt: skip
+        return changed > 0
+
+    async def answer_idempotency(self, app_id: str, key: str, owner: str, answer: Any) -> None:
+        await self._db.execute(
+            "UPDATE idempotency_keys SET answer = $4, owner = NULL WHERE app_id = $1 AND key = $2 AND owner = $3",
+            app_id, key, owner, json.dumps(answer, separators=(",", ":")),  # ASCII: any database takes it
+        )  # fmt: skip
+
+    async def release_idempotency(self, app_id: str, key: str, owner: str) -> None:
+        """The request failed: the key is free for a retry to run it again."""
+        await self._db.execute(
+            "DELETE FROM idempotency_keys WHERE app_id = $1 AND key = $2 AND owner = $3 AND answer IS NULL",
+            app_id, key, owner,
+        )  # fmt: skip
+
+    async def forget_idempotency(self, expired_before: float) -> int:
+        return await self._db.execute("DELETE FROM idempotency_keys WHERE created_at < $1", expired_before)
