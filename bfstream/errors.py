@@ -13,6 +13,7 @@ documented JSON shape without knowing where it came from::
      │    ├── Conflict                 409     conflict
      │    ├── Gone                     410     gone               (a stream's offset that can no longer be served)
      │    ├── PayloadTooLarge          413     payload_too_large
+     │    ├── IdempotencyKeyReused     422     idempotency_key_reused (the key came with another request)
      │    └── TooManyRequests          429     rate_limited
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
      │    └── ProviderTimeout          504     provider_timeout
@@ -89,6 +90,11 @@ class Gone(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     type = "payload_too_large"
+
+
+class IdempotencyKeyReused(ClientError):
+    status = 422
+    type = "idempotency_key_reused"
 
 
 class TooManyRequests(ClientError):

@@ -52,9 +52,12 @@ _STATUS_TEXT = {
     403: "Not allowed: a private tab| channel, a channel for its added users only, a token of another app, or "
     "a page whose origin the app does not list.",
     404: "Not found: no such stream or app, or (/llm/tool-response) no tool call awaiting this answer.",
+    409: "A request with this Idempotency-Key is still being answered after streams.max_duration"
+    " (code idempotency_key_in_use).",
     410: "The offset lies in the part of the stream folded into a snapshot, which the ai-sdk encoding cannot "
     "resume from: read from the start.",
     413: "The body is larger than max_body_bytes.",
+    422: "This Idempotency-Key came with a different request in the last 24 hours (idempotency_key_reused).",
     429: "Too many streams running at once, or past a rate limit; Retry-After says when to try again.",
     502: "The provider refused (`code` is its HTTP status, `details` its message) or broke off.",
     503: "Shutting down (shutting_down), the broker or the database unreachable (broker_unavailable, "
@@ -65,7 +68,7 @@ _STATUS_TEXT = {
 # Every JSON body can be unreadable (400) or too large (413), and every endpoint that reads the
 # database or the broker can find it unreachable (503).
 _BODY = (400, 413, 503)
-_STREAM = (*_BODY, 401, 429, 502, 504)
+_STREAM = (*_BODY, 401, 409, 422, 429, 502, 504)
 _APP = (*_BODY, 401)
 # What each operation answers besides its success. A path not named here keeps the responses its
 # route declares (``/healthz``).

@@ -17,14 +17,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
-from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
+from bfstream.api.idempotency import DESCRIPTION as IDEMPOTENCY
+from bfstream.api.idempotency import KEY_SCHEMA, KeyHeader, key_of, once
+from bfstream.api.openapi import NOT_BLANK, PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
 from bfstream.api.streams import INCLUDE_REASONING, METADATA, NOT_SENT, check_page_origin, prepare, until_answered
 from bfstream.errors import NotFound, ValidationFailed
 from bfstream.messaging.protocol import tool_result_problem
+from bfstream.store.records import App
 from bfstream.streams.stream import Stream
 
 router = APIRouter()
@@ -62,13 +64,16 @@ class LlmQuery(BaseModel):
         default_factory=list, description="Channels that receive the stream events. Required when streaming."
     )
     actionName: str | None = Field(
-        None, description="Named action that receives the events and tool calls. Required when streaming."
+        None,
+        description="Named action that receives the events and tool calls. Required when streaming.",
+        json_schema_extra={"pattern": NOT_BLANK},
     )
     payload: QueryPayload
     toolTimeout: float | None = Field(None, description="Seconds a page has to answer a ui_* tool call (default 90).")
     coalesceMs: float | None = Field(None, ge=0, le=10_000, description="Merge deltas arriving within this many ms.")
     includeReasoning: bool = Field(False, description=INCLUDE_REASONING)
     metadata: dict[str, Any] | None = Field(None, description=METADATA)
+    idempotencyKey: str | None = Field(None, description=IDEMPOTENCY, json_schema_extra=KEY_SCHEMA)
 
 
 class SetupData(BaseModel):
@@ -93,10 +98,16 @@ class QueryAnswer(BaseModel):
     response_model_exclude_none=True,
     responses={200: {"description": "Streaming: the setup acknowledgement. Non-streaming: the whole answer."}},
 )
-async def llm_query(body: LlmQuery, request: Request) -> Any:
+async def llm_query(body: LlmQuery, request: Request, idempotency_key: KeyHeader = None) -> Any:
     """Query a model: stream its answer (and its ui_* tool calls) to the channels, or return it."""
     request.state.action_name = body.actionName  # every error answer echoes it (api/errors.py)
     app = await authenticate(request, body.apiKey)
+    key = key_of(idempotency_key, body.idempotencyKey)
+    return await once(request, app, key, body, lambda: _query(request, app, body, to_the_end=key is not None))
+
+
+async def _query(request: Request, app: App, body: LlmQuery, *, to_the_end: bool) -> dict[str, Any] | None:
+    """The answer's JSON; None when a ``stream: false`` caller hung up."""
     payload = body.payload
     options = payload.model_dump(exclude_unset=True, exclude={*NOT_SENT, "providerArgs"})
     spec = await prepare(
@@ -115,15 +126,15 @@ async def llm_query(body: LlmQuery, request: Request) -> Any:
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if payload.stream:
-        return StreamingSetup(data=SetupData(streamId=await stream.start()))
-    answer = await until_answered(request, stream, spec.chat.api_key)
+        return StreamingSetup(data=SetupData(streamId=await stream.start())).model_dump()
+    answer = await until_answered(request, stream, spec.chat.api_key, to_the_end=to_the_end)
     if answer is None:
-        return Response(status_code=499)  # the caller hung up
+        return None
     out: dict[str, Any] = {"success": True}
     if body.actionName is not None:
         out["actionName"] = body.actionName
     out["data"] = answer
-    return JSONResponse(out)
+    return out
 
 
 class ToolResponse(BaseModel):

@@ -81,6 +81,10 @@ def _char_class(chars: str) -> str:
     return "[" + "".join(parts) + "]"
 
 
+# Some character that ``str.strip()`` keeps: what a required name needs (an actionName of spaces is none).
+NOT_BLANK = "[^" + _char_class(PY_WHITESPACE)[1:]
+
+
 def service_pattern(names: list[str]) -> str:
     """Any of ``names`` in any case, with any whitespace around it (as ``.strip().lower()`` reads it)."""
 

@@ -7,12 +7,13 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bfstream.api.auth import authenticate
 from bfstream.api.headers import narrow_to_app
-from bfstream.api.openapi import PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, RESERVED_PROVIDER_ARGS, AppKey
+from bfstream.api.idempotency import DESCRIPTION as IDEMPOTENCY
+from bfstream.api.idempotency import KEY_SCHEMA, KeyHeader, key_of, once
+from bfstream.api.openapi import NOT_BLANK, PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, RESERVED_PROVIDER_ARGS, AppKey
 from bfstream.credentials import sealer
 from bfstream.errors import CredentialUnavailable, Forbidden, NotFound, UnknownService, ValidationFailed
 from bfstream.fleet.ratelimits import enforce
@@ -69,7 +70,11 @@ class CreateStream(BaseModel):
     channels: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         default_factory=list, description="Channels that receive the stream events. Required when streaming."
     )
-    actionName: str | None = Field(None, description="Named action each event runs. Required when streaming.")
+    actionName: str | None = Field(
+        None,
+        description="Named action each event runs. Required when streaming.",
+        json_schema_extra={"pattern": NOT_BLANK},
+    )
     service: str | None = Field(
         None, description="openAI, anthropic, gemini, echo or a configured name. Default openai."
     )
@@ -82,6 +87,7 @@ class CreateStream(BaseModel):
     )
     includeReasoning: bool = Field(False, description=INCLUDE_REASONING)
     metadata: dict[str, Any] | None = Field(None, description=METADATA)
+    idempotencyKey: str | None = Field(None, description=IDEMPOTENCY, json_schema_extra=KEY_SCHEMA)
 
 
 class StreamCreated(BaseModel):
@@ -110,21 +116,23 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def until_answered(request: Request, stream: Stream, api_key: str | None) -> Any:
+async def until_answered(request: Request, stream: Stream, api_key: str | None, *, to_the_end: bool = False) -> Any:
     """A ``stream: false`` call. The caller may hang up while the model writes; then the provider call
-    is cancelled at once, so it stops generating (and billing) instead of finishing for nobody.
-    None when the caller is gone."""
+    is cancelled at once, so it stops generating (and billing) instead of finishing for nobody, and
+    the answer is None. ``to_the_end``: a request with an idempotency key finishes anyway, as its
+    caller's retry will ask for the answer (``api/idempotency.py``)."""
     answer = asyncio.create_task(stream.answer())
-    hangup = asyncio.create_task(_until_disconnected(request))
-    await asyncio.wait({answer, hangup}, return_when=asyncio.FIRST_COMPLETED)
-    hangup.cancel()
-    if not answer.done():
-        answer.cancel()
-        await asyncio.gather(answer, return_exceptions=True)
-        return None
+    if not to_the_end:
+        hangup = asyncio.create_task(_until_disconnected(request))
+        await asyncio.wait({answer, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        hangup.cancel()
+        if not answer.done():
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
+            return None
     # The provider's JSON may hold lone surrogates. The answer goes back byte for byte as the model
     # wrote it; only an error body that a broken or hostile provider sent with a 200 loses a quoted key.
-    result = repair_json(answer.result())
+    result = repair_json(await answer)
     if isinstance(result, dict) and "error" in result and "choices" not in result:
         return without_key(result, api_key)
     return result
@@ -267,13 +275,16 @@ class ChatCompletion(BaseModel):
     response_model=StreamCreated | ChatCompletion,
     responses={200: {"description": "Streaming: the setup acknowledgement. Non-streaming: the provider's answer."}},
 )
-async def create_stream(body: CreateStream, request: Request) -> Any:
+async def create_stream(body: CreateStream, request: Request, idempotency_key: KeyHeader = None) -> Any:
     """Start a provider stream and relay it to the channels, or (``stream: false``) return the answer."""
-    return await start_stream(request, await authenticate(request, body.apiKey), body)
+    app = await authenticate(request, body.apiKey)
+    key = key_of(idempotency_key, body.idempotencyKey)
+    return await once(request, app, key, body, lambda: start_stream(request, app, body, to_the_end=key is not None))
 
 
-async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
-    """Everything after the app key: the demo page starts its streams here too, for its own app."""
+async def start_stream(request: Request, app: App, body: CreateStream, *, to_the_end: bool = False) -> Any:
+    """Everything after the app key: the demo page starts its streams here too, for its own app.
+    The answer's JSON; None when a ``stream: false`` caller hung up (``to_the_end``: see ``until_answered``)."""
     given = body.service if body.service is not None else body.payload.provider
     spec = await prepare(
         request, app,
@@ -290,9 +301,8 @@ async def start_stream(request: Request, app: App, body: CreateStream) -> Any:
     )  # fmt: skip
     stream = Stream(request.app.state.stream_context, spec)
     if not body.payload.stream:
-        answer = await until_answered(request, stream, spec.chat.api_key)
-        return Response(status_code=499) if answer is None else JSONResponse(answer)  # 499: nobody listens
-    return StreamCreated(streamId=await stream.start())
+        return await until_answered(request, stream, spec.chat.api_key, to_the_end=to_the_end)
+    return StreamCreated(streamId=await stream.start()).model_dump()
 
 
 async def check_page_origin(request: Request, stream_id: str, what: str) -> None:

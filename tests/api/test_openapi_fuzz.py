@@ -24,6 +24,7 @@ import re
 import string
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ import schemathesis
 from schemathesis.engine import events
 from schemathesis.generation.case import Case
 
+from bfstream.api.idempotency import KEY_PATTERN
 from bfstream.api.openapi import APP_KEY_PATTERN, LOWERS_TO_ASCII, PY_WHITESPACE, service_pattern
 from tests.conftest import ServerFactory
 from tests.fakes.openai_server import FakeOpenAI, JsonReply, StreamReply, completion, text_stream
@@ -184,12 +186,26 @@ def _describe(recorder: Any, case_id: str, check: Any, secrets: tuple[str, ...])
 
 APP_KEY = re.compile(APP_KEY_PATTERN)
 STREAM_OFFSET = re.compile(r"^[0-9]{16}$")
+IDEMPOTENCY_KEY = re.compile(KEY_PATTERN)
 APP_ID = re.compile(".+", re.DOTALL)  # the document asks for a non-empty string
 ANY = re.compile(".*", re.DOTALL)
 
 
 def _well_formed(pattern: re.Pattern[str], value: Any) -> bool:
     return isinstance(value, str) and pattern.search(value) is not None
+
+
+@schemathesis.hook
+def before_call(context: schemathesis.HookContext, case: Case, **kwargs: Any) -> None:
+    """An idempotency key is one per request: cases sharing "0" would be a 422 by design. Here, just
+    before each call, not in ``map_case``: the coverage phase derives cases from a mapped one.
+    (Schemathesis takes this hook only globally; no other test runs it.)"""
+    fresh = uuid.uuid4().hex
+    for name, value in list((case.headers or {}).items()):
+        if name.lower() == "idempotency-key" and _well_formed(IDEMPOTENCY_KEY, value):
+            case.headers[name] = fresh
+    if isinstance(case.body, dict) and _well_formed(IDEMPOTENCY_KEY, case.body.get("idempotencyKey")):
+        case.body["idempotencyKey"] = fresh
 
 
 def _redact(text: str, *secrets: str) -> str:
