@@ -84,4 +84,4 @@ def announce(deliveries: Deliveries | None, app: App | None, record: StreamRecor
     }
     if record.reasoning is not None:
         body["reasoning"] = record.reasoning
-    deliveries.send(app.id, app.webhook_url, app.webhook_secret, event, body, delivery)
+    deliveries.webhook(app.id, app.webhook_url, app.webhook_secret, event, body, delivery)
