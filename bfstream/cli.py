@@ -367,6 +367,8 @@ async def _update_filemaker(args: argparse.Namespace, store: Store, app: App) ->
     given = args.filemaker is not None and not _off(args.filemaker)
     if not given and any(value is not None for value in named.values()):
         raise SystemExit("bfstream: --database, --layout and --account go with --filemaker https://HOST")
+    if given and (missing := [f"--{name}" for name, value in named.items() if value is None]):
+        raise SystemExit(f"bfstream: --filemaker needs --database, --layout and --account too ({', '.join(missing)})")
     script = args.filemaker_events_script
     removed = args.filemaker is not None and not given
     if script is not None and not _off(script) and (removed or (app.filemaker is None and not given)):

@@ -2,7 +2,7 @@
 script parameters bfstream sends there.
 
 The host is ``https://`` and a host name, optionally a port, and nothing else: bfstream adds the
-Data API's paths itself. ``http://`` is refused unless private addresses are allowed
+Data API's paths itself. ``http://`` is refused but for a private address, when those are allowed
 (``tools.allow_private_webhooks``: a server on the same machine or network), since the account's
 password travels in every login's Authorization header.
 """
@@ -29,7 +29,7 @@ async def check_host(value: str, allow_private: bool) -> str:
     parts = urlsplit(value.strip())
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise _refused("host", "give the server only, as https://fms.example.com: bfstream adds the Data API's path")
-    if parts.scheme == "http" and not allow_private:
+    if parts.scheme == "http" and (not allow_private or await url_problem(value, False) is None):
         raise _refused("host", "it must be https://: the account's password is sent at every login")
     if (why := await url_problem(value, allow_private)) is not None:
         raise _refused("host", why)
