@@ -192,7 +192,7 @@ async def test_the_completion_script_receives_the_final_text_once_per_delivery_t
     assert not fm.answers_to("GET", "/script/"), "a parameter this long never goes in a URI"
 
 
-async def test_both_set_tools_and_events_go_to_filemaker_and_browser_publishes_to_the_webhook(
+async def test_with_a_webhook_url_too_backend_tools_run_on_filemaker_not_the_webhook(
     server: Server, fake_openai: FakeOpenAI
 ) -> None:
     from tests.fakes.webhook_server import WebhookReceiver
