@@ -22,8 +22,9 @@ from pydantic import ValidationError
 from bfstream.config import Settings, load_settings
 from bfstream.credentials import CredentialSealer, masked, sealer
 from bfstream.errors import BfstreamError, BrokerError, CredentialUnavailable, StoreError
-from bfstream.store.records import App
-from bfstream.store.store import Store, is_postgres, open_store, sqlite_path
+from bfstream.filemaker.target import check_host, check_name, check_password
+from bfstream.store.records import App, FileMakerTarget
+from bfstream.store.store import FILEMAKER_PASSWORD, Store, is_postgres, open_store, sqlite_path
 from bfstream.streams.lifecycle import parse_events
 from bfstream.webhooks import check_url
 
@@ -315,6 +316,7 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         if (await _find(store, app.id)).webhook_url is None:
             raise SystemExit("bfstream: the app has no webhook; set one with --webhook URL")
         secret = await store.rotate_webhook_secret(app.id)
+    await _update_filemaker(args, store, app)
     if args.webhook_events is not None:
         await _set_webhook_events(store, app.id, args.webhook_events)
     app = await _find(store, app.id)
@@ -326,6 +328,7 @@ async def _apps_update(args: argparse.Namespace, store: Store) -> int:
         "origins": list(app.origins) if app.origins is not None else None,
         "webhook": app.webhook_url,
         "webhookEvents": list(app.webhook_events),
+        "filemaker": app.filemaker.to_json() if app.filemaker is not None else None,  # never its password
     }
     if secret is not None:
         shown["webhookSecret"] = secret  # shown this once; receivers check signatures with it
@@ -342,9 +345,62 @@ async def _set_webhook_events(store: Store, app_id: str, value: str) -> None:
         events = parse_events(value)
     except ValueError as exc:
         raise SystemExit(f"bfstream: {exc}") from None
-    if events and (await _find(store, app_id)).webhook_url is None:
-        raise SystemExit("bfstream: the app has no webhook; set one with --webhook URL")
+    app = await _find(store, app_id)
+    to_filemaker = app.filemaker is not None and app.filemaker.events_script is not None
+    if events and app.webhook_url is None and not to_filemaker:
+        raise SystemExit(
+            "bfstream: the app has no webhook; set one with --webhook URL, or a FileMaker events script with "
+            "--filemaker-events-script NAME"
+        )
     await store.set_webhook_events(app_id, events)
+
+
+def _off(value: str) -> bool:
+    return value.strip().lower() in ("none", "off", "")
+
+
+async def _update_filemaker(args: argparse.Namespace, store: Store, app: App) -> None:
+    """``--filemaker URL --database DB --layout L --account A`` (the password from standard input),
+    ``--filemaker none``, ``--filemaker-events-script NAME|none``. Everything is checked before
+    anything is stored, so a refused option changes nothing."""
+    named = {"database": args.database, "layout": args.layout, "account": args.account}
+    given = args.filemaker is not None and not _off(args.filemaker)
+    if not given and any(value is not None for value in named.values()):
+        raise SystemExit("bfstream: --database, --layout and --account go with --filemaker https://HOST")
+    if given and (missing := [f"--{name}" for name, value in named.items() if value is None]):
+        raise SystemExit(f"bfstream: --filemaker needs --database, --layout and --account too ({', '.join(missing)})")
+    script = args.filemaker_events_script
+    removed = args.filemaker is not None and not given
+    if script is not None and not _off(script) and (removed or (app.filemaker is None and not given)):
+        raise SystemExit("bfstream: the app has no FileMaker Server; set one with --filemaker https://HOST")
+    try:
+        if script is not None and not _off(script):
+            script = check_name("events script", script)
+        if given:
+            settings = _settings(args)
+            host = await check_host(args.filemaker, settings.tools.allow_private_webhooks)
+            names = {field: check_name(field, value) for field, value in named.items()}
+            box = _credential_sealer(settings, create=True)
+            password = check_password(_read_secret("FileMaker password: "))
+    except BfstreamError as exc:
+        raise SystemExit(f"bfstream: {exc.message}") from None
+    if removed:
+        await store.set_filemaker(app.id, None, None)
+    elif given:
+        target = FileMakerTarget(host, names["database"], names["layout"], names["account"])
+        await store.set_filemaker(app.id, target, box.seal(app.id, FILEMAKER_PASSWORD, password))
+    if script is not None and (await _find(store, app.id)).filemaker is not None:
+        await store.set_filemaker_events_script(app.id, None if _off(script) else script)
+
+
+def _read_secret(prompt: str) -> str:
+    """A secret from standard input, never from an argument (arguments show in ``ps`` and shell
+    history); on a terminal it is asked for without echo."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(prompt)
+    return sys.stdin.read()
 
 
 @_with_store()
@@ -372,13 +428,7 @@ async def _streams_list(args: argparse.Namespace, store: Store) -> int:
 def _read_provider_key() -> str:
     """The key from standard input, never from an argument (arguments show in ``ps`` and shell
     history); on a terminal it is asked for without echo."""
-    if sys.stdin.isatty():
-        import getpass
-
-        key = getpass.getpass("Provider key: ")
-    else:
-        key = sys.stdin.read()
-    key = key.strip()
+    key = _read_secret("Provider key: ").strip()
     if not key:
         raise SystemExit(
             "bfstream: no key on standard input: pipe it in, e.g. bfstream apps credentials set APP openai < key.txt"
@@ -432,6 +482,8 @@ async def _credentials_list(args: argparse.Namespace, store: Store) -> int:
     box = sealer(_settings(args), create=False) if stored else None
     listing = []
     for service, sealed, created in stored:
+        if service == FILEMAKER_PASSWORD:  # not a provider key: apps update shows its FileMaker target
+            continue
         try:
             shown = masked(box.open(app.id, service, sealed)) if box else "(no credentials key to read it)"
         except CredentialUnavailable:
@@ -576,6 +628,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="EVENTS",
         help="stream lifecycle events POSTed to the webhook: 'all', 'none', or some of stream.completed,"
         " stream.failed, stream.stopped, stream.interrupted, comma-separated",
+    )
+    filemaker = update.add_argument_group(
+        "FileMaker Server", "backend tools run as scripts named after the tool, via the Data API (docs/filemaker.md)"
+    )
+    filemaker.add_argument(
+        "--filemaker",
+        metavar="URL",
+        help="https://HOST of the FileMaker Server backend tools run on instead of the webhook, with --database,"
+        " --layout and --account; the account's password is read from standard input. 'none' removes it",
+    )
+    filemaker.add_argument("--database", help="the hosted database (file) the scripts are in")
+    filemaker.add_argument("--layout", help="the layout the scripts run in the context of")
+    filemaker.add_argument("--account", help="the account to log in with (fmrest extended privilege)")
+    filemaker.add_argument(
+        "--filemaker-events-script",
+        metavar="NAME",
+        help="the script the lifecycle events of --webhook-events run, instead of a POST to the webhook; 'none'"
+        " sends them to the webhook again",
     )
     update.set_defaults(run=_apps_update)
     delete = apps.add_parser("delete", parents=[common], help="delete an app")

@@ -18,6 +18,7 @@ documented JSON shape without knowing where it came from::
      ├── ProviderError                 502     provider_error     (code: the provider's HTTP status)
      │    └── ProviderTimeout          504     provider_timeout
      ├── WebhookError                  502     webhook_error      (an app's webhook refused, failed or timed out)
+ │    └── FileMakerError           502     filemaker_error    (its FileMaker Server, the same, or a script's error)
      ├── ShuttingDown                  503     shutting_down      (no new streams while draining)
      ├── BrokerError                   503     broker_unavailable (the broker, e.g. Redis, is unreachable)
      ├── StoreError                    503     store_unavailable  (the database is unreachable)
@@ -131,6 +132,13 @@ class WebhookError(BfstreamError):
 
     status = 502
     type = "webhook_error"
+
+
+class FileMakerError(WebhookError):
+    """The app's FileMaker Server, its back end in place of a webhook, refused a call or a script
+    ended in an error; ``code`` is FileMaker's error code when it gave one (212, 104, ...)."""
+
+    type = "filemaker_error"
 
 
 class ShuttingDown(BfstreamError):

@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -163,13 +164,19 @@ async def post(
         raise WebhookError("The webhook's answer is not JSON", details=detail) from None
 
 
-class Deliveries:
-    """Fire-and-forget deliveries with retries: the caller never waits for the receiver, and any 2xx
-    counts as delivered, whatever its body.
+Attempt = Callable[[str], Awaitable[None]]
+"""One try at a delivery, given its id: returns once the receiver took it, raises ``WebhookError``
+(or a subclass, such as ``FileMakerError``) when it did not. Retrying is the caller's."""
 
-    Each delivery is tried up to ``attempts`` times, waiting 0.5 s, 1 s, 2 s... between tries;
-    waits hold no slot, at most ``_CONCURRENT`` requests are in flight, and one app's unreachable
-    webhook fills only its own ``_MAX_PENDING_PER_APP``, so it slows nobody else."""
+
+class Deliveries:
+    """Fire-and-forget deliveries with retries: the caller never waits for the receiver.
+
+    A delivery is any one-attempt coroutine (``Attempt``): a signed webhook POST (``webhook``),
+    where any 2xx counts as delivered whatever its body, or a FileMaker script run
+    (``bfstream/filemaker``). Each is tried up to ``attempts`` times, waiting 0.5 s, 1 s, 2 s...
+    between tries; waits hold no slot, at most ``_CONCURRENT`` attempts are in flight, and one
+    app's unreachable back end fills only its own ``_MAX_PENDING_PER_APP``, so it slows nobody else."""
 
     def __init__(self, http: ProviderClient, attempts: int, timeout: float, allow_private: bool) -> None:
         self._http = http
@@ -183,15 +190,29 @@ class Deliveries:
         self.failed = 0  # given up after every attempt
         self.dropped = 0  # never tried: its app had too many waiting
 
-    def send(self, app_id: str, url: str, secret: str, event: str, payload: Any, delivery: str | None = None) -> None:
-        """``delivery``: the id the receiver de-duplicates by (``X-Bfstream-Delivery``), when the
-        caller has one that must stay the same whoever sends it; else a random one per delivery.
-        Named deliveries get a few seconds at shutdown (``close``): a drained stream's event goes out."""
+    def webhook(
+        self, app_id: str, url: str, secret: str, event: str, payload: Any, delivery: str | None = None
+    ) -> None:
+        """A signed POST of ``payload`` to ``url``, its answer's body ignored."""
+
+        async def attempt(delivery_id: str) -> None:
+            await post(
+                self._http, url, secret, event, payload, self._timeout,
+                allow_private=self._allow_private, delivery=delivery_id, answer=False,
+            )  # fmt: skip
+
+        self.send(app_id, attempt, delivery)
+
+    def send(self, app_id: str, attempt: Attempt, delivery: str | None = None) -> None:
+        """``delivery``: the id the receiver de-duplicates by (``X-Bfstream-Delivery``, or in a
+        FileMaker script's parameter), when the caller has one that must stay the same whoever
+        sends it; else a random one per delivery. Named deliveries get a few seconds at shutdown
+        (``close``): a drained stream's event goes out."""
         waiting = self._pending.setdefault(app_id, [])
         if len(waiting) >= _MAX_PENDING_PER_APP:
             waiting.pop(0).cancel()
             self.dropped += 1
-        task = asyncio.create_task(self._deliver(url, secret, event, payload, delivery or secrets.token_hex(12)))
+        task = asyncio.create_task(self._deliver(attempt, delivery or secrets.token_hex(12)))
         waiting.append(task)
         if delivery is not None:
             self._named.add(task)
@@ -206,23 +227,20 @@ class Deliveries:
 
         task.add_done_callback(done)
 
-    async def _deliver(self, url: str, secret: str, event: str, payload: Any, delivery: str) -> None:
-        for attempt in range(self._attempts):
-            if attempt:
-                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+    async def _deliver(self, attempt: Attempt, delivery: str) -> None:
+        for number in range(self._attempts):
+            if number:
+                await asyncio.sleep(0.5 * 2 ** (number - 1))
             try:
                 async with self._slots:
-                    await post(
-                        self._http, url, secret, event, payload, self._timeout,
-                        allow_private=self._allow_private, delivery=delivery, answer=False,
-                    )  # fmt: skip
+                    await attempt(delivery)
                 self.delivered += 1
                 return
             except WebhookError as exc:
-                tries = f"try {attempt + 1} of {self._attempts}"
-                log.info("webhook delivery %s failed (%s): %s", delivery, tries, exc.message)
+                tries = f"try {number + 1} of {self._attempts}"
+                log.info("delivery %s failed (%s): %s", delivery, tries, exc.message)
         self.failed += 1
-        log.warning("webhook delivery %s given up after %d tries", delivery, self._attempts)
+        log.warning("delivery %s given up after %d tries", delivery, self._attempts)
 
     async def close(self, grace: float = 0.0) -> None:
         """Cancel what is still waiting, after up to ``grace`` seconds for the named deliveries."""

@@ -9,13 +9,15 @@ server keeps); the output of ``bfstream serve``
 processes (run at debug level); the test's SQLite files and, before it is dropped, every row of a
 throwaway PostgreSQL database. The keys looked for are recognisable: the suite's provider key
 (whole, or its first eight characters, which a provider's masked copy keeps), the provider key
-the tests store for an app (``bfstream apps credentials``) likewise, and anything shaped like an
-app key (``BFAPI_`` and 43 characters). The fixture ``secret_scan`` in ``conftest.py``
-applies it to every test.
+the tests store for an app (``bfstream apps credentials``) likewise, the FileMaker account password
+the tests store (``bfstream apps update --filemaker``) whole and as the Basic authorization it
+travels in, and anything shaped like an app key (``BFAPI_`` and 43 characters). The fixture
+``secret_scan`` in ``conftest.py`` applies it to every test.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from pathlib import Path
@@ -27,8 +29,12 @@ from websockets.asyncio.connection import Connection
 PROVIDER_KEY = "sk-test-SuperSecretProviderKey-1234"
 # The provider key tests keep on the server for an app: it must never come back out, not even in an answer.
 STORED_KEY = "sk-kept-StoredOnTheServerKey-5678"
+# The FileMaker account password tests keep for an app: only ever sent to the FileMaker Server's login.
+FILEMAKER_PASSWORD = "fm-Pa55 word-NeverShown-9012"
+FILEMAKER_BASIC = base64.b64encode(f"bfstream:{FILEMAKER_PASSWORD}".encode()).decode()
 _APP_KEY = re.compile(r"BFAPI_[A-Za-z0-9_-]{43}")
-_KEYS = (PROVIDER_KEY, PROVIDER_KEY[:8], STORED_KEY, STORED_KEY[:8])
+_KEPT = (STORED_KEY, STORED_KEY[:8], FILEMAKER_PASSWORD, FILEMAKER_BASIC)
+_KEYS = (PROVIDER_KEY, PROVIDER_KEY[:8], *_KEPT)
 
 
 class Captured:
@@ -43,7 +49,7 @@ class Captured:
         found = []
         for where, text in self.parts:
             answer = where.startswith("answer")  # a successful answer: only the stored key is out of place
-            for wanted in (STORED_KEY, STORED_KEY[:8]) if answer else _KEYS:
+            for wanted in _KEPT if answer else _KEYS:
                 if (at := text.find(wanted)) >= 0:
                     found.append(f"{where}: ...{text[max(at - 60, 0) : at + 60]!r}...")
             for match in () if answer else _APP_KEY.finditer(text):

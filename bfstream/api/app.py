@@ -30,6 +30,7 @@ from bfstream.api.sockets import guarded_protocol
 from bfstream.api.static import static_files
 from bfstream.config import Settings
 from bfstream.errors import BrokerError
+from bfstream.filemaker.client import FileMaker
 from bfstream.fleet import open_fleet
 from bfstream.fleet.connection_limits import ConnectionLimits
 from bfstream.fleet.control import Control
@@ -94,8 +95,9 @@ def create_app(settings: Settings) -> FastAPI:
         state.deliveries = deliveries = Deliveries(
             state.http, tools.delivery_attempts, tools.webhook_timeout, tools.allow_private_webhooks
         )
+        state.filemaker = filemaker = FileMaker(state.http, store, settings)
         state.stream_context = StreamContext(
-            hub, store, state.http, counts, registry, settings, fleet.instance_id, deliveries
+            hub, store, state.http, counts, registry, settings, fleet.instance_id, deliveries, filemaker
         )
         state.tool_answers = answers = ToolAnswers(registry, owners, control)
         users = UserSessions()
@@ -107,11 +109,15 @@ def create_app(settings: Settings) -> FastAPI:
         control.on("users", lambda change: apply_change(users, hub, store, change))
         counts.watch(state)
         await control.start()
-        interrupted = await end_orphans(store, hub, fleet.leases, fleet.instance_id, deliveries=deliveries)
+        interrupted = await end_orphans(
+            store, hub, fleet.leases, fleet.instance_id, deliveries=deliveries, filemaker=filemaker
+        )
         if interrupted:
             log.warning("%d stream(s) were cut short by a shutdown or crash; ended as interrupted", interrupted)
         held = lambda: registry.held_slots() + connections.held_slots()  # noqa: E731
-        keeper = asyncio.create_task(keep_alive(held, fleet.leases, store, hub, fleet.instance_id, deliveries))
+        keeper = asyncio.create_task(
+            keep_alive(held, fleet.leases, store, hub, fleet.instance_id, deliveries, filemaker)
+        )
         saver = asyncio.create_task(save_forever(registry, store))
         _settle_garbage_collector()
         try:
@@ -122,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(keeper, saver, return_exceptions=True)
             await registry.drain(0)
             await deliveries.close(grace=DRAIN_EVENTS_GRACE)
+            await filemaker.close()
             await control.stop()
             await fleet.close()
             await hub.stop()

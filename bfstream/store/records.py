@@ -8,6 +8,27 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class FileMakerTarget:
+    """A FileMaker Server an app's backend tools and lifecycle events run on, as scripts, through
+    the Data API (``bfstream/filemaker``). The account's password is kept sealed apart from it."""
+
+    host: str  # https://fms.example.com: scheme and host (and port), no path
+    database: str
+    layout: str  # the layout scripts run in the context of
+    account: str
+    events_script: str | None = None  # the script lifecycle events run; None: events go to the webhook URL
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "database": self.database,
+            "layout": self.layout,
+            "account": self.account,
+            "eventsScript": self.events_script,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     id: str
     name: str
@@ -23,6 +44,9 @@ class App:
     tool_arguments_public: bool = False
     # The stream lifecycle events (``streams/lifecycle.py``) its webhook gets; empty: none.
     webhook_events: tuple[str, ...] = ()
+    # Where backend tools run, instead of the webhook URL, when set; and the lifecycle events too when
+    # it names an events script. Browser publishes still go to the webhook URL.
+    filemaker: FileMakerTarget | None = None
 
     def allows_origin(self, origin: str | None) -> bool:
         """No Origin header is a same-origin page or not a browser: nothing to check against."""

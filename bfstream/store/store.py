@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bfstream.errors import StoreError
-from bfstream.store.records import App, IdempotentRequest, StreamRecord
+from bfstream.store.records import App, FileMakerTarget, IdempotentRequest, StreamRecord
 
 KEY_PREFIX = "BFAPI_"
+# The service name an app's FileMaker account password is kept under in app_credentials. The
+# settings lower-case every service name, so one with capitals can never be a provider's.
+FILEMAKER_PASSWORD = "FileMaker"
 
 Row = tuple[Any, ...]
 
@@ -100,7 +103,7 @@ async def open_store(database_url: str | None, data_dir: Path, *, create: bool =
 
 _APP_COLUMNS = (
     "id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, tool_arguments_public, "
-    "webhook_events"
+    "webhook_events, filemaker_host, filemaker_database, filemaker_layout, filemaker_account, filemaker_events_script"
 )
 _APP_FIELDS = _APP_COLUMNS.count(",") + 1  # the columns after them in a row are the key's
 _STREAM_COLUMNS = (
@@ -111,11 +114,12 @@ _STREAM_COLUMNS = (
 
 def _app(row: Row) -> App:
     (app_id, name, created_at, browser_publish, retain_text, origins, webhook_url, webhook_secret, public,
-     events) = row[:_APP_FIELDS]  # fmt: skip
+     events, fm_host, fm_database, fm_layout, fm_account, fm_script) = row[:_APP_FIELDS]  # fmt: skip
     allowed = tuple(json.loads(origins)) if origins is not None else None
+    filemaker = FileMakerTarget(fm_host, fm_database, fm_layout, fm_account, fm_script) if fm_host else None
     return App(
         str(app_id), str(name), float(created_at), bool(browser_publish), bool(retain_text), allowed,
-        webhook_url, webhook_secret, bool(public), tuple(json.loads(events)) if events else (),
+        webhook_url, webhook_secret, bool(public), tuple(json.loads(events)) if events else (), filemaker,
     )  # fmt: skip
 
 
@@ -437,6 +441,31 @@ class Store:
         """The stream lifecycle events the app's webhook gets (empty: none)."""
         value = json.dumps(sorted(set(events))) if events else None
         await self._db.execute("UPDATE apps SET webhook_events = $1 WHERE id = $2", value, app_id)
+
+    async def set_filemaker(self, app_id: str, target: FileMakerTarget | None, sealed_password: str | None) -> None:
+        """Point the app's backend tools at a FileMaker Server, its account's password sealed by
+        ``CredentialSealer`` for ``FILEMAKER_PASSWORD``; None removes the target and forgets the
+        password. The password is written first and forgotten last, so no target is ever without one.
+        An events script already set stays unless ``target`` names another."""
+        if target is None:
+            await self._db.execute(
+                "UPDATE apps SET filemaker_host = NULL, filemaker_database = NULL, filemaker_layout = NULL,"
+                " filemaker_account = NULL, filemaker_events_script = NULL WHERE id = $1",
+                app_id,
+            )
+            await self.delete_credential(app_id, FILEMAKER_PASSWORD)
+            return
+        assert sealed_password is not None
+        await self.set_credential(app_id, FILEMAKER_PASSWORD, sealed_password)
+        await self._db.execute(
+            "UPDATE apps SET filemaker_host = $1, filemaker_database = $2, filemaker_layout = $3,"
+            " filemaker_account = $4, filemaker_events_script = COALESCE($5, filemaker_events_script) WHERE id = $6",
+            target.host, target.database, target.layout, target.account, target.events_script, app_id,
+        )  # fmt: skip
+
+    async def set_filemaker_events_script(self, app_id: str, script: str | None) -> None:
+        """The script the app's lifecycle events run on its FileMaker target (None: they go to the webhook)."""
+        await self._db.execute("UPDATE apps SET filemaker_events_script = $1 WHERE id = $2", script, app_id)
 
     # Provider keys an app keeps on the server, as sealed by bfstream/credentials.py: the store
     # never sees one in clear.

@@ -1,5 +1,6 @@
-"""A stream's end told to its app's back end: one signed webhook delivery per stream, for the
-apps that subscribed to its kind (``bfstream apps update APP --webhook-events``).
+"""A stream's end told to its app's back end: one signed webhook delivery per stream, or one run of
+its FileMaker events script, for the apps that subscribed to its kind (``bfstream apps update APP
+--webhook-events``).
 
 Whoever wrote the stream's final record sends it, after the record is written and without waiting
 for the receiver: the owner when the stream ended by itself, was stopped or was drained, the
@@ -12,11 +13,14 @@ across retries and whichever instance sends it, so a receiver handles each once 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bfstream.errors import ValidationFailed
 from bfstream.store.records import App, StreamRecord
-from bfstream.webhooks import Deliveries
+from bfstream.webhooks import Attempt, Deliveries
+
+if TYPE_CHECKING:
+    from bfstream.filemaker.client import FileMaker
 
 EVENTS = ("stream.completed", "stream.failed", "stream.stopped", "stream.interrupted")
 MAX_METADATA_BYTES = 4096  # a record id or a few keys to write the answer back; not a second payload
@@ -59,12 +63,24 @@ def check_metadata(metadata: dict[str, Any] | None) -> None:
         )
 
 
-def announce(deliveries: Deliveries | None, app: App | None, record: StreamRecord, text: str | None) -> None:
+def announce(
+    deliveries: Deliveries | None,
+    app: App | None,
+    record: StreamRecord,
+    text: str | None,
+    filemaker: FileMaker | None = None,
+) -> None:
     """Send the event of ``record``'s end if its app subscribed to it; returns at once.
 
+    It goes to the app's FileMaker Server when the app names an events script there (the script
+    gets the body below as its parameter, retried as a webhook delivery is), else to its webhook URL.
     ``text`` is the whole answer, sent even when the app keeps no text in its records: the receiver
     is the app's own back end, the one the answer is for."""
-    if deliveries is None or app is None or not app.webhook_url or not app.webhook_secret:
+    if deliveries is None or app is None:
+        return
+    script = app.filemaker.events_script if app.filemaker is not None else None
+    to_filemaker = script is not None and filemaker is not None
+    if not to_filemaker and (not app.webhook_url or not app.webhook_secret):
         return
     event = event_of(record)
     if event not in app.webhook_events:
@@ -84,4 +100,18 @@ def announce(deliveries: Deliveries | None, app: App | None, record: StreamRecor
     }
     if record.reasoning is not None:
         body["reasoning"] = record.reasoning
-    deliveries.send(app.id, app.webhook_url, app.webhook_secret, event, body, delivery)
+    if to_filemaker:
+        assert filemaker is not None and script is not None
+        deliveries.send(app.id, _script_run(filemaker, app, script, body), delivery)
+    else:
+        assert app.webhook_url is not None and app.webhook_secret is not None
+        deliveries.webhook(app.id, app.webhook_url, app.webhook_secret, event, body, delivery)
+
+
+def _script_run(filemaker: FileMaker, app: App, script: str, body: dict[str, Any]) -> Attempt:
+    """One try at the events script; any 2xx with no script error counts as delivered."""
+
+    async def attempt(_: str) -> None:
+        await filemaker.run_script(app, script, body)
+
+    return attempt

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from bfstream.errors import BfstreamError, StoreError
+from bfstream.filemaker.client import FileMaker
 from bfstream.fleet.leases import LEASE_TTL, RENEW_EVERY, Leases
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.streamlog import event_of, fold
@@ -47,6 +48,7 @@ async def end_orphans(
     instance_id: str,
     trusted: Callable[[], bool] = lambda: True,
     deliveries: Deliveries | None = None,
+    filemaker: FileMaker | None = None,
 ) -> int:
     """End the streams of every instance whose lease lapsed; returns how many.
 
@@ -63,12 +65,18 @@ async def end_orphans(
     ended = 0
     for owner in owners - alive - {instance_id}:
         for record in await store.claim_orphans(owner, INTERRUPTED):
-            await _end(store, hub, record, deliveries)
+            await _end(store, hub, record, deliveries, filemaker)
             ended += 1
     return ended
 
 
-async def _end(store: Store, hub: Hub, record: StreamRecord, deliveries: Deliveries | None = None) -> None:
+async def _end(
+    store: Store,
+    hub: Hub,
+    record: StreamRecord,
+    deliveries: Deliveries | None = None,
+    filemaker: FileMaker | None = None,
+) -> None:
     """Continue the stream's own numbering and give its whole text, as its log tells (everything
     the owner published, saved or not); else as last saved. The app's webhook hears of it as
     ``stream.interrupted``: the claim made this instance the one to tell it."""
@@ -83,7 +91,7 @@ async def _end(store: Store, hub: Hub, record: StreamRecord, deliveries: Deliver
         # The owner sent its end and died before recording it: the record stays interrupted, and
         # the app hears what the channels had.
         folded = fold(events)
-        await _tell(store, deliveries, None, record, folded["text"], folded.get("reasoning"))
+        await _tell(store, deliveries, None, record, folded["text"], folded.get("reasoning"), filemaker)
         return
     text, told = record.text or "", {}
     if events:
@@ -102,11 +110,17 @@ async def _end(store: Store, hub: Hub, record: StreamRecord, deliveries: Deliver
         kept = text if app is not None and app.retain_text else None
         await store.record_stream_text(record.id, kept, out.seq, status="interrupted")
     log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
-    await _tell(store, deliveries, app, record, text, told.get("reasoning"))
+    await _tell(store, deliveries, app, record, text, told.get("reasoning"), filemaker)
 
 
 async def _tell(
-    store: Store, deliveries: Deliveries | None, app: App | None, record: StreamRecord, text: str, reasoning: Any
+    store: Store,
+    deliveries: Deliveries | None,
+    app: App | None,
+    record: StreamRecord,
+    text: str,
+    reasoning: Any,
+    filemaker: FileMaker | None = None,
 ) -> None:
     """Once the channels have the end: an app read only now, so a database that is away never holds
     up the ending (then no event: nothing says where to send it). The reasoning goes with the event
@@ -121,7 +135,7 @@ async def _tell(
             return
     if app is not None and app.retain_text and isinstance(reasoning, str):
         record.reasoning = reasoning
-    announce(deliveries, app, record, text)
+    announce(deliveries, app, record, text, filemaker)
 
 
 async def _until_taken(step: Callable[[], Awaitable[T]], record: StreamRecord) -> T:
@@ -141,6 +155,7 @@ async def keep_alive(
     hub: Hub,
     instance_id: str,
     deliveries: Deliveries | None = None,
+    filemaker: FileMaker | None = None,
 ) -> None:
     """Renew this instance's lease and slots (streams' and connections'), and end the streams of
     dead instances, until cancelled.
@@ -160,7 +175,7 @@ async def keep_alive(
                 continue
             try:
                 trusted = partial(renewed.holds_since, renewed.since)
-                await end_orphans(store, hub, leases, instance_id, trusted, deliveries)
+                await end_orphans(store, hub, leases, instance_id, trusted, deliveries, filemaker)
             except BfstreamError as exc:  # an outage: the next round tries again
                 log.warning("could not look for orphaned streams now: %s", exc.message)
             except Exception:

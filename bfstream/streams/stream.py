@@ -25,6 +25,7 @@ from typing import Any
 
 from bfstream.config import ServiceConfig, Settings
 from bfstream.errors import BfstreamError, BrokerError, ProviderError, StoreError, outcome
+from bfstream.filemaker.client import FileMaker
 from bfstream.messaging.broker import Fenced
 from bfstream.messaging.hub import Hub
 from bfstream.metrics import Metrics, ServiceMetrics
@@ -74,6 +75,7 @@ class StreamContext:
     settings: Settings
     instance_id: str
     deliveries: Deliveries | None = None  # lifecycle events to apps' webhooks (``lifecycle.py``)
+    filemaker: FileMaker | None = None  # backend tools and lifecycle events on apps' FileMaker Servers
 
 
 @dataclass(slots=True)
@@ -289,7 +291,7 @@ class Stream:
         record.sources = list(self._sources.values())
         record.seq = out.seq
         if await record_end(ctx.store, record, patience):
-            announce(ctx.deliveries, await self._app_now(), record, text)
+            announce(ctx.deliveries, await self._app_now(), record, text, ctx.filemaker)
         if shutdown is not None:
             raise shutdown
 
@@ -374,11 +376,12 @@ class Stream:
 
     async def _can_answer(self, calls: list[ToolCall], frontend: bool) -> bool:
         """Whether every call has someone to answer it: a page for ``ui_*`` (streaming only), the
-        app's webhook for the rest."""
+        app's FileMaker Server or webhook for the rest."""
         await self._app_now()
         if not frontend and any(is_frontend(call.name) for call in calls):
             return False
-        return all(is_frontend(call.name) for call in calls) or self._app.webhook_url is not None
+        app = self._app
+        return all(is_frontend(call.name) for call in calls) or app.webhook_url is not None or app.filemaker is not None
 
     async def _app_now(self) -> App:
         """The app as it is now (its webhook may have changed since the stream started), or as last

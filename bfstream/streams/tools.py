@@ -9,8 +9,9 @@ through its record and is forwarded there over control. No answer within the tim
 model reads a failure saying so.
 
 A backend call is a signed POST to the app's webhook (``webhooks.py``); its JSON answer is the
-result. Refusals, time-outs and unreachable hosts become failure results the model reads: a tool
-never fails the stream.
+result. An app with a FileMaker Server runs it there instead, as the script named after the tool
+(``bfstream/filemaker``), whose result is the tool's. Refusals, time-outs, unreachable hosts and
+script errors become failure results the model reads: a tool never fails the stream.
 
 The calls of one turn are a ``ToolRound``, held by its stream while they run concurrently; an
 answer found through the registry reaches the round through the stream.
@@ -27,7 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from bfstream.errors import BfstreamError, WebhookError
+from bfstream.errors import BfstreamError, FileMakerError, WebhookError
+from bfstream.filemaker.target import tool_parameter
+from bfstream.filemaker.wire import tool_result
 from bfstream.fleet.control import Control
 from bfstream.fleet.owners import Owners
 from bfstream.messaging.protocol import tool_result_problem
@@ -177,6 +180,9 @@ class ToolRound:
             result, outcome = _failure("The tool was not called: its arguments are not a JSON object"), "invalid"
         elif answer is not None:
             result, outcome = await _from_page(answer, call.name, spec.tool_timeout)
+        elif app.filemaker is not None:
+            parameter = tool_parameter(tool_call_id, call.name, arguments, self._stream_id, spec.metadata)
+            result, outcome = await _from_filemaker(self._ctx, app, call.name, parameter)
         else:
             request = {
                 "type": "tool_call",
@@ -251,6 +257,21 @@ async def _from_webhook(ctx: StreamContext, app: App, name: str, request: dict[s
         # What the back end said goes to the operator's log (scrubbed), not to the model.
         log.info("tool %s of app %s failed at its webhook: %s (%s)", name, app.id, exc.message, exc.details)
         return _failure(f"The tool {name} failed: {exc.message}"), "error"
+    if isinstance(answer, dict) and answer.get("success") is False:
+        return answer, "failed"
+    return answer, "ok"
+
+
+async def _from_filemaker(ctx: StreamContext, app: App, name: str, parameter: Any) -> tuple[Any, str]:
+    """The script named after the tool, on the app's FileMaker Server (``bfstream/filemaker``)."""
+    if ctx.filemaker is None:
+        return _failure(f"The tool {name} has no back end to run it"), "error"
+    try:
+        result = await ctx.filemaker.run_script(app, name, parameter)
+    except FileMakerError as exc:
+        log.info("tool %s of app %s failed on its FileMaker Server: %s (%s)", name, app.id, exc.message, exc.details)
+        return _failure(f"The tool {name} failed: {exc.message}"), "error"
+    answer = tool_result(result, name)
     if isinstance(answer, dict) and answer.get("success") is False:
         return answer, "failed"
     return answer, "ok"

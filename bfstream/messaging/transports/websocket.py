@@ -414,5 +414,5 @@ class WebSocketConnection:
         }
         if offset is not None:  # listen: where the channel carries it, to match it with what browsers saw
             payload["offset"], payload["epoch"] = offset, epoch
-        deliveries.send(app.id, app.webhook_url, app.webhook_secret, "message", payload)
+        deliveries.webhook(app.id, app.webhook_url, app.webhook_secret, "message", payload)
         return True
