@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bfstream.client import Answer, Started
+from bfstream.client._events import EventCursor
 from tests.client.conftest import AnyClient, call, close, make_client, read_events
 from tests.conftest import PROVIDER_KEY, Server, assert_well_formed
 from tests.fakes.http_server import FakeProvider
@@ -53,11 +54,21 @@ async def test_events_reconnect_where_the_server_closed_and_resume_from_an_offse
     # The server ends each SSE answer after SSE_SECONDS (a minute in production): here many times
     # during one stream, so the client must carry on from the offset each time, missing nothing.
     monkeypatch.setattr("bfstream.api.stream_events.SSE_SECONDS", 0.15)
+    connections: list[dict[str, str]] = []
+    params = EventCursor.params
+
+    def counted(cursor: EventCursor) -> dict[str, str]:
+        connections.append(params(cursor))
+        return connections[-1]
+
+    monkeypatch.setattr(EventCursor, "params", counted)
     parts = [f"w{i} " for i in range(30)]
     fake_openai.enqueue(slow_stream(parts, delay=0.02))
     started = await call(client, "create", channels=["room"], action_name="onAnswer", payload=PAYLOAD)
     events = await read_events(client, started.stream_id)
     assert_well_formed(events, started.stream_id)
+    assert len(connections) > 1 and connections[0] == {"offset": "-1", "live": "sse"}
+    assert connections[1]["offset"] > f"{0:016d}"  # each reconnect from where the last one stopped
     assert "".join(e["content"] for e in events if e["type"] == "delta") == "".join(parts)
 
     # Resumed after the fifth event: the events after it, each once, to the end.
