@@ -28,6 +28,7 @@ class Received:
     headers: dict[str, str]
     verified: bool
     at: float
+    raw: bytes = b""  # the body as it came, for a receiver's own signature check
 
 
 async def _ok(body: dict[str, Any]) -> tuple[int, Any]:
@@ -50,7 +51,7 @@ class WebhookReceiver:
             self.secret, headers.get("x-bfstream-timestamp", ""), raw, headers.get("x-bfstream-signature", "")
         )
         body = json.loads(raw)
-        self.received.append(Received(body, headers, verified, asyncio.get_running_loop().time()))
+        self.received.append(Received(body, headers, verified, asyncio.get_running_loop().time(), raw))
         if not verified:
             return JSONResponse({"error": "bad signature"}, status_code=401)
         status, answer = await self.answer(body)
