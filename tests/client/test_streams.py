@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from bfstream.client import Answer, Started
+from bfstream.client import Answer, BfstreamAPIError, Started
 from bfstream.client._events import EventCursor
-from tests.client.conftest import AnyClient, call, close, make_client, read_events
+from tests.client.conftest import AnyClient, call, read_events
 from tests.conftest import PROVIDER_KEY, Server, assert_well_formed
-from tests.fakes.http_server import FakeProvider
 from tests.fakes.openai_server import FakeOpenAI, JsonReply, StreamReply, completion, text_stream
 from tests.streams.test_lifecycle import slow_stream
 
@@ -133,23 +132,18 @@ async def test_stop_ends_a_running_stream_once(client: AnyClient, fake_openai: F
     assert await call(client, "stop", started.stream_id) is False
 
 
-async def test_the_idempotency_key_goes_as_a_header(kind: str) -> None:
-    """Sent, not tested against bfstream here: a recording HTTP server stands in for it."""
-    async with FakeProvider() as recorder:
-        recorder.enqueue(
-            JsonReply(200, {"success": True, "message": "Streaming setup complete", "streamId": "s1"}),
-            JsonReply(200, {"success": True, "data": {"message": "Streaming setup complete", "streamId": "s2"}}),
-        )
-        client = make_client(kind, recorder.base_url, "app-key")
-        try:
-            created = await call(client, "create", channels="c", action_name="a", payload=PAYLOAD, idempotency_key="k1")
-            queried = await call(client, "query", channels="c", action_name="a", payload=PAYLOAD, idempotency_key="k2")
-        finally:
-            await close(client)
-    assert created == Started("s1") and queried == Started("s2")
-    create, query = recorder.requests
-    assert (create.path, create.headers["idempotency-key"]) == ("/stream/create", "k1")
-    assert (query.path, query.headers["idempotency-key"]) == ("/llm/query", "k2")
-    assert create.json() == {
-        "apiKey": "app-key", "channels": ["c"], "actionName": "a", "payload": PAYLOAD
-    }  # fmt: skip
+async def test_a_retry_with_the_idempotency_key_gets_the_first_answer(
+    client: AnyClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(StreamReply([text_stream(PARTS)]), JsonReply(200, completion("Whole.")))
+    fields = {"channels": "room", "action_name": "onAnswer", "payload": PAYLOAD}
+    first = await call(client, "create", **fields, idempotency_key="retry-1")
+    again = await call(client, "create", **fields, idempotency_key="retry-1")
+    assert isinstance(first, Started) and again == first
+    whole = await call(client, "query", payload=PAYLOAD, stream=False, idempotency_key="retry-2")
+    assert whole == await call(client, "query", payload=PAYLOAD, stream=False, idempotency_key="retry-2")
+    assert isinstance(whole, Answer) and whole.text == "Whole."
+    with pytest.raises(BfstreamAPIError) as reused:
+        await call(client, "create", **fields, idempotency_key="retry-2")  # another request, same key
+    assert (reused.value.status, reused.value.type) == (422, "idempotency_key_reused")
+    assert len(fake_openai.requests) == 2
