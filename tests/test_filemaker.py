@@ -53,6 +53,16 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
+async def ask_weather(server: Server, fake_openai: FakeOpenAI, page: Any) -> str:
+    """One stream whose model calls get_weather for Oslo, then says "Cold."; its final text."""
+    fake_openai.enqueue(
+        StreamReply([tool_call_stream([("c1", "get_weather", '{"city": "Oslo"}')])]),
+        StreamReply([text_stream(["Cold."])]),
+    )
+    await started(server, query(server, [WEATHER]))
+    return (await page.stream_events())[-1]["text"]
+
+
 async def test_a_backend_tool_runs_as_its_script_and_the_result_continues_the_answer(
     server: Server, fake_openai: FakeOpenAI
 ) -> None:
@@ -113,19 +123,12 @@ async def test_an_expired_session_token_leads_to_one_new_login_and_one_retried_c
 ) -> None:
     async with fake_filemaker(get_weather=lambda _: '{"celsius": 5}') as fm:
         await point_filemaker(server, fm)
-        for _ in range(2):
-            fake_openai.enqueue(
-                StreamReply([tool_call_stream([("c1", "get_weather", '{"city": "Oslo"}')])]),
-                StreamReply([text_stream(["Cold."])]),
-            )
         page = await server.ws(channels=("room",))
-        await started(server, query(server, [WEATHER]))
-        await page.stream_events()
+        assert await ask_weather(server, fake_openai, page) == "Cold."
         assert fm.logins == 1
         fm.expire_tokens()  # 15 minutes pass without a call
         seen = len(fm.requests)
-        await started(server, query(server, [WEATHER]))
-        assert (await page.stream_events())[-1]["text"] == "Cold."
+        assert await ask_weather(server, fake_openai, page) == "Cold."
 
     refused, login, retried = fm.requests[seen:]
     assert refused.method == "GET" and retried.method == "GET" and refused.query == retried.query
@@ -201,13 +204,7 @@ async def test_with_a_webhook_url_too_backend_tools_run_on_filemaker_not_the_web
     async with fake_filemaker(get_weather=lambda _: '{"celsius": 1}') as fm, WebhookReceiver() as hook:
         await point_webhook(server, hook)
         await point_filemaker(server, fm)
-        fake_openai.enqueue(
-            StreamReply([tool_call_stream([("c1", "get_weather", '{"city": "Oslo"}')])]),
-            StreamReply([text_stream(["Cold."])]),
-        )
-        page = await server.ws(channels=("room",))
-        await started(server, query(server, [WEATHER]))
-        await page.stream_events()
+        assert await ask_weather(server, fake_openai, await server.ws(channels=("room",))) == "Cold."
 
     assert [r.script for r in fm.ran] == ["get_weather"] and hook.received == []
 
