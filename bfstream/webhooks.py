@@ -64,6 +64,27 @@ def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )  # fmt: skip
 
 
+async def _addresses(host: str, port: int | None) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None:
+    """What ``host`` resolves to now; None when it does not."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port or 443)
+    except (OSError, UnicodeError):
+        return None
+    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+
+
+async def only_private(url: str) -> bool:
+    """Whether ``url``'s host resolves, now, to loopback, private or link-local addresses only: the
+    one case where a password may travel over plain ``http://`` (a server on this machine or network)."""
+    parts = urlsplit(url.strip())
+    addresses = await _addresses(parts.hostname, None) if parts.hostname else None
+    return bool(addresses) and all(_private(a) for a in addresses)
+
+
 async def url_problem(url: str, allow_private: bool, switch: str = "tools.allow_private_webhooks") -> str | None:
     """Why bfstream may not call ``url``, or None: it must be http(s) with a host and a valid port,
     carry no credentials, and, unless ``allow_private`` (the setting named ``switch``), reach no
@@ -82,15 +103,9 @@ async def url_problem(url: str, allow_private: bool, switch: str = "tools.allow_
         return "its port is not a number from 0 to 65535"
     if allow_private:
         return None
-    host = parts.hostname
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            found = await asyncio.get_running_loop().getaddrinfo(host, port or 443)
-        except (OSError, UnicodeError):
-            return f"its host {host!r} does not resolve"
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+    addresses = await _addresses(parts.hostname, port)
+    if addresses is None:
+        return f"its host {parts.hostname!r} does not resolve"
     if any(_private(a) for a in addresses):
         return f"it points at a loopback, private or link-local address (set {switch} to allow it)"
     return None

@@ -234,6 +234,11 @@ def test_apps_update_filemaker_keeps_the_password_sealed_and_refuses_bad_input_c
         "names alone": (cli("apps", "update", "shop", "--layout", "L", data_dir=tmp_path), "go with --filemaker"),
         "a path": (cli("apps", "update", "shop", *names("https://fms.example/fmi/data"), **typed), "server only"),
         "http to a public address": (cli("apps", "update", "shop", *names("http://8.8.8.8"), **typed), "https://"),
+        # Found by a review: a name that did not resolve was taken for a private one.
+        "http to a name that does not resolve": (
+            cli("apps", "update", "shop", *names("http://fms.invalid"), **typed),
+            "https://",
+        ),
         "a control character": (
             cli("apps", "update", "shop", *target, "--account", "a\x07b", data_dir=tmp_path, stdin="pw"),
             "control characters",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import hashlib
 import logging
@@ -281,6 +282,15 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with bfstream's own loggers (``bfstream.*``) on its console handler at
+    ``level``: without it they reached no handler, so only warnings came out, bare, through
+    Python's last-resort handler, and ``log_level = "debug"`` changed nothing of bfstream's."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["bfstream"] = {"handlers": ["default"], "level": level.upper()}  # propagates: caplog sees it
+    return config
+
+
 def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The one uvicorn configuration, shared by ``bfstream serve`` and the tests."""
     # Log lines show URLs (browsers pass connection tokens in the query string) and error texts.
@@ -290,6 +300,7 @@ def server_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        "log_config": log_config(settings.log_level),
         # A connection that stays silent through a ping and its timeout is dropped: dead peers go
         # within two intervals.
         "ws_ping_interval": ping,

@@ -58,11 +58,16 @@ _POLL_FIRST, _POLL_MOST = 0.05, 1.0  # seconds between looks at a key held by a 
 Answer = dict[str, Any] | None  # the JSON answered; None: the caller hung up, nothing to answer
 
 
-def key_of(in_header: str | None, in_body: str | None) -> str | None:
-    """The request's key, from its header or its body; a 400 for one that is malformed, or two that differ."""
+def key_of(request: Request, in_body: str | None) -> str | None:
+    """The request's key, from its header or its body; a 400 for one that is malformed, or two that
+    differ (two headers included)."""
+    headers = request.headers.getlist(HEADER)
+    in_header = headers[-1] if headers else None
     problems = []
+    if len(set(headers)) > 1:
+        problems.append({"field": "header Idempotency-Key", "message": "sent more than once, with different keys"})
     for field, value in (("header Idempotency-Key", in_header), ("idempotencyKey", in_body)):
-        if value is not None and not (len(value) <= MAX_KEY and _PRINTABLE.match(value)):
+        if value is not None and not (len(value) <= MAX_KEY and _PRINTABLE.fullmatch(value)):
             problems.append({"field": field, "message": f"an idempotency key is {KEY_RULE}"})
     if not problems and in_header is not None and in_body is not None and in_header != in_body:
         problems.append({"field": "idempotencyKey", "message": "differs from the Idempotency-Key header"})
@@ -71,18 +76,23 @@ def key_of(in_header: str | None, in_body: str | None) -> str | None:
     return in_header if in_header is not None else in_body
 
 
-def fingerprint(request: Request, body: BaseModel) -> str:
-    """What makes two requests the same one: the endpoint and every field but the keys, defaults
-    filled in (so a field sent with its default value is the same as one left out)."""
-    fields = body.model_dump(mode="json", exclude={"apiKey": True, "idempotencyKey": True, "payload": {"apiKey"}})
-    canonical = json.dumps([request.url.path, fields], sort_keys=True, separators=(",", ":"))
+def fingerprint(request: Request, body: BaseModel, service: str) -> str:
+    """What makes two requests the same one: the endpoint, the service as it is resolved (named
+    in any case, by ``service`` or ``payload.provider``, or left to the default), and every other
+    field but the keys, defaults filled in (a field sent with its default value is one left out)."""
+    fields = body.model_dump(
+        mode="json",
+        exclude={"apiKey": True, "idempotencyKey": True, "service": True, "payload": {"apiKey", "provider"}},
+    )
+    canonical = json.dumps([request.url.path, service, fields], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 async def once(
-    request: Request, app: App, key: str | None, body: BaseModel, run: Callable[[], Awaitable[Answer]]
+    request: Request, app: App, key: str | None, body: BaseModel, service: str, run: Callable[[], Awaitable[Answer]]
 ) -> Response:
-    """``run()``'s answer, or without running it, the answer of the first request with ``key``."""
+    """``run()``'s answer, or without running it, the answer of the first request with ``key``;
+    ``service`` is the request's, named as ``streams.service_name`` reads it."""
     if key is None:
         return _sent(await run())
     state = request.app.state
@@ -91,7 +101,7 @@ async def once(
     if now - getattr(state, "idempotency_swept", 0.0) > _SWEEP_EVERY:
         state.idempotency_swept = now
         await store.forget_idempotency(now - TTL)
-    mine = fingerprint(request, body)
+    mine = fingerprint(request, body, service)
     deadline = time.monotonic() + state.settings.streams.max_duration
     pause = _POLL_FIRST
     while True:

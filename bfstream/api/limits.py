@@ -82,8 +82,9 @@ class BodyLimit:
         if body and (refusal := body_problem(body)) is not None:
             await _refuse(send, 400, *refusal)
             return
-        headers[b"content-type"] = b"application/json"
-        scope = {**scope, "headers": list(headers.items())}
+        # Every other header as sent, repeats included (two Idempotency-Key headers must be seen as two).
+        kept = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+        scope = {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
         pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replay() -> Message:

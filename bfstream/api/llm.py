@@ -14,6 +14,7 @@ come in OpenAI's format (or flat), and every answer says ``success``::
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -23,7 +24,15 @@ from bfstream.api.auth import authenticate
 from bfstream.api.idempotency import DESCRIPTION as IDEMPOTENCY
 from bfstream.api.idempotency import KEY_SCHEMA, KeyHeader, key_of, once
 from bfstream.api.openapi import NOT_BLANK, PROVIDER_KEY_MAX, PROVIDER_KEY_PATTERN, AppKey
-from bfstream.api.streams import INCLUDE_REASONING, METADATA, NOT_SENT, check_page_origin, prepare, until_answered
+from bfstream.api.streams import (
+    INCLUDE_REASONING,
+    METADATA,
+    NOT_SENT,
+    check_page_origin,
+    prepare,
+    service_name,
+    until_answered,
+)
 from bfstream.errors import NotFound, ValidationFailed
 from bfstream.messaging.protocol import tool_result_problem
 from bfstream.store.records import App
@@ -102,8 +111,9 @@ async def llm_query(body: LlmQuery, request: Request, idempotency_key: KeyHeader
     """Query a model: stream its answer (and its ui_* tool calls) to the channels, or return it."""
     request.state.action_name = body.actionName  # every error answer echoes it (api/errors.py)
     app = await authenticate(request, body.apiKey)
-    key = key_of(idempotency_key, body.idempotencyKey)
-    return await once(request, app, key, body, lambda: _query(request, app, body, to_the_end=key is not None))
+    key = key_of(request, body.idempotencyKey)
+    service = service_name(body.payload.provider)
+    return await once(request, app, key, body, service, partial(_query, request, app, body, to_the_end=bool(key)))
 
 
 async def _query(request: Request, app: App, body: LlmQuery, *, to_the_end: bool) -> dict[str, Any] | None:

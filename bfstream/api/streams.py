@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -154,6 +155,11 @@ def _key_problem(key: str | None) -> None:
         )
 
 
+def service_name(given: str | None) -> str:
+    """The service a request names, as the settings key it: ``openAI`` and `` openai `` are one."""
+    return (given if given is not None else "openai").strip().lower()
+
+
 async def prepare(
     request: Request,
     app: App,
@@ -178,7 +184,7 @@ async def prepare(
     state = request.app.state
     settings = state.settings
     await enforce(state.fleet.rates, app.id, "streams", settings.limits.streams)
-    name = (service if service is not None else "openai").strip().lower()
+    name = service_name(service)
     services = settings.enabled_services()
     config = services.get(name)
     if config is None:
@@ -276,10 +282,12 @@ class ChatCompletion(BaseModel):
     responses={200: {"description": "Streaming: the setup acknowledgement. Non-streaming: the provider's answer."}},
 )
 async def create_stream(body: CreateStream, request: Request, idempotency_key: KeyHeader = None) -> Any:
-    """Start a provider stream and relay it to the channels, or (``stream: false``) return the answer."""
+    """Start a provider stream and relay it to the channels, or (``stream: false``) return the answer.
+    (``idempotency_key`` documents the header; ``key_of`` reads every copy of it.)"""
     app = await authenticate(request, body.apiKey)
-    key = key_of(idempotency_key, body.idempotencyKey)
-    return await once(request, app, key, body, lambda: start_stream(request, app, body, to_the_end=key is not None))
+    key = key_of(request, body.idempotencyKey)
+    service = service_name(body.service if body.service is not None else body.payload.provider)
+    return await once(request, app, key, body, service, partial(start_stream, request, app, body, to_the_end=bool(key)))
 
 
 async def start_stream(request: Request, app: App, body: CreateStream, *, to_the_end: bool = False) -> Any:

@@ -26,6 +26,7 @@ from bfstream.config import Settings
 from bfstream.credentials import CredentialSealer, sealer
 from bfstream.errors import CredentialUnavailable, FileMakerError, StoreError
 from bfstream.filemaker import wire
+from bfstream.filemaker.target import plain_http_problem
 from bfstream.providers.http import ProviderClient
 from bfstream.scrub import hold, scrub
 from bfstream.store.records import App, FileMakerTarget
@@ -69,7 +70,10 @@ class FileMaker:
         try:
             async with asyncio.timeout(seconds):
                 # Checked at each call, as webhooks are: a name may resolve elsewhere now.
-                if (why := await url_problem(target.host, tools.allow_private_webhooks)) is not None:
+                why = await url_problem(target.host, tools.allow_private_webhooks) or await plain_http_problem(
+                    target.host, tools.allow_private_webhooks
+                )
+                if why is not None:
                     raise FileMakerError(f"The FileMaker Server cannot be called: {why}")
                 session = self._session(app.id, target)
                 token = await self._token(session, app, target)

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bfstream.errors import ValidationFailed
-from bfstream.webhooks import url_problem
+from bfstream.webhooks import only_private, url_problem
 
 MAX_NAME = 100  # FileMaker's own limit on the names of databases, layouts, scripts and accounts
 MAX_PASSWORD = 1024
@@ -29,11 +29,20 @@ async def check_host(value: str, allow_private: bool) -> str:
     parts = urlsplit(value.strip())
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise _refused("host", "give the server only, as https://fms.example.com: bfstream adds the Data API's path")
-    if parts.scheme == "http" and (not allow_private or await url_problem(value, False) is None):
-        raise _refused("host", "it must be https://: the account's password is sent at every login")
+    if (why := await plain_http_problem(value, allow_private)) is not None:
+        raise _refused("host", why)
     if (why := await url_problem(value, allow_private)) is not None:
         raise _refused("host", why)
     return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+async def plain_http_problem(host: str, allow_private: bool) -> str | None:
+    """Why the password may not go to ``host``, or None: over ``http://`` only to a host that
+    resolves, now, to private addresses alone, with those allowed. Asked again at every login, as a
+    name may resolve elsewhere later."""
+    if urlsplit(host.strip()).scheme != "http" or (allow_private and await only_private(host)):
+        return None
+    return "it must be https://: the account's password is sent at every login (http:// only to a private address)"
 
 
 def check_name(field: str, value: str | None) -> str:

@@ -116,6 +116,16 @@ async def test_what_is_not_part_of_the_question_does_not_make_it_another(
     reordered["includeReasoning"] = False
     again = await _post(server, "/stream/create", reordered, key)
     assert again.status_code == 200 and again.json() == first.json()
+    # The service in another case, as payload.provider, or left to its default (openai): found by a review.
+    for named in ({"service": "OPENAI"}, {"service": None, "provider": " openai "}, {"service": None}):
+        service = named.pop("service")
+        body_named = {**body, "payload": {**body["payload"], **named}}
+        if service is None:
+            del body_named["service"]
+        else:
+            body_named["service"] = service
+        same = await _post(server, "/stream/create", body_named, key)
+        assert same.status_code == 200 and same.json() == first.json(), (named, same.text)
     assert len(fake_openai.requests) == 1
 
 
@@ -155,6 +165,7 @@ async def test_keys_belong_to_their_app(server: Server, fake_openai: FakeOpenAI)
         (None, "", "idempotencyKey"),
         (None, " padded ", "idempotencyKey"),
         (None, "line\nbreak", "idempotencyKey"),
+        (None, "ends-in-a-newline\n", "idempotencyKey"),
         (None, "caf\u00e9", "idempotencyKey"),
         ("one", "two", "idempotencyKey"),
     ],
@@ -171,4 +182,16 @@ async def test_a_malformed_key_is_a_400_naming_it(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["type"] == "validation_error"
     assert [d["field"] for d in answer.json()["error"]["details"]] == [field]
+    assert fake_openai.requests == []
+
+
+async def test_two_different_key_headers_are_a_400(server: Server, fake_openai: FakeOpenAI) -> None:
+    headers = [("Idempotency-Key", "dup-a"), ("Idempotency-Key", "dup-b")]
+    # Sent as built: a client's post() would merge the two into its own headers, keeping one.
+    request = httpx.Request(
+        "POST", server.url + "/stream/create", headers=headers, json=seed_body(server, stream=False)
+    )
+    answer = await server.http.send(request)
+    assert answer.status_code == 400, answer.text
+    assert [d["field"] for d in answer.json()["error"]["details"]] == ["header Idempotency-Key"]
     assert fake_openai.requests == []

@@ -77,6 +77,9 @@ async def test_sigterm_lets_running_streams_finish_then_exits_0(tmp_path: Path) 
     events = await client.stream_events()
     assert events[-1]["finish_reason"] == "stop" and events[-1]["text"] == WORDS
     assert await asyncio.wait_for(server.proc.wait(), 15) == 0
+    # bfstream's own log lines come out at the log level, formatted as uvicorn's (found by a review:
+    # they reached no handler, and only warnings came out, bare).
+    assert "INFO:     draining: no new streams; 1 running get up to 10 s" in server.output
 
 
 async def test_streams_past_the_drain_time_end_with_error(tmp_path: Path) -> None:
