@@ -180,6 +180,7 @@ async def post(
 
 
 Attempt = Callable[[str], Awaitable[None]]
+Settled = Callable[[], Awaitable[None]]
 """One try at a delivery, given its id: returns once the receiver took it, raises ``WebhookError``
 (or a subclass, such as ``FileMakerError``) when it did not. Retrying is the caller's."""
 
@@ -206,7 +207,14 @@ class Deliveries:
         self.dropped = 0  # never tried: its app had too many waiting
 
     def webhook(
-        self, app_id: str, url: str, secret: str, event: str, payload: Any, delivery: str | None = None
+        self,
+        app_id: str,
+        url: str,
+        secret: str,
+        event: str,
+        payload: Any,
+        delivery: str | None = None,
+        settled: Settled | None = None,
     ) -> None:
         """A signed POST of ``payload`` to ``url``, its answer's body ignored."""
 
@@ -216,18 +224,20 @@ class Deliveries:
                 allow_private=self._allow_private, delivery=delivery_id, answer=False,
             )  # fmt: skip
 
-        self.send(app_id, attempt, delivery)
+        self.send(app_id, attempt, delivery, settled)
 
-    def send(self, app_id: str, attempt: Attempt, delivery: str | None = None) -> None:
+    def send(self, app_id: str, attempt: Attempt, delivery: str | None = None, settled: Settled | None = None) -> None:
         """``delivery``: the id the receiver de-duplicates by (``X-Bfstream-Delivery``, or in a
         FileMaker script's parameter), when the caller has one that must stay the same whoever
         sends it; else a random one per delivery. Named deliveries get a few seconds at shutdown
-        (``close``): a drained stream's event goes out."""
+        (``close``): a drained stream's event goes out. ``settled`` is awaited once the delivery
+        went through or was given up, not when it is cancelled (at shutdown: someone else will
+        send it, ``streams/lifecycle.py``)."""
         waiting = self._pending.setdefault(app_id, [])
         if len(waiting) >= _MAX_PENDING_PER_APP:
             waiting.pop(0).cancel()
             self.dropped += 1
-        task = asyncio.create_task(self._deliver(attempt, delivery or secrets.token_hex(12)))
+        task = asyncio.create_task(self._deliver(attempt, delivery or secrets.token_hex(12), settled))
         waiting.append(task)
         if delivery is not None:
             self._named.add(task)
@@ -242,7 +252,7 @@ class Deliveries:
 
         task.add_done_callback(done)
 
-    async def _deliver(self, attempt: Attempt, delivery: str) -> None:
+    async def _deliver(self, attempt: Attempt, delivery: str, settled: Settled | None) -> None:
         for number in range(self._attempts):
             if number:
                 await asyncio.sleep(0.5 * 2 ** (number - 1))
@@ -250,12 +260,15 @@ class Deliveries:
                 async with self._slots:
                     await attempt(delivery)
                 self.delivered += 1
-                return
+                break
             except WebhookError as exc:
                 tries = f"try {number + 1} of {self._attempts}"
                 log.info("delivery %s failed (%s): %s", delivery, tries, exc.message)
-        self.failed += 1
-        log.warning("delivery %s given up after %d tries", delivery, self._attempts)
+        else:
+            self.failed += 1
+            log.warning("delivery %s given up after %d tries", delivery, self._attempts)
+        if settled is not None:
+            await settled()
 
     async def close(self, grace: float = 0.0) -> None:
         """Cancel what is still waiting, after up to ``grace`` seconds for the named deliveries."""

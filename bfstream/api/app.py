@@ -44,6 +44,7 @@ from bfstream.metrics import ConnectionCounter, Metrics
 from bfstream.providers.http import provider_client
 from bfstream.scrub import hold, install_log_scrubber
 from bfstream.store.store import open_store
+from bfstream.streams.lifecycle import Announcer
 from bfstream.streams.orphans import end_orphans, keep_alive
 from bfstream.streams.registry import StreamRegistry
 from bfstream.streams.remote import FleetStreams
@@ -97,8 +98,9 @@ def create_app(settings: Settings) -> FastAPI:
             state.http, tools.delivery_attempts, tools.webhook_timeout, tools.allow_private_webhooks
         )
         state.filemaker = filemaker = FileMaker(state.http, store, settings)
+        announcer = Announcer(store, deliveries, fleet.instance_id, filemaker)
         state.stream_context = StreamContext(
-            hub, store, state.http, counts, registry, settings, fleet.instance_id, deliveries, filemaker
+            hub, store, state.http, counts, registry, settings, fleet.instance_id, announcer, filemaker
         )
         state.tool_answers = answers = ToolAnswers(registry, owners, control)
         users = UserSessions()
@@ -110,15 +112,12 @@ def create_app(settings: Settings) -> FastAPI:
         control.on("users", lambda change: apply_change(users, hub, store, change))
         counts.watch(state)
         await control.start()
-        interrupted = await end_orphans(
-            store, hub, fleet.leases, fleet.instance_id, deliveries=deliveries, filemaker=filemaker
-        )
+        interrupted = await end_orphans(store, hub, fleet.leases, fleet.instance_id, announcer=announcer)
         if interrupted:
             log.warning("%d stream(s) were cut short by a shutdown or crash; ended as interrupted", interrupted)
+        await announcer.resend_orphans(fleet.leases)  # alone, what the last run left on its way
         held = lambda: registry.held_slots() + connections.held_slots()  # noqa: E731
-        keeper = asyncio.create_task(
-            keep_alive(held, fleet.leases, store, hub, fleet.instance_id, deliveries, filemaker)
-        )
+        keeper = asyncio.create_task(keep_alive(held, fleet.leases, store, hub, fleet.instance_id, announcer))
         saver = asyncio.create_task(save_forever(registry, store))
         _settle_garbage_collector()
         try:

@@ -557,3 +557,27 @@ class Store:
 
     async def forget_idempotency(self, expired_before: float) -> int:
         return await self._db.execute("DELETE FROM idempotency_keys WHERE created_at < $1", expired_before)
+
+    # Lifecycle events on their way (streams/lifecycle.py), so that one outlives its sender.
+
+    async def add_delivery(self, delivery: str, app_id: str, event: str, body: Any, owner: str) -> None:
+        await self._db.execute(
+            "INSERT INTO lifecycle_deliveries (id, app_id, event, body, owner, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            delivery, app_id, event, json.dumps(body, separators=(",", ":")), owner, time.time(),
+        )  # fmt: skip
+
+    async def settle_delivery(self, delivery: str) -> None:
+        await self._db.execute("DELETE FROM lifecycle_deliveries WHERE id = $1", delivery)
+
+    async def delivery_owners(self) -> set[str]:
+        return {str(owner) for (owner,) in await self._db.fetch("SELECT DISTINCT owner FROM lifecycle_deliveries")}
+
+    async def claim_deliveries(self, dead: str, owner: str) -> list[tuple[str, str, str, Any]]:
+        """Take the deliveries of ``dead`` (an instance found dead): ``(id, app_id, event, body)``.
+        One statement, so when several instances notice at once each delivery is taken once."""
+        rows = await self._db.fetch(
+            "UPDATE lifecycle_deliveries SET owner = $2 WHERE owner = $1 RETURNING id, app_id, event, body",
+            dead, owner,
+        )  # fmt: skip
+        return [(str(delivery), str(app_id), str(event), json.loads(body)) for delivery, app_id, event, body in rows]

@@ -2,8 +2,8 @@
 its FileMaker events script, for the apps that subscribed to its kind (``bfstream apps update APP
 --webhook-events``).
 
-Whoever wrote the stream's final record sends it, after the record is written and without waiting
-for the receiver: the owner when the stream ended by itself, was stopped or was drained, the
+Whoever wrote the stream's final record sends it (``Announcer``), after the record is written and
+without waiting for the receiver: the owner when the stream ended by itself, was stopped or was drained, the
 instance that claimed it when its owner died (``orphans.py``). Writing the record is what makes
 one of them the sender, so a stream gets one event, never one of each. Its delivery id
 (``X-Bfstream-Delivery`` and ``deliveryId``) is the stream's id and the event's name: the same
@@ -13,14 +13,22 @@ across retries and whichever instance sends it, so a receiver handles each once 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from bfstream.errors import ValidationFailed
+from bfstream.errors import StoreError, ValidationFailed
+from bfstream.fleet.leases import RENEW_EVERY, Leases
 from bfstream.store.records import App, StreamRecord
+from bfstream.store.store import Store
 from bfstream.webhooks import Attempt, Deliveries
 
 if TYPE_CHECKING:
     from bfstream.filemaker.client import FileMaker
+
+log = logging.getLogger("bfstream.streams")
 
 EVENTS = ("stream.completed", "stream.failed", "stream.stopped", "stream.interrupted")
 MAX_METADATA_BYTES = 4096  # a record id or a few keys to write the answer back; not a second payload
@@ -63,49 +71,98 @@ def check_metadata(metadata: dict[str, Any] | None) -> None:
         )
 
 
-def announce(
-    deliveries: Deliveries | None,
-    app: App | None,
-    record: StreamRecord,
-    text: str | None,
-    filemaker: FileMaker | None = None,
-) -> None:
-    """Send the event of ``record``'s end if its app subscribed to it; returns at once.
+class Announcer:
+    """Sends the events of streams' ends, and keeps each in the store until it went through (or was
+    given up), so that it is at least once even when its sender dies: the delivery's row names the
+    instance sending it, and an instance that finds that one's lease lapsed takes the row and sends
+    it again (``resend_orphans``, from the orphan sweep), as it ends the streams of a dead instance.
+    Alone, an instance finds what its last run left at start-up. At shutdown, what is not through
+    after the drain's few seconds stays for the next instance to send."""
 
-    It goes to the app's FileMaker Server when the app names an events script there (the script
-    gets the body below as its parameter, retried as a webhook delivery is), else to its webhook URL.
-    ``text`` is the whole answer, sent even when the app keeps no text in its records: the receiver
-    is the app's own back end, the one the answer is for."""
-    if deliveries is None or app is None:
-        return
-    script = app.filemaker.events_script if app.filemaker is not None else None
-    to_filemaker = script is not None and filemaker is not None
-    if not to_filemaker and (not app.webhook_url or not app.webhook_secret):
-        return
-    event = event_of(record)
-    if event not in app.webhook_events:
-        return
-    delivery = f"{record.id}.{event}"
-    body: dict[str, Any] = {
-        "type": event,
-        "deliveryId": delivery,
-        "streamId": record.id,
-        "appId": record.app_id,
-        "metadata": record.metadata,
-        "text": text,
-        "toolCalls": record.tools,
-        "usage": record.usage,
-        "finishReason": record.finish_reason,
-        "error": record.error,
-    }
-    if record.reasoning is not None:
-        body["reasoning"] = record.reasoning
-    if to_filemaker:
-        assert filemaker is not None and script is not None
-        deliveries.send(app.id, _script_run(filemaker, app, script, body), delivery)
-    else:
-        assert app.webhook_url is not None and app.webhook_secret is not None
-        deliveries.webhook(app.id, app.webhook_url, app.webhook_secret, event, body, delivery)
+    def __init__(self, store: Store, deliveries: Deliveries, instance_id: str, filemaker: FileMaker | None) -> None:
+        self._store = store
+        self._deliveries = deliveries
+        self._instance_id = instance_id
+        self._filemaker = filemaker
+
+    async def announce(self, app: App | None, record: StreamRecord, text: str | None) -> None:
+        """Send the event of ``record``'s end if its app subscribed to it, without waiting for it.
+
+        It goes to the app's FileMaker Server when the app names an events script there (the script
+        gets the body below as its parameter, retried as a webhook delivery is), else to its webhook
+        URL. ``text`` is the whole answer, sent even when the app keeps no text in its records: the
+        receiver is the app's own back end, the one the answer is for."""
+        if app is None or self._receiver(app) is None:
+            return
+        event = event_of(record)
+        if event not in app.webhook_events:
+            return
+        delivery = f"{record.id}.{event}"
+        body: dict[str, Any] = {
+            "type": event,
+            "deliveryId": delivery,
+            "streamId": record.id,
+            "appId": record.app_id,
+            "metadata": record.metadata,
+            "text": text,
+            "toolCalls": record.tools,
+            "usage": record.usage,
+            "finishReason": record.finish_reason,
+            "error": record.error,
+        }
+        if record.reasoning is not None:
+            body["reasoning"] = record.reasoning
+        try:
+            await self._store.add_delivery(delivery, app.id, event, body, self._instance_id)
+        except StoreError as exc:  # sent all the same; only a crash before it is through loses it
+            log.warning("lifecycle event %s is not kept in the database: %s", delivery, exc.message)
+        self._send(app, event, body, delivery)
+
+    async def resend_orphans(self, leases: Leases, trusted: Callable[[], bool] = lambda: True) -> int:
+        """Take and send again the deliveries of every instance whose lease lapsed; how many.
+        A lease read that took longer than a renewal round, or during which ``trusted()`` stopped
+        holding, decides nothing (as for orphaned streams, ``orphans.end_orphans``)."""
+        others = await self._store.delivery_owners() - {self._instance_id}
+        if not others:
+            return 0
+        asked = time.monotonic()
+        dead = others - await leases.alive(others)
+        if not dead or time.monotonic() - asked > RENEW_EVERY or not trusted():
+            return 0
+        sent = 0
+        for owner in dead:
+            for delivery, app_id, event, body in await self._store.claim_deliveries(owner, self._instance_id):
+                app = await self._store.app_by_id(app_id)
+                if app is None or self._receiver(app) is None:
+                    await self._store.settle_delivery(delivery)  # its app is gone, or listens no more
+                    continue
+                log.info("sending lifecycle event %s again: its instance %s is gone", delivery, owner)
+                self._send(app, event, body, delivery)
+                sent += 1
+        return sent
+
+    def _receiver(self, app: App) -> str | None:
+        """The app's events script, when it has one and a FileMaker Server runs here; else its
+        webhook URL; None when it has neither."""
+        script = app.filemaker.events_script if app.filemaker is not None else None
+        if script is not None and self._filemaker is not None:
+            return script
+        return app.webhook_url if app.webhook_url and app.webhook_secret else None
+
+    def _send(self, app: App, event: str, body: dict[str, Any], delivery: str) -> None:
+        settled = partial(self._settle, delivery)
+        script = app.filemaker.events_script if app.filemaker is not None else None
+        if script is not None and self._filemaker is not None:
+            self._deliveries.send(app.id, _script_run(self._filemaker, app, script, body), delivery, settled)
+        else:
+            assert app.webhook_url is not None and app.webhook_secret is not None
+            self._deliveries.webhook(app.id, app.webhook_url, app.webhook_secret, event, body, delivery, settled)
+
+    async def _settle(self, delivery: str) -> None:
+        try:
+            await self._store.settle_delivery(delivery)
+        except StoreError as exc:  # it may be sent once more, which its receiver tells by its id
+            log.warning("lifecycle event %s went out but stays in the database: %s", delivery, exc.message)
 
 
 def _script_run(filemaker: FileMaker, app: App, script: str, body: dict[str, Any]) -> Attempt:

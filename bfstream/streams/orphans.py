@@ -18,15 +18,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from bfstream.errors import BfstreamError, StoreError
-from bfstream.filemaker.client import FileMaker
 from bfstream.fleet.leases import LEASE_TTL, RENEW_EVERY, Leases
 from bfstream.messaging.hub import Hub
 from bfstream.messaging.streamlog import event_of, fold
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
-from bfstream.streams.lifecycle import announce
+from bfstream.streams.lifecycle import Announcer
 from bfstream.streams.publisher import Publisher, ender_fence
-from bfstream.webhooks import Deliveries
 
 log = logging.getLogger("bfstream.streams")
 
@@ -47,8 +45,7 @@ async def end_orphans(
     leases: Leases,
     instance_id: str,
     trusted: Callable[[], bool] = lambda: True,
-    deliveries: Deliveries | None = None,
-    filemaker: FileMaker | None = None,
+    announcer: Announcer | None = None,
 ) -> int:
     """End the streams of every instance whose lease lapsed; returns how many.
 
@@ -65,18 +62,12 @@ async def end_orphans(
     ended = 0
     for owner in owners - alive - {instance_id}:
         for record in await store.claim_orphans(owner, INTERRUPTED):
-            await _end(store, hub, record, deliveries, filemaker)
+            await _end(store, hub, record, announcer)
             ended += 1
     return ended
 
 
-async def _end(
-    store: Store,
-    hub: Hub,
-    record: StreamRecord,
-    deliveries: Deliveries | None = None,
-    filemaker: FileMaker | None = None,
-) -> None:
+async def _end(store: Store, hub: Hub, record: StreamRecord, announcer: Announcer | None = None) -> None:
     """Continue the stream's own numbering and give its whole text, as its log tells (everything
     the owner published, saved or not); else as last saved. The app's webhook hears of it as
     ``stream.interrupted``: the claim made this instance the one to tell it."""
@@ -91,7 +82,7 @@ async def _end(
         # The owner sent its end and died before recording it: the record stays interrupted, and
         # the app hears what the channels had.
         folded = fold(events)
-        await _tell(store, deliveries, None, record, folded["text"], folded.get("reasoning"), filemaker)
+        await _tell(store, announcer, None, record, folded["text"], folded.get("reasoning"))
         return
     text, told = record.text or "", {}
     if events:
@@ -110,22 +101,16 @@ async def _end(
         kept = text if app is not None and app.retain_text else None
         await store.record_stream_text(record.id, kept, out.seq, status="interrupted")
     log.warning("stream %s of lost instance %s ended as interrupted", record.id, record.owner)
-    await _tell(store, deliveries, app, record, text, told.get("reasoning"), filemaker)
+    await _tell(store, announcer, app, record, text, told.get("reasoning"))
 
 
 async def _tell(
-    store: Store,
-    deliveries: Deliveries | None,
-    app: App | None,
-    record: StreamRecord,
-    text: str,
-    reasoning: Any,
-    filemaker: FileMaker | None = None,
+    store: Store, announcer: Announcer | None, app: App | None, record: StreamRecord, text: str, reasoning: Any
 ) -> None:
     """Once the channels have the end: an app read only now, so a database that is away never holds
     up the ending (then no event: nothing says where to send it). The reasoning goes with the event
     when the app keeps it, as a stream's own end does."""
-    if deliveries is None:
+    if announcer is None:
         return
     if app is None:
         try:
@@ -135,7 +120,10 @@ async def _tell(
             return
     if app is not None and app.retain_text and isinstance(reasoning, str):
         record.reasoning = reasoning
-    announce(deliveries, app, record, text, filemaker)
+    try:
+        await announcer.announce(app, record, text)
+    except StoreError as exc:  # the channels have their end; the event waits for no one
+        log.warning("stream %s ended as interrupted, but its event could not be sent: %s", record.id, exc.message)
 
 
 async def _until_taken(step: Callable[[], Awaitable[T]], record: StreamRecord) -> T:
@@ -154,11 +142,10 @@ async def keep_alive(
     store: Store,
     hub: Hub,
     instance_id: str,
-    deliveries: Deliveries | None = None,
-    filemaker: FileMaker | None = None,
+    announcer: Announcer | None = None,
 ) -> None:
     """Renew this instance's lease and slots (streams' and connections'), and end the streams of
-    dead instances, until cancelled.
+    dead instances and send again their lifecycle events on their way, until cancelled.
 
     The two run apart: a sweep waiting on a stalled database must never hold up the renewal, or
     this instance's own lease would lapse behind it and the others would take its healthy streams
@@ -175,7 +162,9 @@ async def keep_alive(
                 continue
             try:
                 trusted = partial(renewed.holds_since, renewed.since)
-                await end_orphans(store, hub, leases, instance_id, trusted, deliveries, filemaker)
+                await end_orphans(store, hub, leases, instance_id, trusted, announcer)
+                if announcer is not None:
+                    await announcer.resend_orphans(leases, trusted)
             except BfstreamError as exc:  # an outage: the next round tries again
                 log.warning("could not look for orphaned streams now: %s", exc.message)
             except Exception:

@@ -47,14 +47,13 @@ from bfstream.providers.images import inline_images
 from bfstream.store.records import App, StreamRecord
 from bfstream.store.store import Store
 from bfstream.streams.coalesce import coalesce
-from bfstream.streams.lifecycle import announce
+from bfstream.streams.lifecycle import Announcer
 from bfstream.streams.publisher import SHUTDOWN_PATIENCE, Publisher, announced, record_end, send_ending, still_running
 from bfstream.streams.registry import Admission, StreamRegistry
 from bfstream.streams.retry import with_retries
 from bfstream.streams.saver import STALE_AFTER, save_once_for
 from bfstream.streams.tools import ToolRound, completion_calls, is_frontend
 from bfstream.text import SurrogateJoiner
-from bfstream.webhooks import Deliveries
 
 log = logging.getLogger("bfstream.streams")
 
@@ -74,8 +73,8 @@ class StreamContext:
     registry: StreamRegistry
     settings: Settings
     instance_id: str
-    deliveries: Deliveries | None = None  # lifecycle events to apps' webhooks (``lifecycle.py``)
-    filemaker: FileMaker | None = None  # backend tools and lifecycle events on apps' FileMaker Servers
+    announcer: Announcer | None = None  # lifecycle events to apps' back ends (``lifecycle.py``)
+    filemaker: FileMaker | None = None  # backend tools on apps' FileMaker Servers
 
 
 @dataclass(slots=True)
@@ -291,7 +290,8 @@ class Stream:
         record.sources = list(self._sources.values())
         record.seq = out.seq
         if await record_end(ctx.store, record, patience):
-            announce(ctx.deliveries, await self._app_now(), record, text, ctx.filemaker)
+            if ctx.announcer is not None:
+                await ctx.announcer.announce(await self._app_now(), record, text)
         if shutdown is not None:
             raise shutdown
 

@@ -210,3 +210,49 @@ async def test_a_stream_cut_short_by_a_drain_sends_stream_interrupted_before_the
     assert only.verified and only.body["type"] == "stream.interrupted" and only.body["streamId"] == stream_id
     assert only.body["metadata"] == {"ticket": 12} and only.body["error"]["code"] == 503
     assert "one two three four five six".startswith(only.body["text"]) and only.body["text"]
+
+
+async def test_an_event_on_its_way_outlives_the_process_that_was_sending_it(tmp_path: Path) -> None:
+    """Found by a black-box review: deliveries waited only in memory, so a sender killed while its
+    back end was down lost the event. It is kept in the database until it goes through, and the next
+    run (alone; in a fleet, another instance once the lease lapses) sends it, same delivery id."""
+    down = True
+
+    async def until_up(body: dict[str, Any]) -> tuple[int, Any]:
+        return (503, {}) if down else (200, {})
+
+    async with WebhookReceiver(answer=until_up) as hook:
+        allow = {"BFSTREAM_TOOLS__ALLOW_PRIVATE_WEBHOOKS": "true"}
+        server = await ServeProcess.start(tmp_path, **allow)
+        store = await open_store(None, tmp_path)
+        try:
+            hook.secret = await store.set_webhook(str(server.app_id), hook.url) or ""
+            await store.set_webhook_events(str(server.app_id), ["stream.completed"])
+        finally:
+            await store.close()
+        body = {
+            "apiKey": server.api_key, "channels": ["anonymous"], "actionName": "onStream", "service": "echo",
+            "metadata": {"ticket": 7}, "payload": {"model": "echo", "messages": [{"role": "user", "content": "kept"}]},
+        }  # fmt: skip
+        async with httpx.AsyncClient() as http:
+            stream_id = (await http.post(server.url + "/stream/create", json=body)).json()["streamId"]
+        await until(lambda: len(hook.received) >= 1)  # its first try met a back end that is down
+        server.proc.send_signal(signal.SIGKILL)
+        await server.proc.wait()
+        tried = len(hook.received)
+        down = False
+        await ServeProcess.start(tmp_path, **allow)  # the next run finds it at start-up
+        await until(lambda: len(hook.received) > tried)
+
+    resent = hook.received[-1]
+    assert resent.verified and resent.headers["x-bfstream-delivery"] == f"{stream_id}.stream.completed"
+    assert hook.received[0].headers["x-bfstream-delivery"] == resent.headers["x-bfstream-delivery"]
+    assert resent.body["type"] == "stream.completed" and resent.body["text"] == "kept"
+    assert resent.body["metadata"] == {"ticket": 7}
+    store = await open_store(None, tmp_path)
+    try:  # delivered: nothing is left on its way
+        async with asyncio.timeout(10):
+            while await store.delivery_owners():
+                await asyncio.sleep(0.05)
+    finally:
+        await store.close()
