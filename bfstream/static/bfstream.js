@@ -633,6 +633,7 @@ function actionsOf(message) {
 export const CLOSE_CODES = Object.freeze({
   websocket: Object.freeze({
     1002: "retry",
+    1006: "retry",
     1007: "retry",
     1009: "retry",
     1011: "retry",
