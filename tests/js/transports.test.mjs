@@ -145,8 +145,9 @@ for (const transport of TRANSPORTS) {
     const ran = [];
     client.on("refreshList", (options, message) => ran.push(`named refreshList ${options.id} ${message.model.n}`));
     client.onAction((action, message, frame) => ran.push(`${action.action} ${frame.channel} ${message.model.n}`));
-    await client.join("room", { catchUp: false });
     const alert = { action: "showAlert", options: { title: "Hi", text: "there", type: "information" } };
+    server.publish("room", { actions: [alert], model: { n: 0 } }); // before the join: a catch-up does not run it again
+    await client.join("room");
     const actions = [alert, { action: "namedAction", name: "refreshList", options: { id: 7 } }, { action: "path", options: { path: "/a" } }];
     server.publish("room", { actions, model: { n: 1 } });
     server.publish("room", { actions: [alert], model: { n: 2 } }, { kind: "browser", connectionId: "x", user: null });
