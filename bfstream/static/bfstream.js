@@ -11,7 +11,9 @@
 //   await client.join("anonymous");
 //
 // The logic that decides what reaches the page (positions, catch-up, dedupe, backoff, SSE
-// parsing) lives in the pure classes exported below, which tests/js/ runs under Node.
+// parsing) lives in the pure classes exported below, which tests/js/ runs under Node. Each
+// transport (WebSocketTransport, SSETransport) is a small object of one shape, so the Client never
+// asks which one it has; CLOSE_CODES is the one table of how a connection may end.
 
 export const STATES = Object.freeze(["connecting", "open", "reconnecting", "closed"]);
 
@@ -268,9 +270,10 @@ const TRUSTED = new Set(["server", "api"]); // bfstream's own stream events; a b
 /**
  * Everything a client decides, fed the frames it receives; transport-free, so Node can test it.
  *
- * `sink` receives `action(name, options, message, frame)`, `message(message, frame)`, `gap(info)`
- * and `toolCall(event)`: a tool_call event for the page to answer, once per toolCallId, after the
- * named actions of the frames that brought it. A channel is in one of three phases:
+ * `sink` receives `action(name, options, message, frame)` for a namedAction, `other(action, message,
+ * frame)` for any other action form (in the message's order among them), `message(message, frame)`,
+ * `gap(info)` and `toolCall(event)`: a tool_call event for the page to answer, once per toolCallId,
+ * after the named actions of the frames that brought it. A channel is in one of three phases:
  * - `joining`: a plain join is on its way (no position yet);
  * - `restarting`: joined, and catching up: a join with `since: {offset: 0}` is on its way, and
  *   the frames before its reply are dropped (the server sends them again after it);
@@ -460,8 +463,14 @@ export class Core {
     const kind = frame.from?.kind;
     const entries = [];
     let ofStream = false;
+    const trusted = TRUSTED.has(kind) || (kind === "browser" && this.browserActions);
     for (const action of actionsOf(message)) {
-      if (action.action !== "namedAction" || typeof action.name !== "string") continue;
+      if (action.action !== "namedAction") {
+        // The reference's other action forms (showAlert, path, messageSend, ...): the page's onAction.
+        if (mode !== "catchup" && trusted && typeof action.action === "string") entries.push({ type: "event", item: { other: action, message, frame } });
+        continue;
+      }
+      if (typeof action.name !== "string") continue;
       const options = action.options;
       const item = { name: action.name, options, message, frame };
       if (isStreamEvent(options)) {
@@ -474,8 +483,7 @@ export class Core {
         flags.now = this.now();
         entries.push(...this.tracker.accept(options.streamId, options.seq, item, flags));
       } else {
-        if (mode === "catchup") continue; // an old message: not run again
-        if (!TRUSTED.has(kind) && !(kind === "browser" && this.browserActions)) continue;
+        if (mode === "catchup" || !trusted) continue; // an old message is not run again
         entries.push({ type: "event", item });
       }
     }
@@ -490,7 +498,11 @@ export class Core {
         this.sink.gap({ reason: "stream", streamId, expected, got });
         continue;
       }
-      const { name, options, message, frame } = entry.item;
+      const { name, options, message, frame, other } = entry.item;
+      if (other !== undefined) {
+        this.sink.other?.(other, message, frame);
+        continue;
+      }
       const unfold = isStreamEvent(options) && options.type === "snapshot";
       for (const event of unfold ? this._unfold(options) : [options]) {
         if (isStreamEvent(event)) this._record(event);
@@ -604,9 +616,225 @@ function actionsOf(message) {
   return Array.isArray(actions) ? actions.filter((a) => a !== null && typeof a === "object") : [];
 }
 
+// ---- close codes and HTTP refusals: the one table ---------------------------------------------
+
+/**
+ * What the client does when a connection ends with a code: WebSocket close codes, and the HTTP
+ * statuses /message/sse refuses with. protocol.json's `closeCode` and `sseRefusal` say the same
+ * (tests/js/codes.test.mjs fails when they disagree), and docs/messaging.md what each one means.
+ * - `retry`: reconnect after the backoff and resume;
+ * - `token`: the token was refused: retry with a fresh one when `token` is a function, else give up;
+ * - `channel`: a channel asked for was refused: give up the channels being joined and reconnect
+ *   with the others (none being joined: give up);
+ * - `close`: retrying cannot change it: the client closes.
+ * A code not listed (1006, a connection lost without a close frame) is retried. A WebSocket code
+ * from 4000 up, and any HTTP status, is a refusal: the page hears of it through onError.
+ */
+export const CLOSE_CODES = Object.freeze({
+  websocket: Object.freeze({
+    1002: "retry",
+    1006: "retry",
+    1007: "retry",
+    1009: "retry",
+    1011: "retry",
+    1012: "retry",
+    4400: "close",
+    4401: "token",
+    4403: "close",
+    4404: "close",
+    4408: "retry",
+    4429: "retry",
+    4503: "retry",
+  }),
+  sse: Object.freeze({ 400: "channel", 401: "token", 403: "channel", 404: "close", 429: "retry", 503: "retry" }),
+});
+
+/** The verdict on a connection of `transport` that ended with `code` (undefined: none). */
+export function verdictOn(transport, code) {
+  if (code === undefined || code === null) return "retry";
+  return CLOSE_CODES[transport]?.[code] ?? "retry";
+}
+
+function isRefusal(transport, code) {
+  if (!Number.isInteger(code)) return false;
+  return transport === "websocket" ? code >= 4000 && code < 5000 : code >= 400;
+}
+
+// ---- transports: one per way of reaching the server, behind one shape ------------------------
+
+/**
+ * A transport is one connection attempt; the client makes a new one for each. The shape:
+ *
+ * - `new Transport({WebSocket, fetch}, {frame(frame), end(detail)})`;
+ * - `open({url, appId, token, channels, positions, autoPositions})`: `channels` the names the page
+ *   joined, `positions` (Map name -> [offset, epoch]) where each channel is to resume, and
+ *   `autoPositions` those of the channels the server joins by itself;
+ * - `carries`: the channels the connection joins by its URL, and `resumed` (Map name -> since) the
+ *   positions its URL resumes, so the client knows what the joined frames that come answer;
+ * - `send(frame)`: true once sent, false when this transport cannot send frames on an open
+ *   connection (the client then opens a new one, or refuses what needed the frame);
+ * - `close()`: the client is done with it; no `end` follows.
+ * - `end(detail)` is called once when the connection ends by itself: `{code?, reason, reached}`,
+ *   `code` a WebSocket close code or an HTTP status, `reached` false when the server was never
+ *   reached (then another transport may be tried), `retryAfter` seconds when the server said so.
+ *
+ * Frames are passed on parsed; what is not JSON is dropped.
+ */
+class WebSocketTransport {
+  static sends = true;
+
+  constructor({ WebSocket }, events) {
+    this._WebSocket = WebSocket;
+    this._events = events;
+    this._ws = null;
+    this._done = false;
+    this.carries = [];
+    this.resumed = new Map();
+  }
+
+  open({ url, appId, token, autoPositions }) {
+    // A user's channels, which the server joins by itself, resume through ?since=; the others by join frames.
+    const extra = autoPositions.size ? [["since", encodePositions(autoPositions)]] : [];
+    this.resumed = sinceOf(autoPositions);
+    try {
+      this._ws = new this._WebSocket(`${url.replace(/^http/, "ws")}/message/ws?${queryOf(appId, token, extra)}`);
+    } catch (error) {
+      queueMicrotask(() => this._end({ reason: String(error), reached: false }));
+      return;
+    }
+    let opened = false;
+    this._ws.onopen = () => {
+      opened = true;
+    };
+    this._ws.onmessage = (event) => {
+      const frame = typeof event.data === "string" ? parseFrame(event.data) : null;
+      if (frame !== null && !this._done) this._events.frame(frame);
+    };
+    this._ws.onerror = () => {};
+    this._ws.onclose = (event) => {
+      if (opened) this._end({ code: event.code, reason: event.reason });
+      else this._end({ code: event.code, reason: "the WebSocket could not open", reached: false });
+    };
+  }
+
+  send(frame) {
+    this._ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  close() {
+    this._done = true;
+    this._ws?.close(1000);
+  }
+
+  _end(detail) {
+    if (this._done) return;
+    this._done = true;
+    this._events.end(detail);
+  }
+}
+
+/** Server-Sent Events read with fetch(): it only receives, so its channels are in its URL. */
+class SSETransport {
+  static sends = false;
+
+  constructor({ fetch }, events) {
+    this._fetch = fetch;
+    this._events = events;
+    this._controller = new AbortController();
+    this._done = false;
+    this.carries = [];
+    this.resumed = new Map();
+  }
+
+  open({ url, appId, token, channels, positions }) {
+    const extra = channels.map((name) => ["channel", name]);
+    // lastEventId, not the Last-Event-ID header: a header would cost a preflight.
+    if (positions.size) extra.push(["lastEventId", encodePositions(positions)]);
+    this.carries = [...channels];
+    this.resumed = sinceOf(positions);
+    this._read(`${url}/message/sse?${queryOf(appId, token, extra)}`);
+  }
+
+  send() {
+    return false;
+  }
+
+  close() {
+    this._done = true;
+    this._controller.abort();
+  }
+
+  async _read(href) {
+    let response;
+    try {
+      const init = { headers: { accept: "text/event-stream" }, cache: "no-store", signal: this._controller.signal };
+      response = await this._fetch(href, init);
+    } catch (error) {
+      this._end({ reason: String(error), reached: false });
+      return;
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => null);
+      const retryAfter = Number.parseInt(response.headers?.get("retry-after") ?? "", 10);
+      const detail = { code: response.status, reason: body?.error?.message ?? `HTTP ${response.status}` };
+      this._end(Number.isInteger(retryAfter) && retryAfter > 0 ? { ...detail, retryAfter } : detail);
+      return;
+    }
+    const parser = new SSEParser();
+    const decoder = new TextDecoder();
+    try {
+      const reader = response.body.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this._done) break;
+        for (const event of parser.push(decoder.decode(value, { stream: true }))) {
+          const frame = parseFrame(event.data);
+          if (frame !== null && !this._done) this._events.frame(frame);
+        }
+      }
+    } catch (error) {
+      this._end({ reason: String(error) });
+      return;
+    }
+    this._end({ reason: "the event stream ended" });
+  }
+
+  _end(detail) {
+    if (this._done) return;
+    this._done = true;
+    this._controller.abort();
+    this._events.end(detail);
+  }
+}
+
+const TRANSPORTS = Object.freeze({ websocket: WebSocketTransport, sse: SSETransport });
+
+function queryOf(appId, token, extra) {
+  const params = new URLSearchParams({ app: appId });
+  if (token) params.set("token", token);
+  for (const [key, value] of extra) params.append(key, value);
+  return params.toString();
+}
+
+function sinceOf(positions) {
+  return new Map([...positions].map(([name, [offset, epoch]]) => [name, { offset, epoch }]));
+}
+
+function parseFrame(text) {
+  try {
+    const frame = JSON.parse(text);
+    return frame !== null && typeof frame === "object" ? frame : null;
+  } catch {
+    return null;
+  }
+}
+
 // ---- the client --------------------------------------------------------------------------------
 
-const FATAL_CLOSES = new Set([4400, 4403, 4404]); // no ?app=, a token of another app, an unknown app
+const CLOSED = "bfstream: the client is closed";
+const DROPPED = "bfstream: the connection dropped before the server answered; the message may or may not have been published";
+const SSE_PUBLISH = ["sse_cannot_publish", "bfstream: publish needs a WebSocket; Server-Sent Events only receive"];
 
 /** Open a client; see docs/client.md. */
 export function connect(options) {
@@ -634,28 +862,39 @@ export class Client {
     this.transport = transport;
     this.state = "connecting";
     this._token = token;
-    this._WebSocket = WebSocketClass;
+    this._ways = { WebSocket: WebSocketClass, fetch: fetchFunction };
     this._fetch = fetchFunction;
     this._backoff = backoff instanceof Backoff ? backoff : new Backoff(backoff);
-    this._handlers = { state: new Set(), message: new Set(), gap: new Set(), error: new Set(), actions: new Map() };
+    this._handlers = {
+      state: new Set(),
+      message: new Set(),
+      gap: new Set(),
+      error: new Set(),
+      action: new Set(),
+      actions: new Map(),
+    };
     this._tools = new Map(); // toolName or "*" -> the handler that answers its calls
     this._core = new Core(
       {
         action: (name, options, message, frame) => {
           for (const handler of this._handlers.actions.get(name) ?? []) call(handler, options, message, frame);
         },
+        other: (action, message, frame) => this._emit("action", action, message, frame),
         message: (message, frame) => this._emit("message", message, frame),
         gap: (info) => this._emit("gap", info),
         toolCall: (event) => this._answerToolCall(event),
       },
       { gapWaitMs, browserActions },
     );
-    this._mode = transport === "sse" ? "sse" : "websocket";
+    // The transports to try, in order; "auto" falls back to SSE when a WebSocket cannot open.
+    this._ladder = transport === "auto" ? ["websocket", "sse"] : [transport];
+    this._rung = 0;
     this._everOpened = false;
-    this._conn = null; // {kind, close(), send?}
-    this._requests = new Map(); // WebSocket request id -> channel
+    this._conn = null; // {name, transport, ready, answers, publishes}
+    this._requests = new Map(); // join request id -> channel
     this._sent = new Map(); // channel -> the since its pending join asked for
     this._waiters = new Map(); // channel -> [{resolve, reject}]
+    this._outbox = []; // publishes waiting for a connection: {frame, resolve, reject}
     this._nextId = 0;
     this._retryTimer = null;
     this._gapTimer = null;
@@ -665,9 +904,12 @@ export class Client {
 
   // -- the page's API --
 
-  /** Resolves once the channel is joined (and, with catchUp, its catch-up replay has started). */
+  /**
+   * Resolves once the channel is joined (and, with catchUp, its catch-up replay has started).
+   * A refusal rejects it and reaches onError; a page that does not catch it stays quiet.
+   */
   join(channel, { catchUp = true } = {}) {
-    if (this.state === "closed") return Promise.reject(new Error("bfstream: the client is closed"));
+    if (this.state === "closed") return quiet(Promise.reject(new Error(CLOSED)));
     const known = this._core.channels.get(channel);
     if (known !== undefined && known.phase === "live") return Promise.resolve();
     this._core.add(channel, { catchUp });
@@ -676,22 +918,43 @@ export class Client {
       list.push({ resolve, reject });
       this._waiters.set(channel, list);
     });
-    if (known === undefined && this._conn?.ready) {
-      if (this._conn.kind === "websocket") this._sendJoin(channel, null);
-      else this._reopen();
-    }
-    return joined;
+    if (known === undefined && this._conn?.ready && !this._sendJoin(channel, null)) this._reopen();
+    return quiet(joined);
   }
 
   leave(channel) {
     const known = this._core.channels.has(channel);
     this._core.remove(channel);
     this._settle(channel, new Error(`bfstream: left ${channel} before it was joined`));
-    if (known && this._conn?.ready) {
-      if (this._conn.kind === "websocket") this._conn.send({ op: "leave", channel, id: this._id() });
-      else this._reopen();
+    if (known && this._conn?.ready && !this._conn.transport.send({ op: "leave", channel, id: this._id() })) {
+      this._reopen();
     }
     return Promise.resolve();
+  }
+
+  /**
+   * The reference's messageSend for one channel: publishes a BetterForms message `{actions,
+   * model?, app?}`. Resolves when the server accepts it, to `{channel, offset, epoch}`, or to
+   * `{channel, forwarded: true}` when it went to the app's webhook (a user in receive mode).
+   * Rejects, and tells onError, when the server refuses it (`code`: 403, 413, 429 with
+   * `retryAfter`, ...), over SSE (which only receives: `code` "sse_cannot_publish"), when the
+   * connection drops before the answer ("disconnected": it may or may not have gone out), and
+   * once the client is closed. Sent as soon as the connection is open.
+   */
+  publish(channel, message) {
+    if (typeof channel !== "string" || channel === "") throw new TypeError("publish: a channel name");
+    if (message === null || typeof message !== "object" || !Array.isArray(message.actions)) {
+      throw new TypeError("publish: a message {actions: [...], model?, app?}");
+    }
+    const frame = { op: "publish", channel, message, id: this._id() };
+    const published = new Promise((resolve, reject) => {
+      const entry = { frame, resolve, reject };
+      if (this.state === "closed") this._refusePublish(entry, "closed", CLOSED);
+      else if (!this._ladder.some((name) => TRANSPORTS[name].sends)) this._refusePublish(entry, ...SSE_PUBLISH);
+      else if (this._conn?.ready) this._sendPublish(this._conn, entry);
+      else this._outbox.push(entry);
+    });
+    return quiet(published);
   }
 
   /** handler(options, message, frame) for each namedAction of that name. Returns an unsubscribe. */
@@ -700,6 +963,15 @@ export class Client {
     set.add(handler);
     this._handlers.actions.set(actionName, set);
     return () => set.delete(handler);
+  }
+
+  /**
+   * handler(action, message, frame) for each action of a message that is not a namedAction
+   * (showAlert, path, messageSend, ...; docs/client.md maps them), in the message's order among
+   * its named actions, under the same trust rules. Returns an unsubscribe.
+   */
+  onAction(handler) {
+    return this._subscribe("action", handler);
   }
 
   /**
@@ -783,12 +1055,11 @@ export class Client {
     }
     if (this.state === "closed") return; // the page is done: the call times out
     const conn = this._conn;
-    if (conn?.kind === "websocket" && conn.ready) {
-      // Kept until the server's `answered`: if the socket drops first, the answer goes over HTTP
-      // (the first answer wins, so one that did arrive is not taken twice).
-      const id = this._id();
+    const id = this._id();
+    if (conn?.ready && conn.transport.send({ op: "toolResult", toolCallId: call.toolCallId, result, id })) {
+      // Kept until the server's `answered`: if the connection drops first, the answer goes over
+      // HTTP (the first answer wins, so one that did arrive is not taken twice).
       conn.answers.set(id, { call, result });
-      conn.send({ op: "toolResult", toolCallId: call.toolCallId, result, id });
     } else {
       this._postToolResult(call, result);
     }
@@ -815,12 +1086,29 @@ export class Client {
     this._emit("error", Object.assign(new Error(message), { code: response.status, toolCallId: call.toolCallId }));
   }
 
+
+  // -- publishing --
+
+  _sendPublish(conn, entry) {
+    if (!conn.transport.send(entry.frame)) {
+      this._refusePublish(entry, ...SSE_PUBLISH);
+      return;
+    }
+    conn.publishes.set(entry.frame.id, entry);
+  }
+
+  _refusePublish(entry, code, message, fields = {}) {
+    const error = Object.assign(new Error(message), fields, { code, channel: entry.frame.channel });
+    entry.reject(error);
+    this._emit("error", error);
+  }
+
   // -- connections --
 
   async _open() {
     this._retryTimer = null;
     if (this.state === "closed") return;
-    if (this.transport === "auto" && !this._everOpened) this._mode = "websocket";
+    if (!this._everOpened) this._rung = 0; // until one has worked, each attempt starts with the first
     let token;
     try {
       token = typeof this._token === "function" ? await this._token() : this._token;
@@ -830,153 +1118,69 @@ export class Client {
       return;
     }
     if (this.state === "closed") return;
-    if (this._mode === "websocket") this._openWebSocket(token);
-    else this._openSSE(token);
+    this._connect(token);
   }
 
-  _query(token, extra) {
-    const params = new URLSearchParams({ app: this.appId });
-    if (token) params.set("token", token);
-    for (const [key, value] of extra) params.append(key, value);
-    return params.toString();
+  _connect(token) {
+    const name = this._ladder[this._rung];
+    const conn = { name, transport: null, ready: false, answers: new Map(), publishes: new Map() };
+    conn.transport = new TRANSPORTS[name](this._ways, {
+      frame: (frame) => {
+        if (this._conn === conn) this._frame(frame, conn);
+      },
+      end: (detail) => this._ended(conn, detail, token),
+    });
+    this._conn = conn;
+    const channels = [...this._core.channels].filter(([, c]) => !c.auto).map(([channel]) => channel);
+    const positions = this._core.positions();
+    conn.transport.open({ url: this.url, appId: this.appId, token, channels, positions, autoPositions: this._core.positions({ auto: true }) });
+    this._sent = new Map(conn.transport.resumed);
   }
 
-  _openWebSocket(token) {
-    const auto = this._core.positions({ auto: true });
-    const extra = auto.size ? [["since", encodePositions(auto)]] : [];
-    const base = this.url.replace(/^http/, "ws");
-    let ws;
-    try {
-      ws = new this._WebSocket(`${base}/message/ws?${this._query(token, extra)}`);
-    } catch (error) {
-      this._webSocketFailed(token, { reason: String(error) });
+  /** A connection ended by itself: try the next transport, or decide by the codes table. */
+  _ended(conn, detail, token) {
+    this._retire(conn);
+    if (this._conn !== conn) return;
+    this._conn = null;
+    if (detail.reached === false && !this._everOpened && this._rung + 1 < this._ladder.length) {
+      this._rung += 1; // this transport cannot reach the server: the next one, in the same attempt
+      this._connect(token);
       return;
     }
-    let opened = false;
-    const conn = {
-      kind: "websocket",
-      ready: false,
-      answers: new Map(), // request id -> a tool result not yet acknowledged
-      send: (frame) => ws.send(JSON.stringify(frame)),
-      close: () => ws.close(1000),
-    };
-    this._conn = conn;
-    this._sent = new Map(auto.size ? [...auto].map(([name, [offset, epoch]]) => [name, { offset, epoch }]) : []);
-    ws.onopen = () => {
-      opened = true;
-    };
-    ws.onmessage = (event) => {
-      if (this._conn !== conn || typeof event.data !== "string") return;
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
+    const { code, reason } = detail;
+    let verdict = verdictOn(conn.name, code);
+    if (verdict === "token") verdict = typeof this._token === "function" ? "retry" : "close";
+    const joining = [...this._core.channels].filter(([, c]) => c.phase === "joining" && !c.auto).map(([n]) => n);
+    if (verdict === "channel") verdict = joining.length ? "channel" : "close";
+    if (isRefusal(conn.name, code)) {
+      const refusal = () => Object.assign(new Error(reason || `bfstream: refused (${code})`), { code, transport: conn.name, retry: verdict !== "close" });
+      if (verdict === "channel") {
+        // A channel just asked for was refused: give it up, and keep the others.
+        for (const channel of joining) {
+          const error = Object.assign(refusal(), { channel });
+          this._core.remove(channel);
+          this._settle(channel, error);
+          this._emit("error", error);
+        }
+        this._open();
         return;
       }
-      this._frame(frame, conn);
-    };
-    ws.onerror = () => {};
-    ws.onclose = (event) => {
-      for (const { call, result } of conn.answers.values()) this._postToolResult(call, result);
-      conn.answers.clear();
-      if (this._conn !== conn) return;
-      this._conn = null;
-      if (!opened) this._webSocketFailed(token, { code: event.code, reason: "the WebSocket could not open" });
-      else this._closedWith(event.code, event.reason);
-    };
+      const error = refusal();
+      this._emit("error", error);
+      if (verdict === "close") {
+        this._shutdown("closed", { code, reason }, error);
+        return;
+      }
+    }
+    this._lost(detail);
   }
 
-  _webSocketFailed(token, detail) {
-    this._conn = null;
-    if (this.transport === "auto" && !this._everOpened) {
-      this._mode = "sse"; // a WebSocket that cannot open: Server-Sent Events, in the same attempt
-      this._openSSE(token);
-    } else {
-      this._lost(detail);
-    }
-  }
-
-  async _openSSE(token) {
-    const extra = [];
-    for (const [name, channel] of this._core.channels) if (!channel.auto) extra.push(["channel", name]);
-    const positions = this._core.positions();
-    if (positions.size) extra.push(["lastEventId", encodePositions(positions)]);
-    const controller = new AbortController();
-    const names = extra.filter(([key]) => key === "channel").map(([, name]) => name);
-    const conn = { kind: "sse", ready: false, channels: names, close: () => controller.abort() };
-    this._conn = conn;
-    this._sent = new Map([...positions].map(([name, [offset, epoch]]) => [name, { offset, epoch }]));
-    const gone = (detail) => {
-      if (this._conn !== conn) return;
-      this._conn = null;
-      this._lost(detail);
-    };
-    let response;
-    try {
-      response = await this._fetch(`${this.url}/message/sse?${this._query(token, extra)}`, {
-        headers: { accept: "text/event-stream" },
-        cache: "no-store",
-        signal: controller.signal,
-      });
-    } catch (error) {
-      gone({ reason: String(error) });
-      return;
-    }
-    if (this._conn !== conn) {
-      controller.abort();
-      return;
-    }
-    if (!response.ok) {
-      let body = null;
-      try {
-        body = await response.json();
-      } catch {
-        body = null;
-      }
-      if (this._conn === conn) this._sseRefused(conn, response.status, body);
-      return;
-    }
-    const parser = new SSEParser();
-    const decoder = new TextDecoder();
-    try {
-      const reader = response.body.getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done || this._conn !== conn) break;
-        for (const event of parser.push(decoder.decode(value, { stream: true }))) {
-          let frame;
-          try {
-            frame = JSON.parse(event.data);
-          } catch {
-            continue;
-          }
-          this._frame(frame, conn);
-          if (this._conn !== conn) break;
-        }
-      }
-    } catch (error) {
-      gone({ reason: String(error) });
-      return;
-    }
-    gone({ reason: "the event stream ended" });
-  }
-
-  _sseRefused(conn, status, body) {
-    this._conn = null;
-    const error = body?.error ?? { message: `HTTP ${status}`, code: status };
-    const joining = [...this._core.channels].filter(([, c]) => c.phase === "joining").map(([name]) => name);
-    if ((status === 400 || status === 403) && joining.length) {
-      // A channel just asked for was refused: give it up and keep the others.
-      for (const name of joining) {
-        this._core.remove(name);
-        this._settle(name, Object.assign(new Error(error.message), { code: status, channel: name }));
-      }
-      this._open();
-    } else if (status === 404 || status === 400 || status === 403 || (status === 401 && typeof this._token !== "function")) {
-      this._shutdown("closed", { code: status, reason: error.message });
-    } else {
-      this._lost({ code: status, reason: error.message });
-    }
+  /** What a connection held that the server did not answer: tool results go over HTTP, publishes fail. */
+  _retire(conn, code = "disconnected", why = DROPPED) {
+    for (const { call, result } of conn.answers.values()) this._postToolResult(call, result);
+    conn.answers.clear();
+    for (const entry of conn.publishes.values()) this._refusePublish(entry, code, why);
+    conn.publishes.clear();
   }
 
   _frame(frame, conn) {
@@ -987,28 +1191,16 @@ export class Client {
         this._backoff.opened(Date.now());
         this._core.onHello(frame);
         this._setState("open");
-        if (conn.kind === "websocket") {
-          for (const [name, channel] of this._core.channels) {
-            if (!channel.auto) this._sendJoin(name, this._core.resumeSince(name));
-          }
-        } else {
-          // Joined or left while this stream was opening: open one with the list as it is now.
-          const wanted = [...this._core.channels].filter(([, c]) => !c.auto).map(([name]) => name);
-          if (wanted.length !== conn.channels.length || wanted.some((name) => !conn.channels.includes(name))) {
-            this._reopen();
-          }
-        }
+        this._syncChannels(conn);
+        for (const entry of this._outbox.splice(0)) this._sendPublish(conn, entry);
         break;
       case "joined": {
-        if (!this._core.channels.has(frame.channel) && frame.id !== null && conn.kind === "websocket") {
-          return; // left while the join was on its way
-        }
+        if (!this._core.channels.has(frame.channel) && frame.id !== null) return; // left while the join was on its way
         const since = this._sent.get(frame.channel) ?? null;
         this._sent.delete(frame.channel);
         this._requests.delete(frame.id);
         if (this._core.onJoined(frame, since) === "restart") {
-          if (conn.kind === "websocket") this._sendJoin(frame.channel, this._core.resumeSince(frame.channel));
-          else this._reopen();
+          if (!this._sendJoin(frame.channel, this._core.resumeSince(frame.channel))) this._reopen();
         } else {
           this._settle(frame.channel, null);
         }
@@ -1018,35 +1210,71 @@ export class Client {
         if (frame.id === null) this._core.onLeft(frame); // removed by the server (a user taken out)
         break;
       case "answered":
-        conn.answers?.delete(frame.id); // accepted or not: another page's answer may have come first
+        conn.answers.delete(frame.id); // accepted or not: another page's answer may have come first
         break;
+      case "published":
+      case "forwarded": {
+        const entry = conn.publishes.get(frame.id);
+        conn.publishes.delete(frame.id);
+        const { channel, offset, epoch } = frame;
+        entry?.resolve(frame.op === "published" ? { channel, offset, epoch } : { channel, forwarded: true });
+        break;
+      }
       case "message":
         this._core.onMessage(frame);
         this._scheduleGaps();
         break;
-      case "error": {
-        const channel = this._requests.get(frame.id);
-        const error = Object.assign(new Error(frame.error?.message ?? "error"), frame.error ?? {});
-        conn.answers?.delete(frame.id); // a toolResult refused: sending it again would be refused too
-        if (channel !== undefined) {
-          this._requests.delete(frame.id);
-          this._sent.delete(channel);
-          this._core.remove(channel);
-          this._settle(channel, Object.assign(error, { channel }));
-        }
-        this._emit("error", error);
+      case "error":
+        this._errorFrame(frame, conn);
         break;
-      }
       default:
         break;
     }
   }
 
+  _errorFrame(frame, conn) {
+    const error = Object.assign(new Error(frame.error?.message ?? "error"), frame.error ?? {});
+    conn.answers.delete(frame.id); // a toolResult refused: sending it again would be refused too
+    const published = conn.publishes.get(frame.id);
+    if (published !== undefined) {
+      conn.publishes.delete(frame.id);
+      published.reject(Object.assign(error, { channel: published.frame.channel }));
+    }
+    const channel = this._requests.get(frame.id);
+    if (channel !== undefined) {
+      this._requests.delete(frame.id);
+      this._sent.delete(channel);
+      this._core.remove(channel);
+      this._settle(channel, Object.assign(error, { channel }));
+    }
+    this._emit("error", error);
+  }
+
+  /**
+   * On a new connection: join the channels it does not carry already, and leave the ones it
+   * carries that the page left meanwhile. A transport that cannot send frames needs a connection
+   * with the list as it is now.
+   */
+  _syncChannels(conn) {
+    const carried = new Set(conn.transport.carries);
+    let reopen = false;
+    for (const [name, channel] of this._core.channels) {
+      if (!channel.auto && !carried.has(name) && !this._sendJoin(name, this._core.resumeSince(name))) reopen = true;
+    }
+    for (const name of carried) {
+      if (!this._core.channels.has(name) && !conn.transport.send({ op: "leave", channel: name, id: this._id() })) reopen = true;
+    }
+    if (reopen) this._reopen();
+  }
+
+  /** Sends a join; false when the transport cannot (its channels are in its URL). */
   _sendJoin(channel, since) {
     const id = this._id();
+    const frame = since === null ? { op: "join", channel, id } : { op: "join", channel, since, id };
+    if (!this._conn.transport.send(frame)) return false;
     this._requests.set(id, channel);
     this._sent.set(channel, since);
-    this._conn.send(since === null ? { op: "join", channel, id } : { op: "join", channel, since, id });
+    return true;
   }
 
   _id() {
@@ -1054,44 +1282,40 @@ export class Client {
     return `bf${this._nextId}`;
   }
 
-  /** SSE joins and leaves open a new stream with the new list, resuming the others. */
+  /** A connection with the channel list as it is now, resuming the others; one per burst of changes. */
   _reopen() {
     if (this._reopenQueued) return;
     this._reopenQueued = true;
     queueMicrotask(() => {
       this._reopenQueued = false;
-      if (this.state === "closed" || this._conn?.kind !== "sse") return;
       const conn = this._conn;
+      if (this.state === "closed" || conn === null) return;
       this._conn = null;
-      conn.close();
+      conn.transport.close();
+      this._retire(conn);
       this._open();
     });
-  }
-
-  _closedWith(code, reason) {
-    if (FATAL_CLOSES.has(code) || (code === 4401 && typeof this._token !== "function")) {
-      this._shutdown("closed", { code, reason });
-      return;
-    }
-    this._lost({ code, reason });
   }
 
   _lost(detail) {
     if (this.state === "closed") return;
     this._requests.clear();
-    this._setState("reconnecting", detail);
+    this._setState("reconnecting", { code: detail.code, reason: detail.reason });
     clearTimeout(this._retryTimer);
-    this._retryTimer = setTimeout(() => this._open(), this._backoff.next(Date.now()));
+    const wait = Math.max(this._backoff.next(Date.now()), (detail.retryAfter ?? 0) * 1000);
+    this._retryTimer = setTimeout(() => this._open(), wait);
   }
 
-  _shutdown(state, detail) {
+  _shutdown(state, detail, error = new Error(`bfstream: ${detail.reason}`)) {
     clearTimeout(this._retryTimer);
     clearTimeout(this._gapTimer);
     const conn = this._conn;
     this._conn = null;
-    conn?.close();
+    conn?.transport.close();
     this._setState(state, detail);
-    for (const name of [...this._waiters.keys()]) this._settle(name, new Error(`bfstream: ${detail.reason}`));
+    if (conn) this._retire(conn, "closed", CLOSED);
+    for (const entry of this._outbox.splice(0)) this._refusePublish(entry, "closed", CLOSED);
+    for (const name of [...this._waiters.keys()]) this._settle(name, error);
   }
 
   _settle(channel, error) {
@@ -1151,4 +1375,13 @@ function call(handler, ...args) {
       throw error;
     });
   }
+}
+
+/**
+ * The promise as it is, marked as handled: a page that awaits it still gets its rejection, and a
+ * page that does not is not told of it as an unhandled error (onError already was).
+ */
+function quiet(promise) {
+  promise.catch(() => {});
+  return promise;
 }

@@ -160,3 +160,83 @@ async def test_a_browser_published_look_alike_never_reaches_the_named_action(
     assert_whole(log["events"], stream_id, text)
     assert [r["from"] for r in log["raw"]].count("browser") == 3, "the look-alikes did reach the page, as messages"
     assert "FORGED" not in await page.evaluate("(id) => window.clients.a.text(id)", stream_id)
+
+
+REFUSED = """async ({ url, appId, transport }) => {
+  const log = { states: [], errors: [] };
+  const client = bfstream.connect({ url, appId, transport, backoff: { base: 100, max: 400 } });
+  client.onState((state) => log.states.push(state));
+  client.onError((error) => log.errors.push({ code: error.code, message: error.message, retry: error.retry }));
+  client.join("room");  // not caught: the refusal must not become a page error
+  const awaited = await client.join("other").then(() => null, (error) => error.code);
+  const closed = (resolve) => client.onState((state) => state === "closed" && resolve());
+  if (client.state !== "closed") await new Promise(closed);
+  return { ...log, awaited };
+}"""
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_an_origin_the_app_does_not_list_reaches_on_error_and_no_page_error(
+    server: Server, open_page: OpenPage, transport: str
+) -> None:
+    await server.change_app(lambda store: store.set_origins(server.app_id, ["https://elsewhere.example"]))
+    page = await open_page(server.url)
+    setup = {"url": server.url, "appId": server.app_id, "transport": transport}
+    log = await page.evaluate(REFUSED, setup)
+    code = 4403 if transport == "websocket" else 403
+    assert log["errors"], log
+    assert {error["code"] for error in log["errors"]} == {code}
+    assert all("origin may not connect" in error["message"] for error in log["errors"])
+    assert log["errors"][-1]["retry"] is False
+    assert log["awaited"] == code and log["states"] == ["closed"]
+    await page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 0))")  # a task for the page to report in
+    assert page.failures == []
+
+
+PUBLISH = """async ({ url, appId }) => {
+  const writer = bfstream.connect({ url, appId, transport: "websocket" });
+  const reader = bfstream.connect({ url, appId, transport: "sse", browserActions: true });
+  const alerts = [];
+  reader.onAction((action, message) => alerts.push([action.action, action.options.text, message.model.n]));
+  await reader.join("room", { catchUp: false });
+  await writer.join("room", { catchUp: false });
+  const message = { actions: [{ action: "showAlert", options: { text: "Hello from Message" } }], model: { n: 1 } };
+  const accepted = await writer.publish("room", message);
+  await new Promise((resolve) => { const poll = () => (alerts.length ? resolve() : setTimeout(poll, 10)); poll(); });
+  const overSSE = await reader.publish("room", message).then(() => null, (error) => error.code);
+  writer.close(); reader.close();
+  return { accepted, alerts, overSSE };
+}"""
+
+
+async def test_a_page_publishes_over_a_websocket_and_a_page_over_sse_runs_its_actions(
+    server: Server, open_page: OpenPage
+) -> None:
+    await server.allow_browser_publish()
+    page = await open_page(server.url)
+    result = await page.evaluate(PUBLISH, {"url": server.url, "appId": server.app_id})
+    assert result["accepted"]["channel"] == "room" and result["accepted"]["offset"] >= 1, result
+    assert isinstance(result["accepted"]["epoch"], str)
+    assert result["alerts"] == [["showAlert", "Hello from Message", 1]]
+    assert result["overSSE"] == "sse_cannot_publish"
+    assert page.failures == []
+
+
+async def test_a_publish_the_app_does_not_allow_is_refused_with_the_servers_code(
+    server: Server, open_page: OpenPage
+) -> None:
+    page = await open_page(server.url)
+    script = """async ({ url, appId }) => {
+      const client = bfstream.connect({ url, appId, transport: "websocket" });
+      const errors = [];
+      client.onError((error) => errors.push(error.code));
+      await client.join("room", { catchUp: false });
+      const refused = await client.publish("room", { actions: [] })
+        .then(() => null, (e) => [e.code, e.channel, e.message]);
+      client.close();
+      return { refused, errors };
+    }"""
+    result = await page.evaluate(script, {"url": server.url, "appId": server.app_id})
+    assert result["refused"][:2] == [403, "room"], result
+    assert "publishing from browsers" in result["refused"][2]
+    assert result["errors"] == [403]
