@@ -76,7 +76,7 @@ export class StreamView {
     this.events = tableOf("Events", ["Seq", "Received", "Event", "What"]);
     root.replaceChildren(
       element("p", {}, element("a", { href: "#", class: "back" }, "← All streams")),
-      element("h2", {}, "Stream ", element("code", {}, this.streamId), " ", this.status),
+      element("h2", { tabIndex: -1 }, "Stream ", element("code", {}, this.streamId), " ", this.status),
       this.facts,
       this.error,
       this.reasoning,
@@ -90,6 +90,7 @@ export class StreamView {
       element("div", { class: "scroll" }, this.events.table),
     );
     this.renderTools([]);
+    root.querySelector("h2").focus(); // a keyboard or screen reader lands on what just opened
   }
 
   async follow(signal) {

@@ -110,7 +110,8 @@ async def test_a_failed_stream_is_listed_with_its_error_and_its_view_shows_the_t
     from playwright.async_api import expect
 
     server = await start_server(admin_token=TOKEN)
-    head = sse(chunk({"role": "assistant", "content": "No form came back, "}))
+    markup = "<img src=x onerror=window.injected=1> <b>bold</b>"  # a model's text is shown, never run
+    head = sse(chunk({"role": "assistant", "content": "No form came back, " + markup}))
     fake_openai.enqueue(
         StreamReply([tool_call_stream([("call_form1", "ui_show_form", '{"title":"Hi"}')])]),
         StreamReply([head, stream_error("The server had an error while processing your request.")]),
@@ -139,7 +140,8 @@ async def test_a_failed_stream_is_listed_with_its_error_and_its_view_shows_the_t
     view = page.locator(f"#stream[data-stream-id='{stream_id}']")
     await expect(view).to_have_attribute("data-closed", "true", timeout=10_000)
     await expect(view.get_by_role("alert")).to_contain_text("The server had an error while processing your request.")
-    await expect(view.locator(".answer-text")).to_have_text("No form came back, ")
+    await expect(view.locator(".answer-text")).to_have_text("No form came back, " + markup)
+    assert await view.locator(".answer-text *").count() == 0 and await page.evaluate("() => window.injected") is None
     call = view.get_by_role("table", name="Tool calls").locator("tbody tr")
     await expect(call).to_have_count(1)
     name, kind, round_, duration, outcome = await call.locator("td").all_text_contents()
