@@ -95,6 +95,7 @@ export class StreamView {
 
   async follow(signal) {
     let failures = 0;
+    let settling = 0;
     while (!signal.aborted) {
       try {
         const path = `/admin/api/streams/${encodeURIComponent(this.streamId)}/events?after=${this.after}`;
@@ -104,6 +105,13 @@ export class StreamView {
         this.onState(got.closed ? "stream ended" : `following · ${new Date().toLocaleTimeString()}`);
         for (const event of got.events) this.apply(event);
         this.showRecord(got.stream);
+        // The end reaches the log a moment before the record is saved: ask again, briefly, for the
+        // record with the tool calls' outcomes and the usage.
+        if (got.closed && got.stream.status === "running" && settling < 20) {
+          settling += 1;
+          await new Promise((done) => setTimeout(done, 250));
+          continue;
+        }
         if (got.closed) {
           this.root.dataset.closed = "true";
           return;

@@ -111,7 +111,7 @@ async def test_a_stream_view_reads_a_running_streams_events_as_they_come_then_it
         events += got["events"]
         if got["closed"]:
             break
-        assert got["stream"]["status"] == "running" and time.monotonic() < deadline
+        assert time.monotonic() < deadline  # (its record may say it ended before its end is read: next poll)
     assert polls > 2  # it came in pieces, while the stream ran
     assert [e["seq"] for e in events] == list(range(len(events)))  # each event once, in order
     assert events[0]["type"] == "threadInfo" and events[-1]["type"] == "end"
