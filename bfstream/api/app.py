@@ -27,6 +27,7 @@ from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, rea
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
+from bfstream.api.refused_calls import RefusedCalls
 from bfstream.api.sockets import guarded_protocol
 from bfstream.api.static import static_files
 from bfstream.config import Settings
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Secrets of the configuration are scrubbed by value, whatever their shape.
         releases = [hold(secret) for secret in _configured_secrets(settings)]
         state.metrics = counts
+        state.refused_calls = RefusedCalls()  # for the dashboard: this instance's, in memory
         state.store = store = await open_store(settings.database_url, settings.data_dir)
         state.demo_app = await demo.demo_app(store) if settings.demo.enabled else None
         secret = settings.token_secret

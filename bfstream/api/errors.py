@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from bfstream.api.refused_calls import note_refusal
 from bfstream.errors import BfstreamError
 from bfstream.scrub import scrub_json
 from bfstream.text import repair_json
@@ -190,8 +192,20 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("Internal server error", 500, "internal_error"), status_code=500)
 
 
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+
+def _noted(handler: Handler) -> Handler:
+    """Every error answer passes here, so the dashboard's list of refused calls misses none."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return note_refusal(request, await handler(request, exc))
+
+    return handle
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(BfstreamError, _on_bfstream_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(HTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(BfstreamError, _noted(_on_bfstream_error))
+    app.add_exception_handler(RequestValidationError, _noted(_on_validation_error))
+    app.add_exception_handler(HTTPException, _noted(_on_http_error))
+    app.add_exception_handler(Exception, _noted(_on_unexpected))

@@ -158,7 +158,7 @@ async def stream_events(
         return await EventStream.open(reader, closing, _sse_writer(reader, after, first, cursor, limit), _sse_headers())
     if live == "long-poll" and not first.events and not first.closed:
         async with reader.following() as woken:
-            waited = await _unless_gone(request, closing, reader.wait(after, woken, LONG_POLL_SECONDS))
+            waited = await unless_gone(request, closing, reader.wait(after, woken, LONG_POLL_SECONDS))
         first = waited or first
     if live == "long-poll" and not first.events:
         return _no_content(after + 1, first.closed, cursor)
@@ -265,7 +265,7 @@ def _no_content(position: int, closed: bool, cursor: str | None) -> Response:
     return Response(status_code=204, headers=headers)
 
 
-async def _unless_gone(request: Request, closing: asyncio.Event, work: Awaitable[Chunk]) -> Chunk | None:
+async def unless_gone(request: Request, closing: asyncio.Event, work: Awaitable[Chunk]) -> Chunk | None:
     """``work``'s result, or None if the client hung up or the server began shutting down first."""
     task = asyncio.ensure_future(work)
     others = [asyncio.ensure_future(until_disconnected(request.receive)), asyncio.ensure_future(closing.wait())]

@@ -423,6 +423,17 @@ class Store:
         )  # fmt: skip
         return [_stream(row) for row in rows]
 
+    async def recent_failures(self, limit: int, app_id: str) -> list[StreamRecord]:
+        """The app's last streams that ended in an error (``failed``, or ``interrupted`` with their
+        instance), newest first: the dashboard lists them apart, as busy apps push them out of the
+        recent streams fast."""
+        rows = await self._db.fetch(
+            f"SELECT {_STREAM_COLUMNS} FROM streams WHERE app_id = $2 AND status IN ('failed', 'interrupted')"
+            " ORDER BY created_at DESC LIMIT $1",
+            limit, app_id,
+        )  # fmt: skip
+        return [_stream(row) for row in rows]
+
     async def running_owners(self) -> set[str | None]:
         rows = await self._db.fetch("SELECT DISTINCT owner FROM streams WHERE status = 'running'")
         return {owner for (owner,) in rows}

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
-from tests.conftest import Server, ServerFactory
+from tests.conftest import Server, ServerFactory, seed_body
+from tests.fakes.http_server import StreamReply
+from tests.fakes.openai_server import FakeOpenAI, chunk, sse, stream_error
+from tests.secret_scan import PROVIDER_KEY
 
 pytestmark = pytest.mark.anyio
 
@@ -79,3 +83,84 @@ async def test_the_dashboard_shows_a_running_stream_then_its_end_and_can_stop_on
         await asyncio.sleep(0.05)
     assert listener.frames[0]["op"] == "hello"
     assert 'href="/admin"' in (await server.http.get(server.url + "/")).text
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def view(server: Server, stream_id: str, after: int = -1, token: str = TOKEN) -> httpx.Response:
+    return await server.http.get(
+        f"{server.url}/admin/api/streams/{stream_id}/events", params={"after": after}, headers=bearer(token)
+    )
+
+
+async def test_a_stream_view_reads_a_running_streams_events_as_they_come_then_its_end(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server(admin_token=TOKEN, services={"echo": {"delay_ms": 20}})
+    stream_id = (await server.post("/stream/create", echo(server, 40))).json()["streamId"]
+    events: list[dict] = []
+    polls = 0
+    deadline = time.monotonic() + 15
+    while True:  # as the page does: each answer from the last seq it has
+        answer = await view(server, stream_id, events[-1]["seq"] if events else -1)
+        assert answer.status_code == 200, answer.text
+        polls += 1
+        got = answer.json()
+        events += got["events"]
+        if got["closed"]:
+            break
+        assert time.monotonic() < deadline  # (its record may say it ended before its end is read: next poll)
+    assert polls > 2  # it came in pieces, while the stream ran
+    assert [e["seq"] for e in events] == list(range(len(events)))  # each event once, in order
+    assert events[0]["type"] == "threadInfo" and events[-1]["type"] == "end"
+    text = "".join(e["content"] for e in events if e["type"] == "delta")
+    assert text == events[-1]["text"] and text.count("word") == 40
+    assert got["stream"]["status"] == "completed" and got["stream"]["text"] is None  # the text: from the events
+
+    again = await view(server, stream_id, events[-1]["seq"])  # at the end of a closed stream: at once
+    assert again.json()["events"] == [] and again.json()["closed"] is True
+
+
+async def test_a_stream_view_needs_the_token_and_answers_bad_ids_and_positions_in_the_error_shape(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server(admin_token=TOKEN)
+    stream_id = (await server.post("/stream/create", echo(server, 3))).json()["streamId"]
+    assert (await view(server, stream_id, token="not-the-admin-token")).status_code == 401
+    for answer, status in (
+        (await view(server, "no-such-stream"), 404),
+        (await view(server, stream_id, after=-2), 400),
+        (await view(server, stream_id, after=10**6), 400),  # past its last event
+    ):
+        assert answer.status_code == status
+        assert answer.json()["success"] is False and answer.json()["error"]["code"] == status
+
+
+async def test_refused_calls_are_listed_with_their_error_and_failed_streams_with_theirs(
+    start_server: ServerFactory, fake_openai: FakeOpenAI
+) -> None:
+    server = await start_server(admin_token=TOKEN)
+    wrong_key = "sk_wrong_" + "x" * 30
+    assert (await server.post("/stream/create", {**echo(server, 3), "apiKey": wrong_key})).status_code == 401
+    assert (await server.post("/llm/query", {**echo(server, 3), "channels": "room"})).status_code == 400
+    assert (await server.post("/message/sendmessage", {"apiKey": wrong_key})).status_code in (400, 401)  # not listed
+    head = sse(chunk({"role": "assistant", "content": "Half "}))
+    fake_openai.enqueue(StreamReply([head, stream_error("The server had an error while processing your request.")]))
+    failed = (await server.post("/stream/create", seed_body(server))).json()["streamId"]
+
+    deadline = time.monotonic() + 10
+    while not (app := next(a for a in (await overview(server))["apps"] if a["id"] == server.app_id))["failures"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    [failure] = app["failures"]
+    assert failure["streamId"] == failed and failure["status"] == "failed"
+    assert failure["error"]["message"] == "The server had an error while processing your request."
+
+    shown = await server.http.get(server.url + "/admin/api/overview", headers=bearer())
+    refused = shown.json()["refusedCalls"]
+    assert [(r["path"], r["status"]) for r in refused] == [("/llm/query", 400), ("/stream/create", 401)]  # newest first
+    assert refused[1]["message"] == "Invalid or missing apiKey" and refused[1]["type"] == "unauthorized"
+    assert any(d["field"] == "channels" for d in refused[0]["details"])
+    assert wrong_key not in shown.text and PROVIDER_KEY not in shown.text

@@ -124,6 +124,25 @@ async def test_stream_records_through_their_life(store: Store) -> None:
     assert [r.id for r in await store.recent_streams(1)] == ["s2"]
 
 
+async def test_recent_failures_are_an_apps_failed_and_interrupted_streams_newest_first(store: Store) -> None:
+    """For the dashboard's list of failed streams (api/admin.py)."""
+    app, _ = await store.create_app("a")
+    other, _ = await store.create_app("b")
+    endings = [("s1", app.id, "failed"), ("s2", app.id, "completed"), ("s3", other.id, "failed"),
+               ("s4", app.id, "interrupted"), ("s5", app.id, "stopped"), ("s6", app.id, "running")]  # fmt: skip
+    for at, (stream_id, app_id, status) in enumerate(endings):
+        record = _record(app_id, stream_id)
+        record.created_at = 1000.0 + at
+        await store.record_stream_start(record)
+        if status != "running":
+            record.status, record.ended_at, record.error = status, 2000.0, GONE if status != "completed" else None
+            await store.record_stream_end(record)
+    failures = await store.recent_failures(10, app.id)
+    assert [(r.id, r.status) for r in failures] == [("s4", "interrupted"), ("s1", "failed")]
+    assert failures[1].error == GONE
+    assert [r.id for r in await store.recent_failures(1, app.id)] == ["s4"]
+
+
 async def test_running_streams_text_is_saved_at_once_and_an_ended_one_is_named(store: Store) -> None:
     """The saver's one statement a second for every running stream (streams/saver.py)."""
     app, _ = await store.create_app("a")
