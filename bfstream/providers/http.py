@@ -206,6 +206,18 @@ class _Watchdog:
         self._handle.cancel()
 
 
+def _received_before(content: aiohttp.StreamReader) -> bytes:
+    """The bytes that arrived before the connection broke and were not read yet. aiohttp's
+    ``readany`` raises the break as soon as it is known, dropping what its buffer still holds: when
+    the provider's last chunk and its cut reach the loop together (a provider that fails mid-answer,
+    a proxy that closes), those words were lost. Its private reader is the only way to them."""
+    read_nowait = getattr(content, "_read_nowait", None)
+    try:
+        return read_nowait(-1) if read_nowait is not None else b""
+    except Exception:  # a later aiohttp that reads otherwise: lose them, as before
+        return b""
+
+
 async def _read_chunks(response: aiohttp.ClientResponse, first_deadline: float, idle: float) -> AsyncIterator[bytes]:
     content = response.content
     loop = asyncio.get_running_loop()
@@ -215,6 +227,8 @@ async def _read_chunks(response: aiohttp.ClientResponse, first_deadline: float, 
             try:
                 chunk = await content.readany()
             except _CONNECTION_ERRORS as exc:
+                if left := _received_before(content):
+                    yield left  # what came before the cut is the answer's too: its last words
                 raise translate(exc, watchdog.stage) from None
             if not chunk:
                 return
