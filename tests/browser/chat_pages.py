@@ -23,7 +23,7 @@ def chat_page(script_origin: str, attributes: dict[str, str], title: str = "bf-c
 
 
 class PageServer:
-    """An HTTP server on 127.0.0.1 of a few fixed pages, by path; anything else is a 404."""
+    """An HTTP server on 127.0.0.1 of a few fixed pages (or scripts: ``.js``), by path; anything else is a 404."""
 
     def __init__(self, pages: dict[str, str]) -> None:
         self.pages = {"/favicon.ico": "", **pages}  # the browser asks for it: no 404 in the console
@@ -47,8 +47,9 @@ class PageServer:
             page = self.pages.get(path)
             body = (page if page is not None else "not here").encode()
             status = "200 OK" if page is not None else "404 Not Found"
+            kind = "text/javascript" if path.endswith(".js") else "text/html"
             writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
                 "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode()
                 + body
             )
