@@ -99,6 +99,26 @@ button.stop { font: inherit; font-size: 0.9em; padding: 0.2rem 0.8rem; border-ra
 button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px solid var(--bf-chat-accent); outline-offset: 2px; }
 `;
 
+  /**
+   * The element's stylesheet, as a constructed sheet where the browser has them: a page's
+   * Content-Security-Policy without 'unsafe-inline' (bfstream's own pages have one) blocks a
+   * <style> element, not a constructed sheet. Older WebViews get the <style> element.
+   */
+  let sheet = null;
+  function adoptStyle(root) {
+    if ("adoptedStyleSheets" in Document.prototype && "replaceSync" in CSSStyleSheet.prototype) {
+      if (sheet === null) {
+        sheet = new CSSStyleSheet();
+        sheet.replaceSync(STYLE);
+      }
+      root.adoptedStyleSheets = [sheet];
+    } else {
+      const style = document.createElement("style");
+      style.textContent = STYLE;
+      root.append(style);
+    }
+  }
+
   function make(tag, className, text, part) {
     const node = document.createElement(tag);
     if (className) node.className = className;
@@ -142,6 +162,7 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
     thinking() {
       if (this.details === undefined) {
         this.details = make("details", "thinking", undefined, "thinking");
+        this.details.setAttribute("aria-label", "Thinking");
         const summary = make("summary", "", "Thinking", "thinking-summary");
         summary.addEventListener("click", () => (this.details.dataset.touched = "true"));
         this.thought = make("div", "thought", undefined, "thought");
@@ -239,6 +260,11 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       return item;
     }
 
+    note(text) {
+      if ([...this.foot.querySelectorAll(".note")].some((note) => note.textContent === text)) return;
+      this.foot.append(make("span", "note", text, "note"));
+    }
+
     end(event) {
       this.finalText = typeof event.text === "string" ? event.text : this.chat._client.text(this.streamId);
       this.pending = false;
@@ -251,7 +277,7 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       this.node.removeAttribute("aria-busy");
       this.stopButton.remove();
       const note = failed ? `Failed: ${this.error ?? "error"}` : event.finish_reason === "stopped" ? "Stopped" : "";
-      if (note) this.foot.append(make("span", "note", note, "note"));
+      if (note) this.note(note);
     }
   }
 
@@ -263,8 +289,6 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
     constructor() {
       super();
       const root = this.attachShadow({ mode: "open" });
-      const style = document.createElement("style");
-      style.textContent = STYLE;
       this._status = make("span", "status", "connecting", "status");
       this._status.setAttribute("role", "status");
       this._status.dataset.state = "connecting";
@@ -273,7 +297,8 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       this._log.setAttribute("aria-label", "Conversation");
       const composer = document.createElement("slot");
       composer.name = "composer";
-      root.append(style, this._status, this._log, composer);
+      adoptStyle(root);
+      root.append(this._status, this._log, composer);
       this._turns = new Map();
       this._tools = new Map(); // name -> the page's handler, kept across reconnects and restarts
       this._client = null;
@@ -367,6 +392,7 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       client.onState((state, detail) => current() && this._state(state, detail));
       client.onError((error) => current() && this._refused(error));
       client.on(action, (event) => current() && this._event(event));
+      client.onGap((gap) => current() && this._gap(gap));
       for (const [name, entry] of this._tools) entry.off = this._register(client, name, entry.handler);
       try {
         await client.join(this.getAttribute("channel") || "anonymous");
@@ -412,6 +438,16 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       this._status.dataset.state = state;
       this._status.textContent = text;
       this.setAttribute("state", state);
+    }
+
+    /** A position the server could not give back: say so on the answers it may have cut short. */
+    _gap(gap) {
+      if (gap.reason === "epoch") {
+        for (const turn of this._turns.values()) {
+          if (turn.node.dataset.status === "running") turn.note("The server restarted while answering");
+        }
+      }
+      this.dispatchEvent(new CustomEvent("bf-gap", { detail: gap }));
     }
 
     _turn(streamId) {
