@@ -70,7 +70,8 @@ async def test_the_demo_streams_an_answer_progressively_and_the_stop_button_ends
     await ask(page, " ".join(["long"] * 400))  # some 6 s of words: time to press Stop
     second = page.locator("bf-chat .turn").nth(1)
     await page.wait_for_function(
-        "() => (document.getElementById('chat').shadowRoot.querySelectorAll('.answer')[1]?.textContent ?? '').length > 40"
+        "() => (document.getElementById('chat').shadowRoot.querySelectorAll('.answer')[1]?.textContent ?? '')"
+        ".length > 40"
     )
     assert not await page.is_enabled("#send")  # one answer at a time
     await second.locator(".stop").click()
