@@ -423,8 +423,12 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
 
     _state(state, detail) {
       if (this._status.dataset.state === "refused" && state === "closed") return; // keep the reason on show
-      const reason = state === "reconnecting" && detail?.reason ? ` (${detail.reason})` : "";
-      this._show(state, state + reason);
+      if (state === "closed" && detail?.reason) {
+        this._show("refused", `refused: ${detail.reason}`); // the server said no, and why: trying again cannot help
+      } else {
+        const reason = state === "reconnecting" && detail?.reason ? ` (${detail.reason})` : "";
+        this._show(state, state + reason);
+      }
       this.dispatchEvent(new CustomEvent("bf-state", { detail: { state, ...detail } }));
     }
 

@@ -371,3 +371,14 @@ async def test_a_refused_join_shows_the_reason(chat_server: Server, chromium: An
         await page.wait_for_selector("bf-chat[state='refused']", timeout=10_000)
         status = await page.locator("bf-chat .status").text_content()
         assert status is not None and status.startswith("refused: ") and "200 characters" in status
+
+
+async def test_a_page_of_an_origin_the_app_does_not_list_is_refused_with_the_reason(
+    chat_server: Server, chromium: Any, pages: PageServer
+) -> None:
+    await chat_server.change_app(lambda store: store.set_origins(chat_server.app_id, ["https://app.example"]))
+    page = await chromium.new_page()
+    await page.goto(pages.origin + "/")
+    await page.wait_for_selector("bf-chat[state='refused']", timeout=10_000)
+    status = await page.locator("bf-chat .status").text_content()
+    assert status is not None and status.startswith("refused: ") and "origin" in status.lower(), status
