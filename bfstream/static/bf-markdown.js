@@ -607,7 +607,8 @@ export class MarkdownView {
 
   _commit(blocks, lines, untilLine) {
     const nodes = blocks.map((block, index) => {
-      if (index === 0 && block.kind === "code" && this.fence?.at === this.committed) {
+      const whole = this.fence?.contentStart !== null; // made once its opening line (and language) was whole
+      if (index === 0 && block.kind === "code" && this.fence?.at === this.committed && whole) {
         const node = this.fence.node; // the open fence, now closed: the same node, its text made exact
         const text = codeText(block, lines, false);
         if (node.firstChild.firstChild.data !== text) node.firstChild.firstChild.data = text;
@@ -645,7 +646,8 @@ export class MarkdownView {
     const lines = tail.split("\n");
     const blocks = parseBlocks(lines, true);
     const first = blocks[0];
-    if (first?.kind === "code" && !first.closed && blocks.length === 1 && this.fence?.at === this.committed) {
+    const reuse = this.fence?.at === this.committed && this.fence.contentStart !== null; // its opening line was whole
+    if (first?.kind === "code" && !first.closed && blocks.length === 1 && reuse) {
       const text = codeText(first, lines, true); // the fence grows: append what is new, nothing else moves
       const data = this.fence.node.firstChild.firstChild;
       if (text.startsWith(data.data)) data.appendData(text.slice(data.data.length));

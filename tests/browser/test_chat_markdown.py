@@ -103,6 +103,35 @@ async def test_each_case_renders_the_same_whole_and_one_character_at_a_time(rend
     assert result["glitches"] == []
 
 
+# Documents made of these lines in random order (a seeded generator: the same documents each run),
+# each streamed one character at a time. This found a code block keeping the language of its
+# half-written opening line ("```j").
+SHUFFLED = r"""({ count }) => {
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const lines = ["# Head", "para *em* text", "more **bold", "- item", "  - nested", "1. one", "2. two", "",
+    "```js", "code()", "```", "| a | b |", "|---|---|", "| 1 | 2 |", "> quote", "---", "    indented",
+    "[l](https://x.org)", "~~~", "text `code` end", "  continuation", "3) three", "* star", "+ plus", "## H2 ##"];
+  const differ = [];
+  for (let made = 0; made < count; made++) {
+    const pick = () => lines[Math.floor(random() * lines.length)];
+    const text = Array.from({ length: 3 + Math.floor(random() * 12) }, pick).join("\n") + (random() < 0.5 ? "\n" : "");
+    const whole = document.createElement("div");
+    md.renderMarkdown(text, whole);
+    const live = document.createElement("div");
+    const view = new md.MarkdownView(live);
+    for (let end = 1; end <= text.length; end++) view.update(text.slice(0, end));
+    view.update(text, true);
+    if (live.innerHTML !== whole.innerHTML) differ.push(text);
+  }
+  return differ;
+}"""
+
+
+async def test_shuffled_documents_render_the_same_whole_and_one_character_at_a_time(renderer_page: Any) -> None:
+    assert await renderer_page.evaluate(SHUFFLED, {"count": 300}) == []
+
+
 async def test_a_finished_block_is_never_rendered_again_and_an_open_fence_only_grows(renderer_page: Any) -> None:
     kept = await renderer_page.evaluate("""() => {
       const root = document.createElement("div");
