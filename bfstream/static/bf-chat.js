@@ -308,6 +308,21 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       this.ready = new Promise((resolve) => (this._resolveReady = resolve));
     }
 
+    /**
+     * A function (possibly async) returning a connection token, called on every connect and
+     * reconnect, as bfstream.js's `token` option: for tokens that expire. Wins over the attribute.
+     */
+    set tokenProvider(provider) {
+      if (provider !== null && typeof provider !== "function") throw new TypeError("tokenProvider: a function or null");
+      this._tokenProvider = provider;
+      this._config = undefined; // connect again, with it
+      this._restartSoon();
+    }
+
+    get tokenProvider() {
+      return this._tokenProvider ?? null;
+    }
+
     /** The bfstream.js client, once the element has connected (null before). */
     get client() {
       return this._client;
@@ -384,7 +399,7 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       const [bfstream, markdown] = await modulesFrom(server);
       if (generation !== this._generation) return; // changed while loading: the newer start wins
       this._markdown = markdown;
-      const token = this.getAttribute("token") || undefined;
+      const token = this._tokenProvider ?? (this.getAttribute("token") || undefined);
       const client = bfstream.connect({ appId: this.getAttribute("app"), url: server, token });
       this._client = client;
       const action = this.getAttribute("action") || DEFAULT_ACTION;

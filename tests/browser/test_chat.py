@@ -382,3 +382,42 @@ async def test_a_page_of_an_origin_the_app_does_not_list_is_refused_with_the_rea
     await page.wait_for_selector("bf-chat[state='refused']", timeout=10_000)
     status = await page.locator("bf-chat .status").text_content()
     assert status is not None and status.startswith("refused: ") and "origin" in status.lower(), status
+
+
+async def test_the_palette_follows_the_readers_scheme_unless_the_theme_attribute_forces_one(
+    chat_server: Server, chromium: Any, pages: PageServer
+) -> None:
+    page = await chromium.new_page()
+    await page.goto(pages.origin + "/")
+    background = "() => getComputedStyle(document.querySelector('bf-chat')).backgroundColor"
+    dark, light = "rgb(21, 21, 23)", "rgb(255, 255, 255)"
+    await page.emulate_media(color_scheme="dark")
+    assert await page.evaluate(background) == dark
+    await page.evaluate("() => document.querySelector('bf-chat').setAttribute('theme', 'light')")
+    assert await page.evaluate(background) == light
+    await page.emulate_media(color_scheme="light")
+    await page.evaluate("() => document.querySelector('bf-chat').removeAttribute('theme')")
+    assert await page.evaluate(background) == light
+    await page.evaluate("() => document.querySelector('bf-chat').setAttribute('theme', 'dark')")
+    assert await page.evaluate(background) == dark
+
+
+async def test_a_token_provider_is_asked_on_connect_for_an_authenticated_channel(
+    chat_server: Server, fake_openai: FakeOpenAI, chromium: Any
+) -> None:
+    users = [{"id": "ann", "channels": [{"name": "team", "mode": "receive"}]}]
+    added = await chat_server.post("/message/adduser", {"apiKey": chat_server.api_key, "users": users})
+    assert added.status_code == 201, added.text  # "team" is now authenticated: only its users may join
+    token = await chat_server.token("ann")
+    page_html = chat_page(chat_server.url, {"app": chat_server.app_id, "channel": "team"})
+    async with PageServer({"/": page_html}) as served:
+        page = await chromium.new_page()
+        await page.goto(served.origin + "/")
+        await page.evaluate(
+            "(token) => { window.asked = 0; document.querySelector('bf-chat').tokenProvider = async () => "
+            "{ window.asked += 1; return token; }; }",
+            token,
+        )
+        await page.wait_for_selector("bf-chat[data-ready='true']", timeout=10_000)
+        assert await page.evaluate("() => window.asked") >= 1
+        assert await page.get_attribute("bf-chat", "state") == "open"
