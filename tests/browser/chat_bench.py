@@ -17,7 +17,8 @@ from typing import Any
 
 from tests.browser.chat_pages import PageServer
 
-RENDERER = Path(__file__).resolve().parents[2] / "bfstream" / "static" / "bf-markdown.js"
+STATIC = Path(__file__).resolve().parents[2] / "bfstream" / "static"
+RENDERER = ["bf-markdown.js", "bf-markdown-blocks.js", "bf-markdown-inline.js"]  # the module and its two parts
 BLANK = '<!doctype html><html lang="en"><meta charset="utf-8"><title>bench</title><main id="out"></main></html>'
 
 
@@ -77,7 +78,7 @@ async def measure(page: Any, origin: str, tokens: int = 20_000) -> dict[str, dic
 
 
 def pages() -> PageServer:
-    return PageServer({"/": BLANK, "/bf-markdown.js": RENDERER.read_text()})
+    return PageServer({"/": BLANK} | {f"/{name}": (STATIC / name).read_text() for name in RENDERER})
 
 
 async def _main() -> None:
