@@ -1,7 +1,8 @@
 """The demo chat page (``bfstream serve --demo``) and the one endpoint behind it.
 
-The page is built only on ``bfstream.js``, like any app's page would be, and never holds an app
-key: it joins a channel of its own making (``demo-`` and 128 random bits, so no other visitor can
+The page is the ``<bf-chat>`` element's live example (``static/bf-chat.js``, on ``bfstream.js``),
+an element and a form, like any app's page would be, and never holds an app key: it joins a
+channel of its own making (``demo-`` and 128 random bits, so no other visitor can
 guess it) and asks ``POST /demo/ask``, which starts the stream for the demo's own app, as an
 app's back end would with its key.
 """

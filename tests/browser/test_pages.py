@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 WATCH_ANSWERS = """() => {
   window.answerChanges = 0;
   new MutationObserver(() => { window.answerChanges += 1; })
-    .observe(document.getElementById("conversation"), { childList: true, subtree: true, characterData: true });
+    .observe(document.getElementById("chat").shadowRoot, { childList: true, subtree: true, characterData: true });
 }"""
 
 
@@ -40,27 +40,33 @@ async def test_the_demo_streams_an_answer_progressively_and_the_stop_button_ends
     page.on("pageerror", lambda error: failures.append(str(error)))
     await page.goto(server.url + "/demo")
     await page.wait_for_selector("body[data-ready='true']", timeout=10_000)
-    assert await page.text_content("#state") == "open"
+    assert await page.text_content("bf-chat .status") == "open"
     await page.evaluate(WATCH_ANSWERS)
 
     await ask(page, "What does bfstream do?")
-    answer = page.locator("#conversation li.answer").first
-    await page.wait_for_selector("#conversation li.answer[data-done='true']", timeout=15_000)
-    text = await answer.text_content()
+    assert await page.locator("bf-chat .message").all_text_contents() == ["What does bfstream do?"]
+    answer = page.locator("bf-chat .turn").first
+    await page.wait_for_selector("bf-chat .turn[data-status='done']", timeout=15_000)
+    text = await answer.locator(".answer").text_content()
     assert text is not None and text.startswith("You wrote: What does bfstream do? This answer comes from")
     assert text.count(". ") >= 2 and text.endswith("where it was.")  # several sentences, whole
     assert await page.evaluate("() => window.answerChanges") >= 20  # it grew word by word, not at once
+    # The element's stylesheet applies under the page's strict Content-Security-Policy (no inline styles).
+    assert await answer.evaluate("(turn) => getComputedStyle(turn).borderTopLeftRadius") == "12px"
 
     await ask(page, " ".join(["long"] * 400))  # some 6 s of words: time to press Stop
-    second = page.locator("#conversation li.answer").nth(1)
+    second = page.locator("bf-chat .turn").nth(1)
     await page.wait_for_function(
-        "() => (document.querySelectorAll('#conversation li.answer')[1]?.textContent ?? '').length > 40"
+        "() => (document.getElementById('chat').shadowRoot.querySelectorAll('.answer')[1]?.textContent ?? '')"
+        ".length > 40"
     )
-    await page.click("#stop")
-    await page.wait_for_selector("#conversation li.answer:nth-of-type(4)[data-done='true']", timeout=10_000)
-    stopped = await second.text_content()
-    assert stopped is not None and stopped.endswith("Stopped") and stopped.count("long") < 400
-    assert await page.is_enabled("#send") and not await page.is_enabled("#stop")
+    assert not await page.is_enabled("#send")  # one answer at a time
+    await second.locator(".stop").click()
+    await page.wait_for_selector("bf-chat .turn[data-status='stopped']", timeout=10_000)
+    stopped = await second.locator(".answer").text_content()
+    assert stopped is not None and stopped.count("long") < 400
+    assert await second.locator(".note").text_content() == "Stopped"
+    assert await page.is_enabled("#send") and await page.locator("bf-chat .stop").count() == 0
     assert failures == []
 
 
@@ -149,9 +155,9 @@ async def test_the_demo_shows_a_reasoning_models_thinking_then_its_answer_then_i
         await page.wait_for_selector("body[data-ready='true']", timeout=10_000)
         await ask(page, "What is the weather like in Zürich?")
 
-        answer = page.locator("#conversation > li.answer").first
+        answer = page.locator("bf-chat .turn").first
         thinking = answer.get_by_role("group", name="Thinking")
-        text = answer.locator(".text")
+        text = answer.locator(".answer")
         sources = answer.get_by_role("list", name="Sources")
         # The model thinks: its thinking shows, open, and the answer has no word yet.
         await expect(thinking.locator(".thought")).to_have_text("".join(THOUGHT), timeout=10_000)
@@ -161,13 +167,13 @@ async def test_the_demo_shows_a_reasoning_models_thinking_then_its_answer_then_i
         seen_thinking.set()
 
         # It answers: the first words show, the thinking folds away (still there to open), no sources yet.
-        await expect(text).to_have_text("".join(ANSWER[:2]))
+        await expect(text).to_have_text("".join(ANSWER[:2]).strip())
         await expect(thinking.locator(".thought")).to_be_hidden()
         assert await sources.count() == 0
         seen_answer.set()
 
         # It searched and cited: the sources are listed below the answer, as links, each URL once.
-        await page.wait_for_selector("#conversation > li.answer[data-done='true']", timeout=10_000)
+        await page.wait_for_selector("bf-chat .turn[data-status='done']", timeout=10_000)
         await expect(text).to_have_text("".join(ANSWER))
         links = sources.get_by_role("link")
         await expect(links).to_have_count(len(SOURCES))
@@ -176,8 +182,8 @@ async def test_the_demo_shows_a_reasoning_models_thinking_then_its_answer_then_i
             assert await link.get_attribute("href") == source["url"]
             assert await link.get_attribute("target") == "_blank"
             assert await link.get_attribute("rel") == "noopener noreferrer"
-        parts = await answer.evaluate("(item) => [...item.children].map((part) => part.className)")
-        assert parts == ["thinking", "text", "sources"]  # thinking above the answer, sources below it
+        parts = await answer.evaluate("(turn) => [...turn.children].map((part) => part.className)")
+        assert parts.index("thinking") < parts.index("answer") < parts.index("sources")  # thinking above, sources below
 
         await thinking.locator("summary").click()  # the reader opens it again: it stays open
         await expect(thinking.locator(".thought")).to_be_visible()
