@@ -1,6 +1,6 @@
-"""The demo's screenshots (``python -m tests.browser.screenshots``), as the README and docs/client.md
-show them: ``demo.png``, an echo answer streamed in, and ``demo-reasoning.png``, a Claude answer
-that thought, searched and cited, its thinking opened again."""
+"""The demo's screenshots (``python -m tests.browser.screenshots``), as the README and the docs show
+them: ``demo.png``, an echo answer streamed into the demo's ``<bf-chat>``, and ``demo-reasoning.png``,
+a Claude answer that thought, searched and cited, its thinking opened again."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ async def shoot_demo(out_dir: Path) -> None:
             await page.goto(served.url + "/demo")
             await page.wait_for_selector("body[data-ready='true']", timeout=10_000)
             await _ask(page, "What does bfstream do?")
-            await page.wait_for_selector("#conversation li.answer[data-done='true']", timeout=15_000)
+            await page.wait_for_selector("bf-chat .turn[data-status='done']", timeout=15_000)
             await page.screenshot(path=str(out_dir / "demo.png"), full_page=True)
 
 
@@ -80,7 +80,8 @@ async def shoot_demo_reasoning(out_dir: Path) -> None:
             await page.goto(served.url + "/demo")
             await page.wait_for_selector("body[data-ready='true']", timeout=10_000)
             await _ask(page, "What is the weather like in Zürich?")
-            await page.wait_for_selector("#conversation > li.answer[data-done='true']", timeout=15_000)
-            await page.click("#conversation > li.answer .thinking summary")  # folded once the answer came: open it
-            await page.wait_for_selector("#conversation > li.answer .thinking .thought", state="visible")
+            await page.wait_for_selector("bf-chat .turn[data-status='done']", timeout=15_000)
+            turn = page.locator("bf-chat .turn").first
+            await turn.locator(".thinking summary").click()  # folded once the answer came: open it
+            await turn.locator(".thinking .thought").wait_for(state="visible")
             await page.screenshot(path=str(out_dir / "demo-reasoning.png"), full_page=True)

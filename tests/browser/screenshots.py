@@ -36,6 +36,7 @@ SHOTS = [
     "tests.browser.admin_shots:shoot_dashboard_stream",  # dashboard-stream.png
     "tests.browser.demo_shots:shoot_demo",  # demo.png
     "tests.browser.demo_shots:shoot_demo_reasoning",  # demo-reasoning.png
+    "tests.browser.chat_shots:shoot_chat",  # bf-chat-light.png, bf-chat-dark.png
 ]
 VIEWPORT = {"width": 1280, "height": 720}
 
