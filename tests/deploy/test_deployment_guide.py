@@ -44,14 +44,14 @@ def guide_blocks(guide: Path) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
 
 
-def run(script: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+async def run(script: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     """A reader's shell: bash, stopping at the first failing command, with no bfstream settings of
     the test run's own (nor its PYTHONPATH, which would run this checkout instead of the clone)."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("BFSTREAM_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
-    return subprocess.run(
-        ["bash", "-eu", "-o", "pipefail", "-c", script],
+    return await asyncio.to_thread(
+        subprocess.run, ["bash", "-eu", "-o", "pipefail", "-c", script],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env={**env, **LOCAL_PROVIDERS},
     )  # fmt: skip
 
@@ -73,7 +73,9 @@ async def test_the_guide_followed_literally_brings_up_two_instances_that_stream_
         if shutil.which(tool) is None:
             unavailable(f"{tool} is not installed, and the guide uses it")
     clone = tmp_path / "bfstream"
-    cloned = subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], capture_output=True, text=True, check=False)
+    cloned = await asyncio.to_thread(
+        subprocess.run, ["git", "clone", "-q", str(ROOT), str(clone)], capture_output=True, text=True, check=False
+    )
     if cloned.returncode != 0:
         unavailable(f"cannot clone {ROOT}: {cloned.stderr.strip()}")
     blocks = guide_blocks(clone / "docs" / "deployment.md")
@@ -95,7 +97,7 @@ async def test_the_guide_followed_literally_brings_up_two_instances_that_stream_
     assert set(re.findall(r"BF_\w+", names)) == set(re.findall(r"BF_\w+", names_block))  # the guide's names, all
     pids: list[int] = []
     try:
-        up = run(names + install + database + settings + start, clone, timeout=400)
+        up = await run(names + install + database + settings + start, clone, timeout=400)
         pids = [int((clone / f"{which}.pid").read_text()) for which in "ab" if (clone / f"{which}.pid").is_file()]
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
         checks = [line for line in up.stdout.splitlines() if line.startswith(("ok   ", "fix  "))]
@@ -105,7 +107,7 @@ async def test_the_guide_followed_literally_brings_up_two_instances_that_stream_
         conn = await connect(f"ws://127.0.0.1:{port_b}/message/ws?app={app_id}")
         on_b = WSClient(conn, json.loads(await asyncio.wait_for(conn.recv(), 5)))
         await on_b.join("anonymous")
-        started = run(names + stream, clone, timeout=60)
+        started = await run(names + stream, clone, timeout=60)
         assert started.returncode == 0, started.stderr
         stream_id = json.loads(started.stdout)["streamId"]
         events = await on_b.stream_events(timeout=10)
@@ -113,7 +115,7 @@ async def test_the_guide_followed_literally_brings_up_two_instances_that_stream_
         assert_well_formed(events, stream_id)
         assert events[-1]["text"] == "hello from the first instance"
 
-        stopped = run(names + stop, clone, timeout=30)
+        stopped = await run(names + stop, clone, timeout=30)
         assert stopped.returncode == 0, stopped.stderr
         assert all([await gone(pid, 30) for pid in pids])  # each drained and exited
     finally:
