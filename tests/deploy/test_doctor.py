@@ -3,16 +3,24 @@ on settings that name a database and a broker that are not there (issue 21)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+import pytest
+
 from bfstream import __version__
 from tests.services import require_postgres, require_redis
+
+pytestmark = pytest.mark.anyio
 
 BFSTREAM = [sys.executable, "-m", "bfstream.cli"]
 # The providers' hosts made resolvable, so that only what a test breaks on purpose is reported.
@@ -97,3 +105,45 @@ def test_doctor_reports_each_setting_that_is_too_short(tmp_path: Path) -> None:
     assert len(lines) == 2 and all(line.startswith("fix  ") for line in lines), lines
     assert "BFSTREAM_ADMIN_TOKEN" in checked.stdout and "BFSTREAM_METRICS_TOKEN" in checked.stdout
     assert "short" not in checked.stdout and "tiny" not in checked.stdout  # the values are never echoed
+
+
+def test_doctor_says_which_tls_files_cannot_be_loaded(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate\n")
+    checked = bfstream(
+        "doctor", "--data-dir", str(tmp_path / "data"),
+        BFSTREAM_TLS_CERTFILE=str(cert), BFSTREAM_TLS_KEYFILE=str(key), **LOCAL_PROVIDERS,
+    )  # fmt: skip
+    assert checked.returncode == 2
+    (fix,) = [line for line in checked.stdout.splitlines() if line.startswith("fix  ")]
+    assert fix.startswith(f"fix  tls: {cert} with {key}:") and "readable PEM files" in fix
+
+
+async def test_serve_applies_the_admin_token_and_log_level_given_as_options(tmp_path: Path) -> None:
+    port = _closed_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BFSTREAM_")}
+    log = tmp_path / "serve.out"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *BFSTREAM, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+            "--admin-token", "an-admin-token-of-the-test", "--log-level", "warning",
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env=clean,
+        )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.returncode is None, log.read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.1)
+            landing = await http.get(f"http://127.0.0.1:{port}/")
+            admin = await http.get(f"http://127.0.0.1:{port}/admin")
+        assert 'href="/admin"' in landing.text and admin.status_code == 200  # the dashboard is on
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+    assert "Uvicorn running on" not in log.read_text()  # an INFO line: not at warning
+    assert "an-admin-token-of-the-test" not in log.read_text()
