@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
+from bfstream import __version__
 from bfstream.config import Settings, load_settings
 from bfstream.credentials import CredentialSealer, masked, sealer
 from bfstream.errors import BfstreamError, BrokerError, CredentialUnavailable, StoreError
@@ -131,7 +132,7 @@ def _alone(settings: Settings) -> IO[str] | None:
 def _serve(args: argparse.Namespace) -> int:
     from bfstream.api.app import DrainingServer, server_config
 
-    settings = _settings(args, host=args.host, port=args.port)
+    settings = _settings(args, host=args.host, port=args.port, log_level=args.log_level, admin_token=args.admin_token)
     if args.demo:
         settings.demo.enabled = True
     _check_broker(settings)
@@ -564,13 +565,24 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--database-url", help="postgresql://... to share one database across instances")
 
     parser = argparse.ArgumentParser(prog="bfstream", description="Stream LLM output into live web pages.")
+    parser.add_argument("--version", action="version", version=f"bfstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", parents=[common], help="run the service")
     serve.add_argument("--host", help="default 127.0.0.1")
     serve.add_argument("--port", type=int, help="default 8000")
     serve.add_argument("--demo", action="store_true", help="serve the demo chat page at /demo")
+    serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default info")
+    serve.add_argument(
+        "--admin-token",
+        help="turns on /admin for those who bring it, 16 characters or more (BFSTREAM_ADMIN_TOKEN keeps it out of ps)",
+    )
     serve.set_defaults(run=_serve)
+
+    doctor = commands.add_parser(
+        "doctor", parents=[common], help="check what the settings name, and say what to fix, one line each"
+    )
+    doctor.set_defaults(run=_doctor)
 
     apps = commands.add_parser("apps", help="manage apps and their API keys").add_subparsers(
         dest="apps_command", required=True
@@ -664,8 +676,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from bfstream.doctor import examine
+
+    return examine(lambda: _settings(args))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # a first try with no arguments gets the commands, not an error
+        return 0
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except SystemExit as exc:

@@ -23,7 +23,7 @@ from uvicorn.config import WS_PROTOCOLS
 from uvicorn.importer import import_from_string
 
 from bfstream import __version__
-from bfstream.api import admin, demo, errors, llm, messages, metrics, pages, realtime, stream_events, streams
+from bfstream.api import admin, demo, docs, errors, llm, messages, metrics, pages, realtime, stream_events, streams
 from bfstream.api.headers import AppOrigins, SecurityHeaders
 from bfstream.api.limits import BodyLimit
 from bfstream.api.openapi import describe
@@ -144,6 +144,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Streams LLM output to BetterForms-style messaging channels.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/docs.py, from bfstream's own copy of the viewer
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(streams.router)
@@ -154,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.mount("/static", static_files(), name="static")  # bfstream.js, protocol.json, the pages' assets
     app.include_router(pages.router)
+    app.include_router(docs.router)
     app.include_router(demo.router)
     app.include_router(admin.router)
 

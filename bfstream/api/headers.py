@@ -2,9 +2,10 @@
 bfstream cannot be framed, sniffed into another type, or made to load scripts from elsewhere; and
 the per-app narrowing of CORS.
 
-Pages bfstream serves itself get a strict Content-Security-Policy (same origin only). FastAPI's
-API docs (``/docs``, ``/redoc``) load their viewer from a CDN with an inline start-up script, so
-theirs allows exactly that and nothing more.
+Every page bfstream serves gets a strict Content-Security-Policy: its scripts, styles, images and
+connections come from this origin only (images also as ``data:`` URLs), with no inline script. The
+API docs (``/docs``) are no exception: their viewer is bfstream's own copy (``api/docs.py``), so
+a page works without the internet and no other origin runs script here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,6 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _STRICT = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-_API_DOCS = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-_API_DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
 
 class SecurityHeaders:
@@ -31,7 +25,6 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = _API_DOCS if scope["path"] in _API_DOCS_PATHS else _STRICT
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -41,7 +34,7 @@ class SecurityHeaders:
                 headers.setdefault("Referrer-Policy", "no-referrer")
                 headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
                 if headers.get("content-type", "").startswith("text/html"):
-                    headers.setdefault("Content-Security-Policy", policy)
+                    headers.setdefault("Content-Security-Policy", _STRICT)
                 if self.hsts:
                     headers.setdefault("Strict-Transport-Security", "max-age=31536000")
             await send(message)

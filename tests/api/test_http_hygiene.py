@@ -78,7 +78,7 @@ async def test_security_headers_on_every_answer_and_a_policy_on_pages(server: Se
     assert "Strict-Transport-Security" not in health.headers  # plain HTTP: HSTS would lock browsers out
     docs = await server.http.get(server.url + "/docs")
     policy = docs.headers["Content-Security-Policy"]
-    assert "frame-ancestors 'none'" in policy and "https://cdn.jsdelivr.net" in policy
+    assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy and "https:" not in policy
     error = await server.http.get(server.url + "/nowhere")
     assert error.status_code == 404 and error.headers["X-Content-Type-Options"] == "nosniff"
 
