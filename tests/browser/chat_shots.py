@@ -10,16 +10,11 @@ short markdown answer and its sources, a page server, and Chromium; then it writ
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bfstream.api.app import DrainingServer, server_config
-from bfstream.config import load_settings
-from bfstream.store.store import open_store
 from tests.browser.chat_pages import PageServer, chat_page
+from tests.browser.screenshots import Served, serving
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, chunk, sse
 
 THOUGHT = "The reader wants the steps in order, and a command to copy; a table for the settings."
@@ -51,30 +46,7 @@ def _answer_stream() -> bytes:
     return body + sse(chunk({}, finish_reason="stop")) + sse("[DONE]")
 
 
-@contextlib.asynccontextmanager
-async def _server(data_dir: Path, base_url: str) -> AsyncIterator[tuple[str, str, str]]:
-    """A bfstream server whose ``model`` service is the fake: (url, app id, app key)."""
-    settings = load_settings(data_dir=data_dir, services={"model": {"kind": "openai", "base_url": base_url}})
-    store = await open_store(settings.database_url, settings.data_dir)
-    app, key = await store.create_app("shots")
-    await store.close()
-    server = DrainingServer(server_config(settings, host="127.0.0.1", port=0, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", app.id, key
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
-async def _shoot(context: Any, url: str, key: str, page_url: str, theme: str, path: Path) -> None:
-    import httpx
-
+async def _shoot(context: Any, served: Served, page_url: str, theme: str, path: Path) -> None:
     page = await context.new_page()
     await page.set_viewport_size({"width": 760, "height": 300})
     await page.goto(page_url)
@@ -82,15 +54,14 @@ async def _shoot(context: Any, url: str, key: str, page_url: str, theme: str, pa
     await page.evaluate("(theme) => document.querySelector('bf-chat').setAttribute('theme', theme)", theme)
     await page.evaluate("() => document.querySelector('bf-chat').addMessage('How do I deploy bfstream?')")
     body = {
-        "apiKey": key,
+        "apiKey": served.api_key,
         "channels": ["shots"],
         "actionName": "assistantReceiveResultsStream",
         "service": "model",
         "includeReasoning": True,
         "payload": {"apiKey": "sk-shots", "model": "gpt-4o", "messages": [{"role": "user", "content": "Deploy?"}]},
     }
-    async with httpx.AsyncClient() as http:
-        (await http.post(url + "/stream/create", json=body, timeout=10)).raise_for_status()
+    (await served.post("/stream/create", body)).raise_for_status()
     await page.wait_for_selector("bf-chat .turn[data-status='done']", timeout=10_000)
     await page.click("bf-chat .thinking summary")  # the reader opens the folded thinking: shown too
     await page.screenshot(path=str(path), full_page=True)
@@ -105,10 +76,11 @@ async def shoot_chat(out_dir: Path) -> list[Path]:
 
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     shots = [out_dir / "bf-chat-light.png", out_dir / "bf-chat-dark.png"]
-    with tempfile.TemporaryDirectory(prefix="bf-chat-shots-") as scratch:
-        async with FakeOpenAI() as fake, _server(Path(scratch) / "data", fake.base_url) as (url, app_id, key):
+    async with FakeOpenAI() as fake:
+        services = {"model": {"kind": "openai", "base_url": fake.base_url}}
+        async with serving("shots", services=services) as served:
             fake.enqueue(StreamReply([_answer_stream()]), StreamReply([_answer_stream()]))
-            page_html = chat_page(url, {"app": app_id, "channel": "shots"}, title="bf-chat")
+            page_html = chat_page(served.url, {"app": served.app_id, "channel": "shots"}, title="bf-chat")
             page_html = page_html.replace(
                 "<bf-chat ",
                 '<meta name="color-scheme" content="light dark"><body style="margin:0;padding:16px"><bf-chat ',
@@ -118,7 +90,7 @@ async def shoot_chat(out_dir: Path) -> list[Path]:
                     browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
                     context = await browser.new_context(color_scheme=scheme)
                     try:
-                        await _shoot(context, url, key, pages.origin + "/", scheme, shot)
+                        await _shoot(context, served, pages.origin + "/", scheme, shot)
                     finally:
                         await browser.close()
     return shots
