@@ -616,6 +616,23 @@ function actionsOf(message) {
   return Array.isArray(actions) ? actions.filter((a) => a !== null && typeof a === "object") : [];
 }
 
+// ---- channel names: the protocol's rule, checked before a join goes out ------------------------
+
+const MAX_CHANNEL_LENGTH = 200; // protocol.json's $defs.channel; tests/js/codes.test.mjs holds them together
+
+/**
+ * Why `name` cannot be a channel, in the server's words, or null when it can: a non-empty string
+ * of at most 200 characters (code points, as the server counts them), without C0, DEL or C1
+ * control characters. The client refuses such a join itself: over SSE every channel rides in one
+ * request, which the server refuses whole, so one bad name must never reach it beside good ones.
+ */
+export function channelProblem(name) {
+  if (typeof name !== "string" || name === "") return "channel must be a non-empty string";
+  if ([...name].length > MAX_CHANNEL_LENGTH) return `channel names are at most ${MAX_CHANNEL_LENGTH} characters`;
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return "channel names cannot contain control characters";
+  return null;
+}
+
 // ---- close codes and HTTP refusals: the one table ---------------------------------------------
 
 /**
@@ -624,8 +641,10 @@ function actionsOf(message) {
  * (tests/js/codes.test.mjs fails when they disagree), and docs/messaging.md what each one means.
  * - `retry`: reconnect after the backoff and resume;
  * - `token`: the token was refused: retry with a fresh one when `token` is a function, else give up;
- * - `channel`: a channel asked for was refused: give up the channels being joined and reconnect
- *   with the others (none being joined: give up);
+ * - `channel`: a channel asked for may have been refused: the client finds which (see
+ *   Client._ended), gives it up, and reconnects with the others (none being joined: give up). A
+ *   400 or 403 whose body is not about a channel (a refused origin, another app's token) gives up,
+ *   as the WebSocket's 4400 and 4403 do;
  * - `close`: retrying cannot change it: the client closes.
  * A code not listed (1006, a connection lost without a close frame) is retried. A WebSocket code
  * from 4000 up, and any HTTP status, is a refusal: the page hears of it through onError.
@@ -655,6 +674,19 @@ export function verdictOn(transport, code) {
   return CLOSE_CODES[transport]?.[code] ?? "retry";
 }
 
+/**
+ * Whether an SSE refusal is about the channels the request asked for. The server's body says what
+ * it refused: a bad name or too many channels (400, `details` naming the field `channel`, or a
+ * message about channels), a channel for its added users only or another connection's tab|
+ * channel (403, a message naming the channel). Anything else, a refused origin or a token of
+ * another app, is refused whatever the channels: asking again without some of them cannot help.
+ */
+function refusesChannel(error) {
+  if (error === null || typeof error !== "object") return false;
+  if (Array.isArray(error.details) && error.details.some((d) => d?.field === "channel")) return true;
+  return typeof error.message === "string" && /\bchannels?\b/i.test(error.message);
+}
+
 function isRefusal(transport, code) {
   if (!Number.isInteger(code)) return false;
   return transport === "websocket" ? code >= 4000 && code < 5000 : code >= 400;
@@ -676,7 +708,8 @@ function isRefusal(transport, code) {
  * - `close()`: the client is done with it; no `end` follows.
  * - `end(detail)` is called once when the connection ends by itself: `{code?, reason, reached}`,
  *   `code` a WebSocket close code or an HTTP status, `reached` false when the server was never
- *   reached (then another transport may be tried), `retryAfter` seconds when the server said so.
+ *   reached (then another transport may be tried), `retryAfter` seconds when the server said so,
+ *   and `error`, the refusal's JSON error (`{message, code, type, details}`) when it had one.
  *
  * Frames are passed on parsed; what is not JSON is dropped.
  */
@@ -777,7 +810,7 @@ class SSETransport {
     if (!response.ok) {
       const body = await response.json().catch(() => null);
       const retryAfter = Number.parseInt(response.headers?.get("retry-after") ?? "", 10);
-      const detail = { code: response.status, reason: body?.error?.message ?? `HTTP ${response.status}` };
+      const detail = { code: response.status, reason: body?.error?.message ?? `HTTP ${response.status}`, error: body?.error ?? null };
       this._end(Number.isInteger(retryAfter) && retryAfter > 0 ? { ...detail, retryAfter } : detail);
       return;
     }
@@ -893,6 +926,9 @@ export class Client {
     this._conn = null; // {name, transport, ready, answers, publishes}
     this._requests = new Map(); // join request id -> channel
     this._sent = new Map(); // channel -> the since its pending join asked for
+    // Channels being joined that the next SSE request leaves out, while the client finds which
+    // channel of a refused request the server refuses (see _ended).
+    this._held = new Set();
     this._waiters = new Map(); // channel -> [{resolve, reject}]
     this._outbox = []; // publishes waiting for a connection: {frame, resolve, reject}
     this._nextId = 0;
@@ -910,6 +946,13 @@ export class Client {
    */
   join(channel, { catchUp = true } = {}) {
     if (this.state === "closed") return quiet(Promise.reject(new Error(CLOSED)));
+    const problem = channelProblem(channel);
+    if (problem !== null) {
+      // Refused here, as the server would (400): never sent beside good channels, see channelProblem.
+      const error = Object.assign(new Error(problem), { code: 400, channel });
+      queueMicrotask(() => this._emit("error", error));
+      return quiet(Promise.reject(error));
+    }
     const known = this._core.channels.get(channel);
     if (known !== undefined && known.phase === "live") return Promise.resolve();
     this._core.add(channel, { catchUp });
@@ -925,6 +968,7 @@ export class Client {
   leave(channel) {
     const known = this._core.channels.has(channel);
     this._core.remove(channel);
+    this._held.delete(channel);
     this._settle(channel, new Error(`bfstream: left ${channel} before it was joined`));
     if (known && this._conn?.ready && !this._conn.transport.send({ op: "leave", channel, id: this._id() })) {
       this._reopen();
@@ -1131,13 +1175,30 @@ export class Client {
       end: (detail) => this._ended(conn, detail, token),
     });
     this._conn = conn;
-    const channels = [...this._core.channels].filter(([, c]) => !c.auto).map(([channel]) => channel);
+    let channels = this._joinedByPage().filter((channel) => !this._held.has(channel));
+    if (!channels.some((channel) => this._core.channels.get(channel).phase === "joining")) {
+      this._held.clear(); // nothing left to try apart: the held ones go together again
+      channels = this._joinedByPage();
+    }
     const positions = this._core.positions();
     conn.transport.open({ url: this.url, appId: this.appId, token, channels, positions, autoPositions: this._core.positions({ auto: true }) });
     this._sent = new Map(conn.transport.resumed);
   }
 
-  /** A connection ended by itself: try the next transport, or decide by the codes table. */
+  /** The channels the page joined, not those the server joins by itself. */
+  _joinedByPage() {
+    return [...this._core.channels].filter(([, c]) => !c.auto).map(([channel]) => channel);
+  }
+
+  /**
+   * A connection ended by itself: try the next transport, or decide by the codes table.
+   *
+   * SSE asks for all its channels in one request, and a refusal (400, 403) does not say for sure
+   * which of them was refused. So the client asks again with half of the channels it was joining
+   * held back, halving until one is left, which is the refused one: that join rejects. A request
+   * that passes joins its channels; the held ones are then asked for again (see _release). One bad
+   * channel among n costs about log2(n) more requests; the good ones all join.
+   */
   _ended(conn, detail, token) {
     this._retire(conn);
     if (this._conn !== conn) return;
@@ -1150,12 +1211,18 @@ export class Client {
     const { code, reason } = detail;
     let verdict = verdictOn(conn.name, code);
     if (verdict === "token") verdict = typeof this._token === "function" ? "retry" : "close";
-    const joining = [...this._core.channels].filter(([, c]) => c.phase === "joining" && !c.auto).map(([n]) => n);
-    if (verdict === "channel") verdict = joining.length ? "channel" : "close";
+    // Only what this connection asked for can be what it was refused for.
+    const joining = conn.transport.carries.filter((n) => this._core.channels.get(n)?.phase === "joining");
+    if (verdict === "channel") verdict = joining.length && refusesChannel(detail.error) ? "channel" : "close";
     if (isRefusal(conn.name, code)) {
       const refusal = () => Object.assign(new Error(reason || `bfstream: refused (${code})`), { code, transport: conn.name, retry: verdict !== "close" });
+      if (verdict === "channel" && joining.length > 1) {
+        for (const channel of joining.slice(Math.ceil(joining.length / 2))) this._held.add(channel);
+        this._open();
+        return;
+      }
       if (verdict === "channel") {
-        // A channel just asked for was refused: give it up, and keep the others.
+        // The one channel just asked for was refused: give it up, and keep the others.
         for (const channel of joining) {
           const error = Object.assign(refusal(), { channel });
           this._core.remove(channel);
@@ -1204,6 +1271,7 @@ export class Client {
         } else {
           this._settle(frame.channel, null);
         }
+        this._release(conn);
         break;
       }
       case "left":
@@ -1256,15 +1324,30 @@ export class Client {
    * with the list as it is now.
    */
   _syncChannels(conn) {
+    if (TRANSPORTS[conn.name].sends) this._held.clear(); // each join is answered on its own
     const carried = new Set(conn.transport.carries);
     let reopen = false;
     for (const [name, channel] of this._core.channels) {
-      if (!channel.auto && !carried.has(name) && !this._sendJoin(name, this._core.resumeSince(name))) reopen = true;
+      if (channel.auto || carried.has(name) || this._held.has(name)) continue;
+      if (!this._sendJoin(name, this._core.resumeSince(name))) reopen = true;
     }
     for (const name of carried) {
       if (!this._core.channels.has(name) && !conn.transport.send({ op: "leave", channel: name, id: this._id() })) reopen = true;
     }
     if (reopen) this._reopen();
+    else this._release(conn); // the page may have left all it asked for
+  }
+
+  /**
+   * Once the channels a connection asked for are joined, the ones held back are asked for again,
+   * beside them: a new SSE request (see _ended). Waiting for the joins, not only the hello, lets
+   * those channels resume from a position instead of being suspects again.
+   */
+  _release(conn) {
+    if (this._held.size === 0) return;
+    if (conn.transport.carries.some((n) => this._core.channels.get(n)?.phase === "joining")) return;
+    this._held.clear();
+    this._reopen();
   }
 
   /** Sends a join; false when the transport cannot (its channels are in its URL). */
@@ -1309,6 +1392,7 @@ export class Client {
   _shutdown(state, detail, error = new Error(`bfstream: ${detail.reason}`)) {
     clearTimeout(this._retryTimer);
     clearTimeout(this._gapTimer);
+    this._held.clear();
     const conn = this._conn;
     this._conn = null;
     conn?.transport.close();

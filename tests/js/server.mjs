@@ -4,16 +4,17 @@
 // join with `since` (or an SSE lastEventId) replays what came after it; refusals as close codes
 // after the handshake, or HTTP errors before an event stream starts. Every frame, both ways, is
 // checked against the wire schema (./schema.mjs).
-import { encodePositions, decodePositions } from "../../bfstream/static/bfstream.js";
+import { channelProblem, encodePositions, decodePositions } from "../../bfstream/static/bfstream.js";
 import { checkClientFrame, checkServerFrame } from "./schema.mjs";
 
 export class FakeServer {
   /**
    * `apps`: the app ids it knows; `token`: the one token it takes (others are refused), or null
-   * for none needed.
+   * for none needed; `maxChannels`: the channels one SSE request may ask for.
    */
-  constructor({ apps = ["app_1"], token = null } = {}) {
+  constructor({ apps = ["app_1"], token = null, maxChannels = 100 } = {}) {
     this.apps = new Set(apps);
+    this.maxChannels = maxChannels; // per SSE request, as the server's limits.max_channels
     this.token = token;
     this.epoch = "E";
     this.channels = new Map(); // name -> [{offset, message, from}]
@@ -97,10 +98,12 @@ export class FakeServer {
 
   async _acceptSSE(url, init) {
     this.sseRequests.push(url);
-    const refused = url.searchParams.getAll("channel").some((name) => name.startsWith("private"));
-    const refusal = this._refusalOf(url) ?? (refused ? { status: 403, message: "for its added users only" } : null);
+    // As the real server: the app, origin and token first, then each channel in turn, the whole
+    // request refused for the first bad one, its body the one JSON error shape.
+    const refusal = this._refusalOf(url) ?? this._channelRefusal(url.searchParams.getAll("channel"));
     if (refusal !== null) {
-      const body = { success: false, error: { message: refusal.message, code: refusal.status, type: "refused", details: null } };
+      const error = { message: refusal.message, code: refusal.status, type: ERROR_TYPES[refusal.status], details: refusal.details ?? null };
+      const body = { success: false, error };
       const headers = { "content-type": "application/json", ...(refusal.status === 429 ? { "retry-after": "1" } : {}) };
       return new Response(JSON.stringify(body), { status: refusal.status, headers });
     }
@@ -134,6 +137,16 @@ export class FakeServer {
     return new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } });
   }
 
+  _channelRefusal(names) {
+    if (names.length > this.maxChannels) return { status: 400, message: `At most ${this.maxChannels} channels per connection` };
+    for (const name of names) {
+      const problem = channelProblem(name);
+      if (problem !== null) return { status: 400, message: problem, details: [{ field: "channel", message: problem }] };
+      if (name.startsWith("private")) return { status: 403, message: forbidden(name) };
+    }
+    return null;
+  }
+
   _channel(name) {
     if (!this.channels.has(name)) this.channels.set(name, []);
     return this.channels.get(name);
@@ -142,6 +155,13 @@ export class FakeServer {
   _message(channel, { offset, message, from }) {
     return { op: "message", channel, offset, epoch: this.epoch, from, message };
   }
+}
+
+const ERROR_TYPES = { 400: "validation_error", 401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "rate_limited" };
+
+/** The server's refusal of a channel for its added users only (bfstream/messaging/session.py). */
+function forbidden(channel) {
+  return `Channel '${channel}' is for its added users only`;
 }
 
 /** One client's connection on the server, whichever transport carries it. */
@@ -181,7 +201,7 @@ class Connection {
     this.server.received.push({ transport: this.transport, frame });
     if (frame.op === "join") {
       if (frame.channel.startsWith("private")) {
-        this.deliver({ op: "error", error: { message: "for its added users only", code: 403 }, id: frame.id });
+        this.deliver({ op: "error", error: { message: forbidden(frame.channel), code: 403 }, id: frame.id });
       } else {
         this.join(frame.channel, frame.since ?? null, frame.id ?? null);
       }

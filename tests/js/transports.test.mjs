@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { connect } from "../../bfstream/static/bfstream.js";
+import { channelProblem, connect } from "../../bfstream/static/bfstream.js";
 import { until } from "./fakes.mjs";
 import { FakeServer } from "./server.mjs";
 
@@ -72,7 +72,7 @@ for (const transport of TRANSPORTS) {
     client.close();
   });
 
-  test(`${transport}: an origin refusal reaches onError, closes the client, and an uncaught join stays quiet`, async () => {
+  test(`${transport}: an origin refusal reaches onError once, closes the client, and an uncaught join stays quiet`, async () => {
     const server = new FakeServer();
     server.refusal = { code: 4403, status: 403, message: "This page's origin may not connect to this app" };
     const errors = [];
@@ -86,18 +86,42 @@ for (const transport of TRANSPORTS) {
       await until(() => client.state === "closed", "closed");
     });
     assert.deepEqual(unhandled, []);
-    // Over SSE a 403 may be about a channel asked for: those are given up, each reported, and the
-    // request without them is refused too. A WebSocket's 4403 comes before any join.
-    const channels = transport === "websocket" ? [undefined] : ["room", "other", undefined];
-    assert.deepEqual(errors.map((error) => error.channel), channels);
-    for (const error of errors) {
-      assert.equal(error.code, transport === "websocket" ? 4403 : 403);
-      assert.equal(error.message, "This page's origin may not connect to this app");
-      assert.equal(error.transport, transport);
-    }
-    assert.equal(errors.at(-1).retry, false);
+    // Over SSE a 403 may be about a channel asked for; this one's body says it is about the
+    // origin, which no channel can change: one refusal, as a WebSocket's 4403, and no retry.
+    assert.equal(errors.length, 1);
+    const [error] = errors;
+    assert.equal(error.channel, undefined);
+    assert.equal(error.code, transport === "websocket" ? 4403 : 403);
+    assert.equal(error.message, "This page's origin may not connect to this app");
+    assert.equal(error.transport, transport);
+    assert.equal(error.retry, false);
+    assert.equal(server.sockets.length + server.sseRequests.length, 1, "asked once");
     const rejected = await awaited;
-    assert.equal(rejected?.code, errors[0].code, "a page that awaits the join gets the refusal");
+    assert.equal(rejected, error, "a page that awaits the join gets the refusal");
+  });
+
+  test(`${transport}: a bad name among joins made together rejects alone; the good ones join`, async () => {
+    const server = new FakeServer();
+    const client = clientOf(server, { transport });
+    const errors = [];
+    client.onError((error) => errors.push([error.code, error.channel ?? null]));
+    const long = "x".repeat(201);
+    const names = ["news", long, "", "sport", "private-1", "weather", "bell\u0007", "private-2", "market"];
+    const outcomes = await Promise.all(names.map((name) => client.join(name).then(() => "joined", (error) => error.code)));
+    assert.deepEqual(outcomes, ["joined", 400, 400, "joined", 403, "joined", 400, 403, "joined"]);
+    await until(() => errors.length === 5, "each refusal reported");
+    const refusals = [[400, long], [400, ""], [400, "bell\u0007"], [403, "private-1"], [403, "private-2"]];
+    assert.deepEqual(errors.sort(), refusals.sort(), "each refused join once, and no other");
+    // Later messages reach the channels that joined; no bad name ever went to the server.
+    const seen = [];
+    client.onMessage((message, frame) => seen.push(frame.channel));
+    for (const name of ["news", "sport", "weather", "market"]) server.publish(name, { actions: [] });
+    await until(() => seen.length === 4, "a message from each joined channel");
+    assert.deepEqual(seen.sort(), ["market", "news", "sport", "weather"]);
+    const asked = [...server.sseRequests.flatMap((url) => url.searchParams.getAll("channel")), ...server.sent("websocket", "join").map((f) => f.channel)];
+    assert.ok(asked.every((name) => channelProblem(name) === null), "bad names are refused by the client itself");
+    assert.equal(client.state, "open");
+    client.close();
   });
 
   test(`${transport}: a refused string token ends the client; a token callback is asked again`, async () => {
@@ -241,6 +265,33 @@ test("publish checks its arguments before anything goes out", () => {
   assert.throws(() => client.publish("", { actions: [] }), TypeError);
   assert.throws(() => client.publish("room", { model: {} }), TypeError);
   client.close();
+});
+
+test("sse: past the server's channels per connection, the channels that fit join and the rest reject", async () => {
+  const server = new FakeServer({ maxChannels: 3 });
+  const client = clientOf(server, { transport: "sse" });
+  const errors = [];
+  client.onError((error) => errors.push(error.channel));
+  const names = ["a", "b", "c", "d", "e"];
+  const outcomes = await Promise.all(names.map((name) => client.join(name).then(() => "joined", (error) => error.message)));
+  assert.deepEqual(outcomes.filter((o) => o === "joined").length, 3);
+  assert.deepEqual(outcomes.filter((o) => o !== "joined"), ["At most 3 channels per connection", "At most 3 channels per connection"]);
+  assert.deepEqual(errors.sort(), names.filter((_, i) => outcomes[i] !== "joined").sort());
+  await until(() => [...server.connections].some((c) => c.channels.size === 3), "three channels carried");
+  client.close();
+});
+
+test("sse: a 403 about no channel asked for, a token of another app, closes as a WebSocket's 4403 does", async () => {
+  const server = new FakeServer();
+  server.refusal = { code: 4403, status: 403, message: "Connection token belongs to another app" };
+  const client = clientOf(server, { transport: "sse" });
+  const errors = [];
+  client.onError((error) => errors.push([error.code, error.channel, error.retry]));
+  const joined = client.join("room").then(() => null, (error) => error);
+  await until(() => client.state === "closed", "closed");
+  assert.deepEqual(errors, [[403, undefined, false]]);
+  assert.equal((await joined)?.message, "Connection token belongs to another app");
+  assert.equal(server.sseRequests.length, 1);
 });
 
 test("sse: a 429 waits at least the Retry-After it was given before trying again", async () => {
