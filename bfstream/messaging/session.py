@@ -81,10 +81,14 @@ async def check_access(store: Store, app: App, user: User | None, channel: str, 
     """Anonymous channels are open to every connection of the app; a channel to which users were
     added is for those users only; a ``tab|`` channel is for its own connection only."""
     if channel.startswith(protocol.PRIVATE_PREFIX) and channel != private_channel:
-        raise Forbidden("tab| channels are private to their connection")
+        why = "tab| channels are private to their connection"
+        raise Forbidden(why, details=[{"field": "channel", "message": why}])
     members = await store.channel_members(app.id, channel)
     if members is not None and (user is None or user.id not in members):
-        raise Forbidden(f"Channel {channel!r} is for its added users only")
+        # The field says which refusal this is: a client joining several channels over SSE (one
+        # request for all) tells it from a refused origin or token, and finds the channel.
+        why = f"Channel {channel!r} is for its added users only"
+        raise Forbidden(why, details=[{"field": "channel", "message": why}])
 
 
 class Session:
