@@ -25,6 +25,27 @@ export function clock(epochSeconds) {
   return when.toDateString() === new Date().toDateString() ? time : `${when.toLocaleDateString()} ${time}`;
 }
 
+// One part of an error's details as text. Its shape is the error's own: field problems are
+// [{field, message}], an unknown service lists the service names as strings, and any other JSON
+// may come. It is put in the page as text, never as HTML.
+function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (detail && typeof detail === "object" && typeof detail.message === "string") {
+    if (detail.field === undefined) return detail.message;
+    const field = typeof detail.field === "string" ? detail.field : JSON.stringify(detail.field);
+    return `${field}: ${detail.message}`;
+  }
+  return JSON.stringify(detail) ?? String(detail);
+}
+
+/** An error's details, whatever their shape, as one line of text ("" for none). */
+export function detailsText(details) {
+  if (details === undefined || details === null) return "";
+  if (!Array.isArray(details)) return detailText(details);
+  const parts = details.map(detailText);
+  return parts.join(details.every((detail) => typeof detail === "string") ? ", " : "; ");
+}
+
 // An error answer in plain words for the person at the page; the server's own message stays for the rest.
 export function plainWords(error) {
   if (error.status === 401) {

@@ -1,7 +1,7 @@
 // The streams dashboard: polls /admin/api/overview with the admin token the operator types in
 // (kept for this tab only, in sessionStorage), and renders every app's streams, its failed ones, and
 // the calls this instance refused. A stream's id opens its view (#stream/<id>, admin-stream.js).
-import { $, Api, clock, element, plainWords, seconds } from "./admin-dom.js";
+import { $, Api, clock, detailsText, element, plainWords, seconds } from "./admin-dom.js";
 import { StreamView } from "./admin-stream.js";
 
 const KEY = "bfstream-admin-token";
@@ -91,7 +91,7 @@ function appSection(app) {
 }
 
 function refusedRow(call) {
-  const fields = (call.details ?? []).map((detail) => `${detail.field}: ${detail.message}`).join("; ");
+  const fields = detailsText(call.details);
   return element(
     "tr",
     { "data-path": call.path, "data-status": String(call.status) },

@@ -3,10 +3,11 @@
 //   <bf-chat app="app_..." channel="anonymous" action="assistantReceiveResultsStream"></bf-chat>
 //   <script src="https://bfstream.example/static/bf-chat.js"></script>
 //
-// A classic script on purpose: a FileMaker WebViewer, or any page that cannot use modules, loads it
-// with a plain <script src>. It then imports bfstream.js and bf-chat-turn.js (one answer, with
-// its markdown renderer, bf-markdown.js) with import(), from the URL it was itself loaded from, so
-// they always come from the same server and version. Loaded as a module instead (no document.currentScript), it takes them from the
+// A classic script on purpose: a page (a FileMaker WebViewer's data: page among them) loads it with a
+// plain <script src>, no type="module", and it can tell its own URL. It then imports bfstream.js and
+// bf-chat-turn.js (one answer, with its markdown renderer, bf-markdown.js) with import(), from the
+// URL it was itself loaded from, so they always come from the same server and version; the browser
+// must support import() all the same (every one that supports modules does). Loaded as a module instead (no document.currentScript), it takes them from the
 // element's `server` attribute, else the page's origin. See docs/chat.md.
 (() => {
   "use strict";
@@ -89,6 +90,7 @@
 .tool .state { color: var(--bf-chat-muted); }
 .tool[data-state="answered"] .state { color: var(--bf-chat-ok); }
 .tool[data-state="failed"] .state { color: var(--bf-chat-bad); }
+.tool[data-state="timeout"] .state { color: var(--bf-chat-warn); }
 .sources { margin: 0.6rem 0 0; padding: 0.4rem 0 0 1.4em; border-top: 1px solid var(--bf-chat-border); font-size: 0.9em; }
 .sources a { color: var(--bf-chat-accent); }
 .foot { display: flex; align-items: center; gap: 0.6rem; margin-top: 0.4rem; font-size: 0.85em; color: var(--bf-chat-muted); }
@@ -240,6 +242,7 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       const generation = ++this._generation;
       this._client?.close();
       this._client = null;
+      for (const turn of this._turns.values()) turn.leave(); // the closed client brings no more of them
       if (config === null) return;
       const server = this.getAttribute("server") || (ownScript ? new URL(ownScript).origin : location.origin);
       const [bfstream, { Turn }] = await modulesFrom(server);
@@ -269,14 +272,17 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
 
     _register(client, name, handler) {
       return client.onToolCall(name, async (args, call) => {
-        const turn = this._turn(call.streamId);
+        const turn = this._turn(call.streamId, client);
         const card = turn.card(call.toolCallId, `ui_${call.toolName}`, "running");
+        turn.expectAnswer(card, call.timeoutMs);
+        // Only an answer given while the call still waits is the one the model reads: one that
+        // comes after the stream went on, or after the call timed out, leaves the card as it is.
         try {
           const result = await handler(args, call);
-          turn.setCard(card, result && result.success === false ? "failed" : "answered");
+          if (turn.isOpen(card)) turn.setCard(card, result && result.success === false ? "failed" : "answered");
           return result;
         } catch (error) {
-          turn.setCard(card, "failed", error?.message);
+          if (turn.isOpen(card)) turn.setCard(card, "failed", error?.message);
           throw error;
         }
       });
@@ -315,10 +321,13 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
       this.dispatchEvent(new CustomEvent("bf-gap", { detail: gap }));
     }
 
-    _turn(streamId) {
+    /** The answer of `streamId`, made when new; `client` brought its latest event. */
+    _turn(streamId, client) {
       let turn = this._turns.get(streamId);
-      if (turn === undefined) {
-        turn = new this._Turn(this, streamId);
+      if (turn !== undefined) {
+        if (turn.client !== client) turn.follow(client);
+      } else {
+        turn = new this._Turn(this, streamId, client);
         this._turns.set(streamId, turn);
         const stick = this._atBottom();
         this._log.append(turn.node);
@@ -329,8 +338,8 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
 
     _event(event) {
       if (!event || typeof event.streamId !== "string") return;
-      const turn = this._turn(event.streamId);
       const client = this._client;
+      const turn = this._turn(event.streamId, client);
       switch (event.type) {
         case "reasoning":
           turn.showThinking(client.reasoning(event.streamId), event.redacted);
@@ -349,9 +358,13 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
             if (!String(call.name).startsWith("ui_")) turn.card(call.id ?? call.name, call.name, "called");
           }
           break;
-        case "tool_call":
-          turn.card(event.toolCallId, `ui_${event.toolName}`, "waiting");
+        case "tool_call": {
+          // The same call again (a reconnect's replay) keeps the state its card reached.
+          const card = turn.card(event.toolCallId, `ui_${event.toolName}`);
+          if (!card.dataset.state) turn.setCard(card, "waiting");
+          turn.expectAnswer(card, event.timeoutMs);
           break;
+        }
         case "error":
           turn.error = event.error?.message;
           break;

@@ -7,6 +7,8 @@
 const SAFE_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
 const PUNCTUATION = /[!-/:-@[-`{-~]/;
 const BARE_URL = /^(?:https?:\/\/|mailto:)[^\s<>"]*[^\s<>".,:;!?'")\]*_~]/i;
+const FLANK_PUNCTUATION = /[\p{P}\p{S}]/u; // CommonMark's "Unicode punctuation character"
+const SPACE = /\s/;
 
 /** The URL as a link or image target, or null when it is not http(s) or mailto (or not a URL). */
 export function safeUrl(raw) {
@@ -60,6 +62,25 @@ function destination(text, at) {
   return { url, end: i + rest[0].length };
 }
 
+/**
+ * Whether the emphasis marker run `text[at, at + length)` may open and may close a span, by
+ * CommonMark's flanking rules; the text's start and end count as whitespace. Left-flanking: not
+ * followed by whitespace, and not followed by punctuation unless preceded by whitespace or
+ * punctuation (right-flanking is the mirror). `*` and `~` open when left-flanking, close when
+ * right-flanking; `_` also must not sit inside a word: `snake_case`, and `window.__pwn=1`, where
+ * the run is left-flanking only, after punctuation, so that a second such run cannot close it.
+ */
+function flanking(text, at, length) {
+  const before = text[at - 1] ?? " ";
+  const after = text[at + length] ?? " ";
+  const punctuationBefore = FLANK_PUNCTUATION.test(before);
+  const punctuationAfter = FLANK_PUNCTUATION.test(after);
+  const left = !SPACE.test(after) && (!punctuationAfter || SPACE.test(before) || punctuationBefore);
+  const right = !SPACE.test(before) && (!punctuationBefore || SPACE.test(after) || punctuationAfter);
+  if (text[at] !== "_") return { opens: left, closes: right };
+  return { opens: left && (!right || punctuationBefore), closes: right && (!left || punctuationAfter) };
+}
+
 /** Where the emphasis opened at `from` by `marker` closes, or -1. */
 function closingDelimiter(text, from, marker) {
   for (let i = from; i < text.length; i++) {
@@ -73,12 +94,11 @@ function closingDelimiter(text, from, marker) {
       if (end > 0) i = end + run.length - 1;
       continue;
     }
-    if (text.startsWith(marker, i) && i > from && !/\s/.test(text[i - 1])) {
+    if (text.startsWith(marker, i) && i > from && flanking(text, i, marker.length).closes) {
       if (marker.length === 1 && text[i + 1] === marker) {
         i++; // part of a double run: not this single marker's closer
         continue;
       }
-      if (marker === "_" && /[\p{L}\p{N}]/u.test(text[i + 1] ?? "")) continue;
       return i;
     }
   }
@@ -190,8 +210,7 @@ export function renderInline(text, parent, streaming = false, inLink = false) {
       const double = text[i + 1] === c;
       const marker = double ? c + c : c;
       const after = text[i + marker.length] ?? "";
-      const before = text[i - 1] ?? "";
-      const opens = after !== "" && !/\s/.test(after) && !(c === "_" && /[\p{L}\p{N}]/u.test(before));
+      const opens = flanking(text, i, marker.length).opens;
       const end = opens ? closingDelimiter(text, i + marker.length, marker) : -1;
       if (end < 0 && !(opens && streaming && after !== c)) {
         plain += marker;

@@ -187,3 +187,62 @@ async def test_a_wrong_token_is_told_in_plain_words_and_the_right_one_then_opens
     await page.wait_for_selector("body[data-ready='true']", timeout=10_000)
     await expect(problem).to_have_text("")
     assert await page.is_hidden("#login") and page.failures == []
+
+
+async def test_refused_calls_show_their_details_as_text_whatever_their_shape(
+    start_server: ServerFactory, chromium: Any
+) -> None:
+    from playwright.async_api import expect
+
+    server = await start_server(admin_token=TOKEN)
+    page = await open_dashboard(chromium, server)
+    await page.wait_for_selector("body[data-ready='true']", timeout=10_000)
+    # An unknown service: its details are the names of the services there are, as strings.
+    response = await server.post("/stream/create", {**echo_body(server, 3), "service": "<b>nonesuch</b>"})
+    unknown = response.json()["error"]
+    assert response.status_code == 400 and all(isinstance(name, str) for name in unknown["details"])
+    # A body with a field at fault: its details are [{field, message}].
+    response = await server.post("/stream/create", {**echo_body(server, 3), "channels": []})
+    bad_field = response.json()["error"]
+    assert response.status_code == 400 and all("field" in detail for detail in bad_field["details"])
+
+    rows = page.get_by_role("table", name="Refused calls").locator("tbody tr[data-path='/stream/create']")
+    await expect(rows).to_have_count(2, timeout=10_000)
+    newest, oldest = [await row.locator("td").nth(3).text_content() for row in await rows.all()]
+    assert oldest == f"{unknown['message']} ({', '.join(unknown['details'])})"
+    fields = "; ".join(f"{detail['field']}: {detail['message']}" for detail in bad_field["details"])
+    assert newest == f"{bad_field['message']} ({fields})"
+    assert "undefined" not in (newest + oldest)
+    assert await page.locator("#refused b").count() == 0  # a service name is text, never markup
+    assert page.failures == []
+
+
+async def test_any_shape_of_details_reads_as_one_line_of_text(start_server: ServerFactory, chromium: Any) -> None:
+    server = await start_server(admin_token=TOKEN)
+    page = await chromium.new_page()
+    await page.goto(server.url + "/admin")
+    shapes = [
+        ["anthropic", "echo"],
+        [{"field": "channels", "message": "at least one"}, {"field": "model", "message": "required"}],
+        [{"message": "no field"}, "a string", 3, None, {"code": 7}],
+        {"field": ["payload", "tools", 0], "message": "not a tool"},
+        {"limit": 5, "window": "1 min"},
+        "just a string",
+        [],
+        None,
+    ]
+    texts = await page.evaluate(
+        "async (shapes) => { const { detailsText } = await import('/static/admin-dom.js');"
+        " return shapes.map(detailsText); }",
+        shapes,
+    )
+    assert texts == [
+        "anthropic, echo",
+        "channels: at least one; model: required",
+        'no field; a string; 3; null; {"code":7}',
+        '["payload","tools",0]: not a tool',
+        '{"limit":5,"window":"1 min"}',
+        "just a string",
+        "",
+        "",
+    ]

@@ -60,6 +60,19 @@ CASES: dict[str, tuple[str, str]] = {
         "> quoted *text*\n> more\n\n---\n\n\\*not em\\* and 2 * 3 * 4",
         "<blockquote><p>quoted <em>text</em><br>more</p></blockquote><hr><p>*not em* and 2 * 3 * 4</p>",
     ),
+    # CommonMark's flanking rules: a `_`/`__` or `*`/`**` run right after punctuation and before a
+    # letter can open a span but not close one, so two such runs are text (a review's find: the
+    # code below became <strong> between its two `__`).
+    "underscore runs after punctuation": (
+        "window.__pwn=1 and\nwindow.__pwn=2; a._b c._d",
+        "<p>window.__pwn=1 and<br>window.__pwn=2; a._b c._d</p>",
+    ),
+    "asterisk runs after punctuation": ('a.**b c.**d and a*"foo"*', '<p>a.**b c.**d and a*"foo"*</p>'),
+    "emphasis that flanks": (
+        "*foo*bar, __init__, (*a*), foo-_(bar)_, **x.**, _foo_bar and snake_case_name",
+        "<p><em>foo</em>bar, <strong>init</strong>, (<em>a</em>), foo-<em>(bar)</em>, <strong>x.</strong>, "
+        "_foo_bar and snake_case_name</p>",
+    ),
     "image": (
         "![a cat](https://example.org/cat.png)",
         '<p><img alt="a cat" loading="lazy" src="https://example.org/cat.png"></p>',
