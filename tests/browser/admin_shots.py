@@ -11,20 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.browser.screenshots import Served, browser_page, serving
+from tests.browser.test_tools import SHOW_FORM
 from tests.fakes import anthropic_server as claude
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.http_server import StreamReply
 from tests.secret_scan import PROVIDER_KEY
 
 TOKEN = "admin-token-for-the-screenshots"
-SHOW_FORM = {
-    "type": "function",
-    "function": {
-        "name": "ui_show_form",
-        "description": "Show the user a sign-up form",
-        "parameters": {"type": "object", "properties": {"title": {"type": "string"}}},
-    },
-}
 
 
 def _ask(served: Served, service: str, question: str, **more: Any) -> dict[str, Any]:

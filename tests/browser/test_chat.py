@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser.chat_pages import TURNS, PageServer, chat_page, watch_page
+from tests.browser.test_tools import SHOW_FORM
 from tests.conftest import PROVIDER_KEY, Server, ServerFactory, WSClient
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, chunk, sse, text_stream, tool_call_stream
 from tests.services import Proxy
@@ -228,16 +229,6 @@ async def test_the_models_thinking_shows_in_its_block_before_the_answer(
     order = await page.locator("bf-chat .turn").evaluate("(turn) => [...turn.children].map((part) => part.className)")
     assert order.index("thinking") < order.index("answer")
     assert problems == []
-
-
-SHOW_FORM = {
-    "type": "function",
-    "function": {
-        "name": "ui_show_form",
-        "description": "Show the user a form",
-        "parameters": {"type": "object", "properties": {"title": {"type": "string"}}},
-    },
-}
 
 
 async def test_a_ui_tool_call_shows_a_card_and_the_pages_handler_answers_it(
