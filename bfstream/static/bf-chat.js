@@ -289,10 +289,13 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
     }
 
     _state(state, detail) {
-      if (this._status.dataset.state === "refused" && state === "closed") return; // keep the reason on show
-      if (state === "closed" && detail?.reason) {
+      // A refusal that trying again cannot mend (a channel refused, maybe before the connection was
+      // even open) stays on show whatever the connection does next, until the element is set anew;
+      // and a closing keeps the reason that closed it on show.
+      const kept = this._refusedIn === this._generation || (this._status.dataset.state === "refused" && state === "closed");
+      if (!kept && state === "closed" && detail?.reason) {
         this._show("refused", `refused: ${detail.reason}`); // the server said no, and why: trying again cannot help
-      } else {
+      } else if (!kept) {
         const reason = state === "reconnecting" && detail?.reason ? ` (${detail.reason})` : "";
         this._show(state, state + reason);
       }
@@ -300,6 +303,7 @@ button:focus-visible, summary:focus-visible, a:focus-visible { outline: 3px soli
     }
 
     _refused(error) {
+      if (error?.retry !== true) this._refusedIn = this._generation;
       const message = error?.message || String(error);
       this._show("refused", `refused: ${message}`);
       this.dispatchEvent(new CustomEvent("bf-error", { detail: { code: error?.code, message } }));
