@@ -36,12 +36,16 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def _without_password(url: str) -> str:
     """A URL as start-up may print it: the user and host stay, a password (in the authority or the
-    query string) goes, since that output ends up in logs."""
+    query string) goes, since that output ends up in logs. The authority runs to the last ``@``, so
+    a password whose ``/`` was not percent-encoded (which ends a URL's authority early) goes too."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user = userinfo.partition(":")[0]
+        url = f"{scheme}://{user}@{after}" if user else f"{scheme}://{after}"
     parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if "pass" not in k.lower()]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if at and user else host, query=urlencode(query)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _database(settings: Settings) -> str:
@@ -111,8 +115,14 @@ def _alone(settings: Settings) -> IO[str] | None:
     if not settings.broker_url.startswith("memory://") or is_postgres(settings.database_url):
         return None
     database = sqlite_path(settings.database_url, settings.data_dir)
-    database.parent.mkdir(parents=True, exist_ok=True)
-    lock = open(f"{database}.lock", "a+")  # held open, and locked, until the process exits
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{database}.lock", "a+")  # held open, and locked, until the process exits
+    except OSError as exc:  # a volume owned by another user, say: the container runs as uid 10001
+        raise SystemExit(
+            f"bfstream: cannot write in the data directory {database.parent.absolute()} ({exc.strerror}); "
+            "give this user the directory, or name another with --data-dir"
+        ) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -297,6 +298,21 @@ class Settings(BaseSettings):
     # Each app may narrow this further (bfstream apps update APP --origins ...).
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @field_validator("broker_url", "database_url")
+    @classmethod
+    def _readable_url(cls, value: str | None) -> str | None:
+        """A URL whose authority cannot be read (a password's ``/`` not percent-encoded ends it early,
+        and the rest is taken for a port) is refused here, in one line that quotes none of it, rather
+        than as a traceback, or an error quoting the password, when the connection is opened."""
+        if value is not None and "://" in value:
+            try:
+                _ = urlsplit(value).port  # reading it is the check
+            except ValueError:
+                raise ValueError(
+                    "the URL cannot be read: percent-encode a password's /, :, @, # and + (%2F, %3A, %40, %23, %2B)"
+                ) from None
+        return value
 
     @field_validator("services", mode="before")
     @classmethod

@@ -86,7 +86,11 @@ class PostgresDatabase:
                 url, min_size=1, max_size=10, timeout=CONNECT_TIMEOUT, command_timeout=CALL_TIMEOUT,
                 connection_class=_Connection,
             )  # fmt: skip
-        except (*_UNREACHABLE, asyncpg.PostgresError, ValueError) as exc:  # no server, no such database or role
+        except ValueError:  # its text may quote a piece of the password, as a port that is not a number
+            raise StoreError(
+                "its URL cannot be read: a password with /, :, @, # or + must be percent-encoded"
+            ) from None
+        except (*_UNREACHABLE, asyncpg.PostgresError) as exc:  # no server, no such database or role
             raise StoreError(str(exc) or type(exc).__name__) from exc
         return cls(pool)
 

@@ -147,3 +147,27 @@ async def test_serve_applies_the_admin_token_and_log_level_given_as_options(tmp_
         await asyncio.wait_for(proc.wait(), 30)
     assert "Uvicorn running on" not in log.read_text()  # an INFO line: not at warning
     assert "an-admin-token-of-the-test" not in log.read_text()
+
+
+def test_a_password_that_breaks_its_url_is_one_line_that_quotes_none_of_it(tmp_path: Path) -> None:
+    """Found by a review: a base64 password with an unencoded / ends the URL's authority early, and
+    the rest was read as a port: doctor and serve died with a traceback, quoting part of the password."""
+    broken = {
+        "BFSTREAM_DATABASE_URL": "postgresql://bfstream:ab+cd/ef9secret@127.0.0.1:5432/bfstream",
+        "BFSTREAM_BROKER_URL": "redis://:pa/ss9secret@127.0.0.1:6379/0",
+    }
+    for name, url in broken.items():
+        for command in (["doctor"], ["serve", "--port", str(_closed_port())]):
+            shown = bfstream(*command, "--data-dir", str(tmp_path), **LOCAL_PROVIDERS, **{name: url})
+            output = shown.stdout + shown.stderr
+            assert shown.returncode == 2, (command, output)
+            assert "Traceback" not in output and "secret" not in output and "ab+cd" not in output, output
+            assert "percent-encode" in output, output
+
+
+def test_serve_on_a_data_directory_it_cannot_write_says_so_in_one_line(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    shown = bfstream("serve", "--port", str(_closed_port()), "--data-dir", str(blocked / "data"))
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr, shown.stderr
+    assert "cannot write in the data directory" in shown.stderr and "--data-dir" in shown.stderr
